@@ -1,0 +1,305 @@
+"""Entry point of the SageMaker training job: the seed's two-phase VGG16 transfer-learning recipe.
+
+SageMaker runs ``python train.py --key value ...`` with the channels in SM_CHANNEL_* and writes
+back what lands in SM_MODEL_DIR and SM_OUTPUT_DATA_DIR; ``make train-local`` runs it the same way
+on a workstation. It reads top to bottom as the experiment:
+setup → data → model → phase "frozen" → phase "fine_tuned" → outputs.
+
+Log lines (matched by the launcher's SageMaker metric definitions, see docs/job-contract.md):
+  [epoch] phase=<p> epoch=<i>/<n> loss=.. accuracy=.. val_loss=.. val_accuracy=.. seconds=..
+  [test] phase=<p> test_loss=.. test_accuracy=..
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from typing import Callable, Optional
+
+from vgg_transfer import config, data, distribute, phases
+from vgg_transfer import model as vgg
+
+
+def fail(message: str, code: int = 2) -> int:
+    """One clear line for the log, and SageMaker's failure file (it becomes FailureReason)."""
+    print("ERROR: " + message, file=sys.stderr, flush=True)
+    output_dir = os.environ.get("SM_OUTPUT_DIR")
+    if output_dir and os.path.isdir(output_dir):
+        with open(os.path.join(output_dir, "failure"), "w") as handle:
+            handle.write(message[:1000])
+    return code
+
+
+def install_sigterm_handler() -> None:
+    # A spot interruption sends SIGTERM. Checkpoint files are replaced atomically, so leaving
+    # at once keeps every finished epoch; the restarted job continues from the last one.
+    def stop(signum, frame):
+        print("[signal] SIGTERM received: stopping; finished epochs are checkpointed", flush=True)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def worker_name() -> str:
+    tf_config = distribute.resolve_tf_config(dict(os.environ)) or {}
+    task = tf_config.get("task", {})
+    return "{}-{}".format(task.get("type", "worker"), task.get("index", 0))
+
+
+def train_phase(
+    name: str,
+    model,
+    fit_model,
+    make_optimizer: Callable,
+    train_dataset,
+    validation_dataset,
+    epochs: int,
+    patience: int,
+    hp: config.Hyperparameters,
+    paths: config.Paths,
+    strategy,
+    is_chief: bool,
+) -> phases.PhaseState:
+    """compile → restore (after a spot interruption) → fit → keep the best epoch's weights."""
+    directory = phases.phase_directory(paths.checkpoint_dir, name, is_chief, worker_name())
+    state = phases.load_state(directory, name, epochs)
+    if state.finished:
+        print(
+            f"[phase] {name}: finished in an earlier run ({state.epochs_done} epochs); reusing its best weights",
+            flush=True,
+        )
+        phases.load_best(model, directory, state)
+        return state
+    with strategy.scope():
+        vgg.compile_model(fit_model, make_optimizer(), hp.xla)
+    phases.restore(model, directory, state)
+    if state.epochs_done:
+        print(f"[phase] {name}: resuming after epoch {state.epochs_done}/{epochs}", flush=True)
+    if state.epochs_done < epochs and not state.stopped_early:
+        fit_model.fit(
+            train_dataset,
+            validation_data=validation_dataset,
+            epochs=epochs,
+            initial_epoch=state.epochs_done,
+            callbacks=[phases.PhaseCheckpoint(state, directory, model, patience)],
+            verbose=0,
+        )
+    phases.finish(directory, state)
+    phases.load_best(model, directory, state)
+    return state
+
+
+def evaluate(model, test_dataset, strategy, phase: str, xla: bool) -> dict:
+    """Test loss, accuracy and confusion matrix, with the phase's best weights loaded."""
+    import tensorflow as tf
+
+    with strategy.scope():
+        model.compile(
+            loss="binary_crossentropy",
+            metrics=[
+                "accuracy",
+                tf.keras.metrics.TrueNegatives(name="tn"),
+                tf.keras.metrics.FalsePositives(name="fp"),
+                tf.keras.metrics.FalseNegatives(name="fn"),
+                tf.keras.metrics.TruePositives(name="tp"),
+            ],
+            jit_compile=bool(xla),
+        )
+    result = model.evaluate(test_dataset, return_dict=True, verbose=0)
+    metrics = {"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"])}
+    print(phases.TEST_LINE.format(phase=phase, **metrics), flush=True)
+    counts = {key: int(round(float(result[key]))) for key in ("tn", "fp", "fn", "tp")}
+    metrics["confusion_matrix"] = {
+        "labels": ["cat", "dog"],
+        "rows_true_columns_predicted": [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]],
+    }
+    return metrics
+
+
+def phase_summary(state: phases.PhaseState, train_images: int, test: dict) -> dict:
+    seconds = state.seconds
+    return dict(
+        test,
+        best_val_accuracy=state.best_val_accuracy,
+        best_epoch=state.best_epoch,
+        epochs_run=state.epochs_done,
+        epochs_planned=state.epochs,
+        stopped_early=state.stopped_early,
+        seconds=round(seconds, 3),
+        images_per_second=round(train_images * state.epochs_done / seconds, 2) if seconds else 0.0,
+    )
+
+
+def versions() -> dict[str, str]:
+    import numpy as np
+    import tensorflow as tf
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": vgg.keras_version(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def save_outputs(model, paths: config.Paths, hp, metrics: dict, states) -> None:
+    """Model to SM_MODEL_DIR; metrics, history and resolved config to SM_OUTPUT_DATA_DIR."""
+    vgg.save_model(model, paths.model_dir)
+    os.makedirs(paths.output_data_dir, exist_ok=True)
+    with open(os.path.join(paths.output_data_dir, "metrics.json"), "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    with open(os.path.join(paths.output_data_dir, "config.json"), "w") as handle:
+        handle.write(config.to_json(hp, paths))
+    with open(os.path.join(paths.output_data_dir, "history.csv"), "w", newline="") as handle:
+        columns = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for state in states:
+            for row in state.history:
+                writer.writerow(dict(row, phase=state.phase))
+
+
+def main(argv: Optional[list] = None) -> int:
+    # --- setup ---------------------------------------------------------------------------------
+    try:
+        hp, paths = config.parse_args(argv)
+    except config.ConfigError as error:
+        return fail(f"bad hyperparameters: {error}")
+    # Channels are checked in seconds, before any GPU time is spent.
+    try:
+        splits = data.read_channels(
+            {"train": paths.train, "validation": paths.validation, "test": paths.test}
+        )
+    except data.ChannelError as error:
+        return fail(str(error))
+    install_sigterm_handler()
+
+    import tensorflow as tf
+    from tensorflow import keras
+
+    try:
+        strategy, is_chief, description = distribute.choose_strategy(hp.distribution)
+    except ValueError as error:
+        return fail(str(error))
+    if hp.cache_features and description.startswith("multi_worker"):
+        return fail("cache_features=true runs on one host only; set it false for multi-host jobs")
+    keras.utils.set_random_seed(hp.seed)
+    policy = vgg.set_precision(hp.mixed_precision, on_gpu=vgg.gpu_count() > 0)
+    print(
+        f"[setup] {description} replicas={strategy.num_replicas_in_sync} precision={policy} tensorflow={tf.__version__} images={data.split_summary(splits)}",
+        flush=True,
+    )
+
+    # --- data ----------------------------------------------------------------------------------
+    def dataset(name: str, training: bool, augment: bool):
+        return data.make_dataset(
+            splits[name], hp.image_size, hp.batch_size, training, augment, hp.seed
+        )
+
+    train_dataset = dataset("train", training=True, augment=hp.augment)
+    validation_dataset = dataset("validation", training=False, augment=False)
+    test_dataset = dataset("test", training=False, augment=False)
+
+    # --- model ---------------------------------------------------------------------------------
+    try:
+        with strategy.scope():
+            model = vgg.build_model(hp.image_size, hp.preprocessing, hp.weights, hp.dropout)
+    except vgg.WeightsError as error:
+        return fail(str(error))
+    train_images = len(splits["train"])
+
+    # --- phase "frozen": train the head on top of the frozen conv base -------------------------
+    vgg.freeze_conv_base(model)
+    frozen_fit_model, frozen_train, frozen_validation, extra_seconds = (
+        model,
+        train_dataset,
+        validation_dataset,
+        0.0,
+    )
+    if hp.cache_features:
+        # One forward pass per image instead of one per epoch. Cached features cannot be
+        # augmented, so this phase then trains without augmentation (recorded in metrics.json).
+        started = time.time()
+        extractor = vgg.feature_extractor(model)
+        plain_train = dataset("train", training=False, augment=False)
+        train_features = extractor.predict(plain_train, verbose=0)
+        validation_features = extractor.predict(validation_dataset, verbose=0)
+        extra_seconds = time.time() - started
+        with strategy.scope():
+            frozen_fit_model = vgg.head_model(model, train_features.shape[1:])
+        frozen_train = (
+            tf.data.Dataset.from_tensor_slices((train_features, data.labels_array(splits["train"])))
+            .shuffle(train_images, seed=hp.seed)
+            .batch(hp.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        frozen_validation = (
+            tf.data.Dataset.from_tensor_slices(
+                (validation_features, data.labels_array(splits["validation"]))
+            )
+            .batch(hp.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+    frozen = train_phase(
+        "frozen",
+        model,
+        frozen_fit_model,
+        lambda: keras.optimizers.Adam(learning_rate=hp.learning_rate_frozen),
+        frozen_train,
+        frozen_validation,
+        hp.epochs_frozen,
+        0,
+        hp,
+        paths,
+        strategy,
+        is_chief,
+    )
+    if not frozen.extra_seconds:
+        frozen.extra_seconds = extra_seconds
+    frozen_test = evaluate(model, test_dataset, strategy, "frozen", hp.xla)
+
+    # --- phase "fine_tuned": unfreeze the top blocks, low learning rate ------------------------
+    vgg.unfreeze_from(model, hp.unfreeze_from)
+    fine_tuned = train_phase(
+        "fine_tuned",
+        model,
+        model,
+        lambda: keras.optimizers.RMSprop(learning_rate=hp.learning_rate_fine_tuned),
+        train_dataset,
+        validation_dataset,
+        hp.epochs_fine_tuned,
+        hp.early_stopping_patience,
+        hp,
+        paths,
+        strategy,
+        is_chief,
+    )
+    fine_tuned_test = evaluate(model, test_dataset, strategy, "fine_tuned", hp.xla)
+
+    # --- outputs (the chief alone writes them) -------------------------------------------------
+    metrics = {
+        "phases": {
+            "frozen": phase_summary(frozen, train_images, frozen_test),
+            "fine_tuned": phase_summary(fine_tuned, train_images, fine_tuned_test),
+        },
+        "frozen_phase_augmented": bool(hp.augment and not hp.cache_features),
+        "images": data.split_summary(splits),
+        "dataset_digest": hp.dataset_digest,
+        "distribution": description,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "precision_policy": policy,
+        "config": dataclasses.asdict(hp),
+        "versions": versions(),
+    }
+    if is_chief:
+        save_outputs(model, paths, hp, metrics, [frozen, fine_tuned])
+        print(f"[done] model in {paths.model_dir}; metrics in {paths.output_data_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Channels → tf.data pipelines: fast channel checks, parallel decode, the seed's augmentation.
+
+Images stay in [0, 255] here; rescaling or VGG16 preprocessing lives inside the model, so the
+saved model takes raw images.
+"""
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+CLASSES = ("cats", "dogs")  # label 0 = cat, 1 = dog: the order flow_from_directory used
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# The seed's ImageDataGenerator settings (shared/SEED.md).
+ROTATION_DEGREES = 40.0
+WIDTH_SHIFT = 0.2  # fraction of the width
+HEIGHT_SHIFT = 0.2  # fraction of the height
+SHEAR_DEGREES = 0.2  # Keras reads shear_range in degrees, so the seed's 0.2 is a tiny shear
+ZOOM = 0.2  # x and y zoom drawn independently from [0.8, 1.2]
+
+
+class ChannelError(ValueError):
+    """A channel the job cannot train on; the message names the channel and the files."""
+
+
+class Split:
+    """The image paths and labels of one channel."""
+
+    def __init__(self, name: str, paths: list[str], labels: list[int]) -> None:
+        self.name = name
+        self.paths = paths
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def class_counts(self) -> dict[str, int]:
+        return {c: self.labels.count(i) for i, c in enumerate(CLASSES)}
+
+
+def _looks_like_image(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    return head.startswith(_JPEG_MAGIC) or head.startswith(_PNG_MAGIC)
+
+
+def read_split(name: str, directory: str) -> Split:
+    """Lists a channel and checks every file's header: seconds, not a decode of every image."""
+    if not directory or not os.path.isdir(directory):
+        raise ChannelError(
+            f"channel {name!r}: directory {directory!r} does not exist; pass --{name} or stage the data "
+            "(make data / make data-sample)"
+        )
+    paths, labels, bad = [], [], []
+    for label, cls in enumerate(CLASSES):
+        class_dir = os.path.join(directory, cls)
+        if not os.path.isdir(class_dir):
+            raise ChannelError(
+                f"channel {name!r}: class folder {class_dir!r} is missing; expected {directory}/cats and {directory}/dogs"
+            )
+        for entry in sorted(os.listdir(class_dir)):
+            path = os.path.join(class_dir, entry)
+            if not entry.lower().endswith(IMAGE_SUFFIXES) or not os.path.isfile(path):
+                continue
+            try:
+                ok = os.path.getsize(path) > 0 and _looks_like_image(path)
+            except OSError:
+                ok = False
+            if not ok:
+                bad.append(path)
+                continue
+            paths.append(path)
+            labels.append(label)
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise ChannelError(
+            f"channel {name!r}: {len(bad)} unreadable, empty or non-image file(s): {shown}; remove them or re-run "
+            "make data, which excludes them"
+        )
+    split = Split(name, paths, labels)
+    empty = [c for c, n in split.class_counts().items() if n == 0]
+    if empty:
+        raise ChannelError(
+            "channel {!r}: no images in class folder(s) {} under {!r}".format(
+                name, ", ".join(empty), directory
+            )
+        )
+    return split
+
+
+def read_channels(directories: dict[str, str]) -> dict[str, Split]:
+    return {name: read_split(name, path) for name, path in directories.items()}
+
+
+def load_image(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    data = tf.io.read_file(path)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = tf.image.resize(image, (image_size, image_size))  # bilinear; float32 in [0, 255]
+    image.set_shape((image_size, image_size, 3))
+    return image
+
+
+def random_affine_transforms(batch: int, height: int, width: int) -> tf.Tensor:
+    """One fused output→input transform per image, as ImageDataGenerator composes it.
+
+    Keras composes rotation @ shift @ shear @ zoom about the image centre in (row, col) space,
+    then flips. Built here in (x=col, y=row) space for ImageProjectiveTransformV3, so one op
+    transforms the whole batch on every TF version (Keras 2 has no shear layer).
+    """
+    uniform = tf.random.uniform
+    theta = uniform([batch], -1.0, 1.0) * (ROTATION_DEGREES * math.pi / 180.0)
+    shift_rows = uniform([batch], -HEIGHT_SHIFT, HEIGHT_SHIFT) * height
+    shift_cols = uniform([batch], -WIDTH_SHIFT, WIDTH_SHIFT) * width
+    shear = uniform([batch], -1.0, 1.0) * (SHEAR_DEGREES * math.pi / 180.0)
+    zoom_rows = uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM)
+    zoom_cols = uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM)
+    flip = tf.cast(uniform([batch]) < 0.5, tf.float32)
+
+    zeros, ones = tf.zeros([batch]), tf.ones([batch])
+
+    def matrix(rows):
+        return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)  # [batch, 3, 3]
+
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    rotation = matrix([[cos, -sin, zeros], [sin, cos, zeros], [zeros, zeros, ones]])
+    shift = matrix([[ones, zeros, shift_rows], [zeros, ones, shift_cols], [zeros, zeros, ones]])
+    shearing = matrix(
+        [[ones, -tf.sin(shear), zeros], [zeros, tf.cos(shear), zeros], [zeros, zeros, ones]]
+    )
+    zoom = matrix([[zoom_rows, zeros, zeros], [zeros, zoom_cols, zeros], [zeros, zeros, ones]])
+    rc = tf.matmul(tf.matmul(tf.matmul(rotation, shift), shearing), zoom)
+
+    # (row, col) → (x, y): swap the two axes on both sides.
+    swap = tf.constant([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    xy = tf.matmul(tf.matmul(swap[None], rc), swap[None])
+    # About the centre: T(c) · M · T(-c).
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    to_centre = tf.constant([[1.0, 0.0, cx], [0.0, 1.0, cy], [0.0, 0.0, 1.0]])
+    from_centre = tf.constant([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
+    xy = tf.matmul(tf.matmul(to_centre[None], xy), from_centre[None])
+    # Horizontal flip after the affine: output x reads the transformed image at width-1-x.
+    flip_matrix = matrix(
+        [
+            [1.0 - 2.0 * flip, zeros, flip * (width - 1)],
+            [zeros, ones, zeros],
+            [zeros, zeros, ones],
+        ]
+    )
+    xy = tf.matmul(xy, flip_matrix)
+    flat = tf.reshape(xy, [batch, 9])
+    return flat[:, :8]
+
+
+def augment_batch(images: tf.Tensor) -> tf.Tensor:
+    shape = tf.shape(images)
+    transforms = random_affine_transforms(shape[0], images.shape[1], images.shape[2])
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",  # the seed's fill_mode="nearest": repeat the edge pixels
+    )
+
+
+def make_dataset(
+    split: Split,
+    image_size: int,
+    batch_size: int,
+    training: bool,
+    augment: bool,
+    seed: int,
+) -> tf.data.Dataset:
+    """Decode and resize in parallel, batch, augment the whole batch at once, prefetch."""
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.array(split.paths), np.array(split.labels, dtype=np.float32))
+    )
+    if training:
+        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(
+        lambda path, label: (load_image(path, image_size), label),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    dataset = dataset.batch(batch_size)
+    if training and augment:
+        dataset = dataset.map(
+            lambda images, labels: (augment_batch(images), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    options = tf.data.Options()
+    # Paths are one in-memory tensor, not files: shard by element across workers.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def labels_array(split: Split) -> np.ndarray:
+    return np.array(split.labels, dtype=np.int64)
+
+
+def steps(split: Sequence, batch_size: int) -> int:
+    return int(math.ceil(len(split) / float(batch_size)))
+
+
+def split_summary(splits: dict[str, Split]) -> dict[str, dict[str, int]]:
+    return {name: dict(split.class_counts(), total=len(split)) for name, split in splits.items()}
+
+
+Pair = tuple[tf.Tensor, tf.Tensor]

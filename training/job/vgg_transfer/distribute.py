@@ -1,0 +1,77 @@
+"""Chooses the tf.distribute strategy from the environment: CPU, one GPU, several GPUs on one
+host (MirroredStrategy) or several hosts (MultiWorkerMirroredStrategy), overridable by the
+``distribution`` hyperparameter.
+"""
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+WORKER_PORT = 2222  # port of the collective-ops server on each SageMaker host
+
+
+def tf_config_from_sagemaker(environ: dict[str, str]) -> Optional[dict]:
+    """TF_CONFIG for a multi-host SageMaker job, built from SM_HOSTS and SM_CURRENT_HOST."""
+    hosts = json.loads(environ.get("SM_HOSTS", "[]"))
+    current = environ.get("SM_CURRENT_HOST")
+    if len(hosts) < 2 or current not in hosts:
+        return None
+    hosts = sorted(hosts)  # algo-1 is the chief on every host
+    return {
+        "cluster": {"worker": [f"{host}:{WORKER_PORT}" for host in hosts]},
+        "task": {"type": "worker", "index": hosts.index(current)},
+    }
+
+
+def worker_count(tf_config: Optional[dict]) -> int:
+    if not tf_config:
+        return 1
+    return sum(len(v) for k, v in tf_config.get("cluster", {}).items() if k in ("worker", "chief"))
+
+
+def is_chief(tf_config: Optional[dict]) -> bool:
+    if not tf_config:
+        return True
+    task = tf_config.get("task", {})
+    if "chief" in tf_config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def resolve_tf_config(environ: dict[str, str]) -> Optional[dict]:
+    if environ.get("TF_CONFIG"):
+        return json.loads(environ["TF_CONFIG"])
+    return tf_config_from_sagemaker(environ)
+
+
+def choose_strategy(distribution: str) -> tuple[tf.distribute.Strategy, bool, str]:
+    """Returns (strategy, is_chief, description). Call before any other TensorFlow work."""
+    tf_config = resolve_tf_config(dict(os.environ))
+    gpus = tf.config.list_physical_devices("GPU")
+    if distribution == "auto":
+        if worker_count(tf_config) > 1:
+            distribution = "multi_worker"
+        elif len(gpus) > 1:
+            distribution = "mirrored"
+        elif gpus:
+            distribution = "gpu"
+        else:
+            distribution = "cpu"
+    if distribution == "multi_worker":
+        if not tf_config:
+            raise ValueError(
+                "distribution=multi_worker needs TF_CONFIG or SM_HOSTS with two or more hosts"
+            )
+        os.environ["TF_CONFIG"] = json.dumps(tf_config)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return strategy, is_chief(tf_config), f"multi_worker x{worker_count(tf_config)}"
+    if distribution == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+        return strategy, True, f"mirrored x{strategy.num_replicas_in_sync}"
+    if distribution == "gpu":
+        if not gpus:
+            raise ValueError("distribution=gpu but TensorFlow sees no GPU")
+        return tf.distribute.OneDeviceStrategy("/gpu:0"), True, "one GPU"
+    return tf.distribute.OneDeviceStrategy("/cpu:0"), True, "CPU"
