@@ -1,0 +1,232 @@
+"""The SageMaker execution role (least privilege) and the policy for whoever launches jobs.
+
+Policy documents are built by plain functions from ARNs, so tests can read them as JSON.
+"""
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import dlc
+from infra.bucket import PREFIXES
+
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where the policies apply: the account, region and partition of the stack."""
+
+    account: str
+    region: str
+    partition: str
+
+    def arn(self, service: str, resource: str, region: bool = True, account: bool = True) -> str:
+        return ":".join(
+            [
+                "arn",
+                self.partition,
+                service,
+                self.region if region else "",
+                self.account if account else "",
+                resource,
+            ]
+        )
+
+    @property
+    def training_jobs(self) -> str:
+        return self.arn("sagemaker", "training-job/*")
+
+    @property
+    def training_log_groups(self) -> str:
+        return self.arn("logs", f"log-group:{TRAINING_LOG_GROUP}*")
+
+
+def objects(bucket_arn: str, *purposes: str) -> list[str]:
+    return [f"{bucket_arn}/{PREFIXES[p]}/*" for p in purposes]
+
+
+def trust_policy(scope: Scope) -> str:
+    """Only SageMaker may assume the role, and only for this account's training jobs."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sagemaker.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {  # confused-deputy protection
+                        "StringEquals": {"aws:SourceAccount": scope.account},
+                        "ArnLike": {"aws:SourceArn": scope.training_jobs},
+                    },
+                }
+            ],
+        }
+    )
+
+
+def execution_policy(bucket_arn: str, scope: Scope, kms_key_arn: str | None = None) -> str:
+    """What a training job uses: its data, code and weights; its outputs and checkpoints; logs,
+    metrics and the DLC image. Nothing else."""
+    statements = [
+        {"Sid": "ListBucket", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
+        {
+            "Sid": "ReadInputs",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": objects(bucket_arn, "data", "code", "weights"),
+        },
+        {
+            "Sid": "WriteOutputsAndCheckpoints",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+            "Resource": objects(bucket_arn, "outputs", "checkpoints"),
+        },
+        {
+            "Sid": "TrainingLogs",
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "logs:DescribeLogStreams",
+            ],
+            "Resource": [scope.training_log_groups, scope.training_log_groups + ":log-stream:*"],
+        },
+        {
+            "Sid": "TrainingMetrics",  # PutMetricData has no resource ARN; pin the namespace
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs*"}},
+        },
+        {
+            "Sid": "EcrLogin",  # GetAuthorizationToken has no resource ARN
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*",
+        },
+        {
+            "Sid": "PullTensorFlowTrainingImage",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:GetDownloadUrlForLayer",
+                "ecr:BatchGetImage",
+            ],
+            "Resource": dlc.repository_arn(scope.region),
+        },
+    ]
+    if kms_key_arn:
+        statements.append(
+            {
+                "Sid": "BucketKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": kms_key_arn,
+            }
+        )
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def launcher_policy(bucket_arn: str, role_arn: str, scope: Scope) -> str:
+    """For the person or CI that runs `make train-cloud`: stage data, run and follow jobs."""
+    statements = [
+        {"Sid": "ListBucket", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
+        {
+            "Sid": "ReadWritePrefixes",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": objects(bucket_arn, *PREFIXES),
+        },
+        {
+            "Sid": "TrainingJobs",
+            "Effect": "Allow",
+            "Action": [
+                "sagemaker:CreateTrainingJob",
+                "sagemaker:DescribeTrainingJob",
+                "sagemaker:StopTrainingJob",
+                "sagemaker:AddTags",
+            ],
+            "Resource": scope.training_jobs,
+        },
+        {
+            "Sid": "ListTrainingJobs",  # a List action has no resource ARN
+            "Effect": "Allow",
+            "Action": "sagemaker:ListTrainingJobs",
+            "Resource": "*",
+        },
+        {
+            "Sid": "PassExecutionRole",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": role_arn,
+            "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        },
+        {
+            "Sid": "ReadTrainingLogs",
+            "Effect": "Allow",
+            "Action": ["logs:GetLogEvents", "logs:DescribeLogStreams", "logs:FilterLogEvents"],
+            "Resource": [scope.training_log_groups, scope.training_log_groups + ":log-stream:*"],
+        },
+        {
+            "Sid": "ReadTrainingQuotas",
+            "Effect": "Allow",
+            "Action": "servicequotas:GetServiceQuota",
+            "Resource": scope.arn("servicequotas", "sagemaker/*"),
+        },
+    ]
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+class SageMakerExecutionRole(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        bucket_arn: pulumi.Input[str],
+        scope: Scope,
+        kms_key_arn: str | None = None,
+        opts=None,
+    ) -> None:
+        super().__init__("vgg-dogs-cats:iam:SageMakerExecutionRole", name, None, opts)
+        self.role = aws.iam.Role(
+            name,
+            assume_role_policy=trust_policy(scope),
+            description="SageMaker training jobs of the VGG16 dogs-vs-cats project",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.iam.RolePolicy(
+            f"{name}-policy",
+            role=self.role.id,
+            policy=pulumi.Output.from_input(bucket_arn).apply(
+                lambda arn: execution_policy(arn, scope, kms_key_arn)
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.arn = self.role.arn
+        self.register_outputs({"arn": self.arn})
+
+
+class LauncherPolicy(pulumi.ComponentResource):
+    def __init__(
+        self,
+        name: str,
+        bucket_arn: pulumi.Input[str],
+        role_arn: pulumi.Input[str],
+        scope: Scope,
+        opts=None,
+    ) -> None:
+        super().__init__("vgg-dogs-cats:iam:LauncherPolicy", name, None, opts)
+        self.policy = aws.iam.Policy(
+            name,
+            description="Launch and follow VGG16 dogs-vs-cats SageMaker training jobs",
+            policy=pulumi.Output.all(bucket_arn, role_arn).apply(
+                lambda args: launcher_policy(args[0], args[1], scope)
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.arn = self.policy.arn
+        self.register_outputs({"arn": self.arn})

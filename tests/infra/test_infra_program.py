@@ -1,0 +1,196 @@
+"""Security properties of the resources the real Pulumi program creates (under mocks)."""
+
+import json
+
+import pytest
+
+from infra import dlc
+from training.launch.infra_outputs import OUTPUT_KEYS, load_outputs, save_outputs
+
+BUCKET = "aws:s3/bucket:Bucket"
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+LAUNCHER = "aws:iam/policy:Policy"
+
+
+def statements(policy: dict) -> list[dict]:
+    return policy["Statement"]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_bucket_is_auto_named_from_the_configured_prefix(run_program):
+    mocks, outputs = run_program({"vgg-dogs-cats:bucketPrefix": "team-a-"})
+    bucket = mocks.one(BUCKET)
+    assert bucket.inputs["bucketPrefix"] == "team-a-", f"bucket {bucket.name} ignores bucketPrefix"
+    assert "bucket" not in bucket.inputs, f"bucket {bucket.name} has a fixed physical name"
+    assert outputs["bucket_name"].startswith("team-a-")
+
+
+def test_bucket_blocks_every_kind_of_public_access(run_program):
+    mocks, _ = run_program()
+    block = mocks.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    for flag in (
+        "blockPublicAcls",
+        "blockPublicPolicy",
+        "ignorePublicAcls",
+        "restrictPublicBuckets",
+    ):
+        assert block.inputs.get(flag) is True, f"{block.name}: {flag} is not set"
+
+
+def test_bucket_disables_acls(run_program):
+    mocks, _ = run_program()
+    ownership = mocks.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+    assert ownership.inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced", ownership.name
+
+
+@pytest.mark.parametrize(
+    ("config", "algorithm"),
+    [({}, "AES256"), ({"vgg-dogs-cats:encryption": "sse-kms"}, "aws:kms")],
+)
+def test_bucket_is_encrypted_by_default(run_program, config, algorithm):
+    mocks, _ = run_program(config)
+    sse = mocks.one(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
+    rule = sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]
+    assert rule["sseAlgorithm"] == algorithm, f"{sse.name}: {rule}"
+
+
+def test_bucket_is_versioned_with_lifecycle_rules(run_program):
+    mocks, _ = run_program({"vgg-dogs-cats:checkpointExpiryDays": "14"})
+    versioning = mocks.one("aws:s3/bucketVersioning:BucketVersioning")
+    assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled", versioning.name
+    lifecycle = mocks.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    rules = {rule["id"]: rule for rule in lifecycle.inputs["rules"]}
+    assert rules["expire-noncurrent-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] > 0
+    assert (
+        rules["abort-incomplete-multipart-uploads"]["abortIncompleteMultipartUpload"][
+            "daysAfterInitiation"
+        ]
+        > 0
+    )
+    assert rules["expire-checkpoints"]["filter"]["prefix"] == "checkpoints/"
+    assert rules["expire-checkpoints"]["expiration"]["days"] == 14
+
+
+def test_bucket_policy_denies_requests_without_tls(run_program):
+    mocks, _ = run_program()
+    record = mocks.one("aws:s3/bucketPolicy:BucketPolicy")
+    deny = [s for s in statements(json.loads(record.inputs["policy"])) if s["Effect"] == "Deny"]
+    assert deny, f"{record.name} has no Deny statement"
+    assert deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, record.name
+    assert deny[0]["Action"] == "s3:*" and deny[0]["Principal"] == "*", record.name
+
+
+def test_no_deprecated_v2_resources_and_no_inline_role_policies(run_program):
+    mocks, _ = run_program()
+    for record in mocks.resources:
+        assert not record.type.split(":")[-1].endswith("V2"), f"{record.name} uses {record.type}"
+    role = mocks.one(ROLE)
+    assert "inlinePolicies" not in role.inputs, f"{role.name} sets inline_policies"
+    assert "managedPolicyArns" not in role.inputs, f"{role.name} sets managed_policy_arns"
+
+
+def test_role_trusts_only_sagemaker_training_jobs_of_this_account(run_program):
+    mocks, _ = run_program()
+    (statement,) = statements(mocks.policy(ROLE))
+    assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}, "role trusts others"
+    condition = statement["Condition"]
+    assert condition["StringEquals"]["aws:SourceAccount"] == "123456789012"
+    assert condition["ArnLike"]["aws:SourceArn"].endswith(":123456789012:training-job/*")
+
+
+def test_execution_policy_is_least_privilege(run_program):
+    mocks, outputs = run_program()
+    policy = mocks.policy(ROLE_POLICY)
+    bucket_arn = f"arn:aws:s3:::{outputs['bucket_name']}"
+    by_action: dict[str, list[str]] = {}
+    for statement in statements(policy):
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            assert not action.endswith("*"), f"sagemaker-execution-policy grants {action}"
+            by_action.setdefault(action, []).extend(as_list(statement["Resource"]))
+    for action, resources in by_action.items():
+        if action.startswith("s3:"):
+            assert "*" not in resources, f"sagemaker-execution-policy: {action} on *"
+            assert all(r.startswith(bucket_arn) for r in resources), f"{action}: {resources}"
+    assert by_action["s3:ListBucket"] == [bucket_arn]
+    reads = set(by_action["s3:GetObject"])
+    for prefix in ("datasets", "code", "weights", "outputs", "checkpoints"):
+        assert f"{bucket_arn}/{prefix}/*" in reads, f"execution role cannot read {prefix}/"
+    assert set(by_action["s3:PutObject"]) == {
+        f"{bucket_arn}/outputs/*",
+        f"{bucket_arn}/checkpoints/*",
+    }, "execution role may write outside outputs/ and checkpoints/"
+    assert all("/aws/sagemaker/TrainingJobs" in r for r in by_action["logs:PutLogEvents"])
+    assert "cloudwatch:PutMetricData" in by_action
+    assert by_action["ecr:GetAuthorizationToken"] == ["*"]
+    assert by_action["ecr:BatchGetImage"] == [
+        "arn:aws:ecr:us-east-1:763104351884:repository/tensorflow-training"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("region", "account", "partition"),
+    [
+        ("eu-west-1", "763104351884", "aws"),
+        ("af-south-1", "626614931356", "aws"),
+        ("ap-east-1", "871362719292", "aws"),
+        ("cn-north-1", "727897471807", "aws-cn"),
+    ],
+)
+def test_image_pull_is_scoped_to_the_regions_dlc_registry(run_program, region, account, partition):
+    mocks, _ = run_program({"aws:region": region})
+    pull = [s for s in statements(mocks.policy(ROLE_POLICY)) if "ecr:BatchGetImage" in s["Action"]]
+    expected = f"arn:{partition}:ecr:{region}:{account}:repository/tensorflow-training"
+    assert pull[0]["Resource"] == expected, (
+        f"sagemaker-execution-policy pulls {pull[0]['Resource']}"
+    )
+
+
+def test_dlc_table_matches_the_sagemaker_sdk():
+    sdk_config = pytest.importorskip("sagemaker.core.image_uris").config_for_framework("tensorflow")
+    registries = sdk_config["training"]["versions"]["2.11.0"]["registries"]
+    for region, account in registries.items():
+        assert dlc.registry_account(region) == account, f"DLC registry for {region}"
+
+
+def test_launcher_policy_passes_only_this_role_to_sagemaker(run_program):
+    mocks, outputs = run_program()
+    policy = mocks.policy(LAUNCHER)
+    (passrole,) = [s for s in statements(policy) if s["Action"] == "iam:PassRole"]
+    assert passrole["Resource"] == outputs["role_arn"], "launcher may pass other roles"
+    assert passrole["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com"
+    jobs = [s for s in statements(policy) if "sagemaker:CreateTrainingJob" in as_list(s["Action"])]
+    assert jobs[0]["Resource"].endswith(":training-job/*"), "launcher policy: jobs not scoped"
+    for statement in statements(policy):
+        for action in as_list(statement["Action"]):
+            if action.startswith("s3:"):
+                assert statement["Resource"] != "*", f"launcher policy: {action} on *"
+    actions = {a for s in statements(policy) for a in as_list(s["Action"])}
+    assert "servicequotas:GetServiceQuota" in actions
+    assert "logs:GetLogEvents" in actions
+
+
+def test_outputs_file_is_the_one_the_launcher_reads(run_program, tmp_path):
+    _, outputs = run_program()
+    assert set(outputs) == set(OUTPUT_KEYS)
+    # `make infra-up` saves `pulumi stack output --json`, i.e. these outputs, as .infra/<stack>.json
+    save_outputs(outputs, "test", directory=tmp_path)
+    loaded = load_outputs("test", directory=tmp_path)
+    assert loaded.bucket_name == outputs["bucket_name"]
+    assert loaded.role_arn == outputs["role_arn"]
+    assert loaded.checkpoints_prefix == "checkpoints"
+
+
+def test_infra_commands_explain_how_to_get_the_pulumi_cli(monkeypatch, capsys):
+    from infra import cli
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert cli.main(["up", "--stack", "dev"]) == 2
+    message = capsys.readouterr().err
+    assert "pulumi CLI is not installed" in message and "pulumi login --local" in message
