@@ -1,0 +1,1 @@
+"""Launching: experiments, preflight, the SageMaker launcher, local mode and costs."""

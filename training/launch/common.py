@@ -1,0 +1,63 @@
+"""Pieces the local and cloud paths share: job names, git commit, channel choice, log capture."""
+
+import subprocess
+import time
+from pathlib import Path
+
+from training.data.prepare import load_manifest
+from training.errors import UserError
+from training.launch.experiments import Experiment
+
+REPO = Path(__file__).resolve().parents[2]
+JOB_DIR = REPO / "training" / "job"  # the SageMaker source_dir, shipped as is
+ENTRY_SCRIPT = "train.py"
+RUNS_DIR = Path("runs")
+EVAL_CHANNELS = ("validation", "test")
+
+
+def job_name(experiment: str) -> str:
+    # SageMaker job names: up to 63 characters, letters, digits and hyphens.
+    return f"vgg-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"[:63]
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def channel_splits(experiment: Experiment) -> dict[str, str]:
+    """Channel name → prepared split name."""
+    return {"train": experiment.train_split, "validation": "validation", "test": "test"}
+
+
+def require_splits(splits_dir: Path, experiment: Experiment) -> dict:
+    manifest = load_manifest(splits_dir)
+    if manifest is None:
+        raise UserError(
+            f"no prepared data in {splits_dir}: run `make data DATA=path/to/train.zip` "
+            "(or `make data-sample` for the synthetic set)"
+        )
+    for split in channel_splits(experiment).values():
+        if split not in manifest["splits"]:
+            raise UserError(f"split {split} is not in {splits_dir}; re-run `make data`")
+    return manifest
+
+
+def train_images(manifest: dict, experiment: Experiment) -> int:
+    return sum(manifest["splits"][experiment.train_split]["counts"].values())

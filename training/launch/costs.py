@@ -1,0 +1,108 @@
+"""What a run costs: seconds per epoch per instance type × the experiment's epochs × price.
+
+Seconds per epoch come from a measurement: this project's bench results (runs/bench/bench.json,
+``make bench --device gpu`` on that instance type) where present, else the seed study's K80
+timings for ml.p2.xlarge; for anything else the runtime is unknown and only the maximum (the
+experiment's max runtime) is priced.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.launch.experiments import Experiment
+from training.launch.instances import PRICES_AS_OF, PRICES_SOURCE, SPOT_DISCOUNT, lookup
+from training.report import seed
+
+BENCH_FILE = Path("runs/bench/bench.json")
+STARTUP_SECONDS = 300  # provisioning + image pull, typical for a GPU training job; a guess
+
+
+@dataclass
+class CostEstimate:
+    instance_type: str
+    instance_count: int
+    price_per_hour: float
+    expected_seconds: float | None
+    epoch_seconds_source: str
+    max_seconds: float
+    spot: bool
+
+    def cost(self, seconds: float | None, spot: bool | None = None) -> float | None:
+        if seconds is None:
+            return None
+        rate = (
+            self.price_per_hour
+            * self.instance_count
+            * (1 - SPOT_DISCOUNT if (self.spot if spot is None else spot) else 1)
+        )
+        return seconds / 3600 * rate
+
+    def line(self) -> str:
+        maximum = self.cost(self.max_seconds)
+        parts = [f"{self.instance_count}x {self.instance_type} at ${self.price_per_hour:.3f}/h"]
+        if self.expected_seconds is not None:
+            expected = self.cost(self.expected_seconds)
+            on_demand = self.cost(self.expected_seconds, spot=False)
+            parts.append(
+                f"expected {self.expected_seconds / 60:.0f} min ≈ ${expected:.2f}"
+                + (f" (on-demand ${on_demand:.2f})" if self.spot else "")
+            )
+        else:
+            parts.append("expected runtime unknown for this instance type (no measurement)")
+        parts.append(f"at most {self.max_seconds / 60:.0f} min ≈ ${maximum:.2f}")
+        if self.spot:
+            parts.append(f"spot assumed {SPOT_DISCOUNT:.0%} cheaper")
+        parts.append(f"epoch times: {self.epoch_seconds_source}; prices {PRICES_AS_OF}")
+        return "cost: " + "; ".join(parts)
+
+
+def epoch_seconds(instance_type: str, train_images: int, bench_file: Path = BENCH_FILE):
+    """(frozen, fine_tuned) seconds per epoch for this many training images, and the source."""
+    if bench_file.exists():
+        measured = json.loads(bench_file.read_text()).get("epoch_seconds_by_instance", {})
+        if instance_type in measured:
+            per_image = measured[instance_type]  # seconds per training image, per phase
+            return (
+                per_image["frozen"] * train_images,
+                per_image["fine_tuned"] * train_images,
+                f"measured by make bench ({bench_file})",
+            )
+    if instance_type == "ml.p2.xlarge":
+        # Scale the seed's K80 timings by image count (its epochs include validation).
+        ref = seed.K80_EPOCH_SECONDS["small"]
+        scale = train_images / seed.RESULTS["small"]["train_images"]
+        return ref["frozen"] * scale, ref["fine_tuned"] * scale, "seed study's K80 timings"
+    return None, None, "none measured"
+
+
+def estimate(
+    experiment: Experiment,
+    train_images: int,
+    instance_type: str | None = None,
+    instance_count: int | None = None,
+) -> CostEstimate:
+    instance = lookup(instance_type or experiment.instance_type)
+    count = instance_count or experiment.instance_count
+    hp = experiment.resolved_hyperparameters()
+    frozen, fine_tuned, source = epoch_seconds(instance.name, train_images)
+    expected = None
+    if frozen is not None:
+        expected = (
+            STARTUP_SECONDS
+            + hp["epochs_frozen"] * frozen / count
+            + hp["epochs_fine_tuned"] * fine_tuned / count
+        )
+    return CostEstimate(
+        instance_type=instance.name,
+        instance_count=count,
+        price_per_hour=instance.price_per_hour,
+        expected_seconds=expected,
+        epoch_seconds_source=source,
+        max_seconds=experiment.max_runtime_minutes * 60,
+        spot=experiment.spot,
+    )
+
+
+def price_source() -> str:
+    return f"{PRICES_SOURCE}, as of {PRICES_AS_OF}"

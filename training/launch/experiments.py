@@ -1,0 +1,115 @@
+"""Named experiments (training/experiments/<name>.yaml) and per-run overrides.
+
+Hyperparameter keys and values are validated by the training job's own parser
+(training/job/vgg_transfer/config.py), so a bad key or value fails here, before anything runs,
+with the same message the job would give.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from training.errors import UserError
+from training.job.vgg_transfer import config as job_config
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+SETTINGS = (
+    "description",
+    "train_split",
+    "seed_reference",
+    "instance_type",
+    "instance_count",
+    "spot",
+    "max_runtime_minutes",
+    "max_wait_minutes",
+    "hyperparameters",
+)
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str
+    train_split: str
+    seed_reference: str | None
+    instance_type: str
+    instance_count: int
+    spot: bool
+    max_runtime_minutes: int
+    max_wait_minutes: int
+    hyperparameters: dict = field(default_factory=dict)
+
+    def resolved_hyperparameters(self) -> dict:
+        """Every job hyperparameter: the job's defaults overlaid with this experiment's values."""
+        values = dataclasses.asdict(job_config.Hyperparameters())
+        values.update(self.hyperparameters)
+        return values
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["hyperparameters"] = self.resolved_hyperparameters()
+        return data
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def parse_value(text: str):
+    """YAML scalars, so that `10`, `1e-5`, `true` and `imagenet` mean what they say."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def parse_overrides(items: list[str]) -> dict:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not key=value (e.g. epochs_fine_tuned=10)")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
+
+
+def validate_hyperparameters(values: dict) -> None:
+    """Runs the job's parser over the values, as the job will receive them."""
+    known = {f.name for f in dataclasses.fields(job_config.Hyperparameters)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(
+            f"unknown hyperparameter(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+        )
+    args = []
+    for key, value in values.items():
+        args += [f"--{key}", to_argument(value)]
+    try:
+        job_config.parse_args(args)
+    except job_config.ConfigError as error:
+        raise UserError(f"bad hyperparameter: {error}") from error
+
+
+def to_argument(value) -> str:
+    """How SageMaker SDK v3 hands a value to the script: JSON for non-strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def load(name: str, overrides: list[str] | None = None) -> Experiment:
+    path = EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise UserError(f"unknown experiment {name!r}; choose one of: {', '.join(available())}")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(data) - set(SETTINGS))
+    if unknown:
+        raise UserError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    hyperparameters = dict(data.get("hyperparameters") or {})
+    hyperparameters.update(parse_overrides(overrides or []))
+    validate_hyperparameters(hyperparameters)
+    try:
+        experiment = Experiment(name=name, **{k: v for k, v in data.items() if k in SETTINGS})
+    except TypeError as error:
+        raise UserError(f"{path}: {error}") from error
+    experiment.hyperparameters = hyperparameters
+    return experiment
