@@ -44,12 +44,6 @@ def install_sigterm_handler() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def worker_name() -> str:
-    tf_config = distribute.resolve_tf_config(dict(os.environ)) or {}
-    task = tf_config.get("task", {})
-    return "{}-{}".format(task.get("type", "worker"), task.get("index", 0))
-
-
 def train_phase(
     name: str,
     model,
@@ -65,7 +59,7 @@ def train_phase(
     is_chief: bool,
 ) -> phases.PhaseState:
     """compile → restore (after a spot interruption) → fit → keep the best epoch's weights."""
-    directory = phases.phase_directory(paths.checkpoint_dir, name, is_chief, worker_name())
+    directory = phases.phase_directory(paths.checkpoint_dir, name, is_chief)
     state = phases.load_state(directory, name, epochs)
     if state.finished:
         print(

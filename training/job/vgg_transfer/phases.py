@@ -15,6 +15,7 @@ import tempfile
 import time
 from typing import Optional
 
+import numpy as np
 from tensorflow import keras
 
 EPOCH_LINE = (
@@ -66,13 +67,19 @@ def save_state(directory: str, state: PhaseState) -> None:
 
 
 def _save_weights(model: keras.Model, directory: str, name: str) -> str:
-    # Keras 3 insists on the ".weights.h5" suffix; write under a temporary name, then rename.
+    # Plain arrays, not a Keras weights file: Keras 2.12 reads "*.weights.h5" with a loader that
+    # breaks under MultiWorkerMirroredStrategy, and set_weights() works under every strategy.
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, "tmp-" + name)
-    model.save_weights(tmp)
-    final = os.path.join(directory, name)
-    os.replace(tmp, final)
+    with open(tmp, "wb") as handle:
+        np.savez(handle, *model.get_weights())
+    os.replace(tmp, os.path.join(directory, name))  # a kill leaves the old file or the new one
     return name
+
+
+def load_weights(model: keras.Model, path: str) -> None:
+    with np.load(path) as arrays:
+        model.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
 
 
 def _remove_unless(directory: str, name: str, keep: list[str]) -> None:
@@ -116,7 +123,7 @@ class PhaseCheckpoint(keras.callbacks.Callback):
             state.best_epoch = epoch + 1
             state.wait = 0
             state.best_weights = _save_weights(
-                self.full_model, self.directory, f"best-epoch{epoch + 1}.weights.h5"
+                self.full_model, self.directory, f"best-epoch{epoch + 1}.npz"
             )
         else:
             state.wait += 1
@@ -124,7 +131,7 @@ class PhaseCheckpoint(keras.callbacks.Callback):
             state.stopped_early = True
             self.model.stop_training = True
         state.last_weights = _save_weights(
-            self.full_model, self.directory, f"last-epoch{epoch + 1}.weights.h5"
+            self.full_model, self.directory, f"last-epoch{epoch + 1}.npz"
         )
         save_state(self.directory, state)
         keep = [state.last_weights, state.best_weights]
@@ -140,12 +147,12 @@ def restore(model: keras.Model, directory: str, state: PhaseState) -> None:
     """Loads the weights a restarted phase continues from (nothing for a fresh phase)."""
     name = state.best_weights if state.finished else state.last_weights
     if name:
-        model.load_weights(os.path.join(directory, name))
+        load_weights(model, os.path.join(directory, name))
 
 
 def load_best(model: keras.Model, directory: str, state: PhaseState) -> None:
     if state.best_weights:
-        model.load_weights(os.path.join(directory, state.best_weights))
+        load_weights(model, os.path.join(directory, state.best_weights))
 
 
 def finish(directory: str, state: PhaseState) -> None:
@@ -153,13 +160,18 @@ def finish(directory: str, state: PhaseState) -> None:
     save_state(directory, state)
 
 
-def phase_directory(checkpoint_dir: str, phase: str, is_chief: bool, worker: str) -> str:
+_PRIVATE_ROOT = []  # one fresh folder per process for a non-chief worker's checkpoints
+
+
+def phase_directory(checkpoint_dir: str, phase: str, is_chief: bool) -> str:
     """The chief checkpoints into ``checkpoint_dir`` (SageMaker syncs it to S3); other workers
-    into a private folder seeded from it, so hosts never overwrite each other's files."""
+    into a fresh private folder seeded from it, so hosts never overwrite each other's files."""
     shared = os.path.join(checkpoint_dir, phase)
     if is_chief:
         return shared
-    private = os.path.join(tempfile.gettempdir(), "vgg-checkpoints-" + worker, phase)
+    if not _PRIVATE_ROOT:
+        _PRIVATE_ROOT.append(tempfile.mkdtemp(prefix="vgg-worker-checkpoints-"))
+    private = os.path.join(_PRIVATE_ROOT[0], phase)
     if os.path.isdir(shared) and not os.path.isdir(private):
         shutil.copytree(shared, private)
     return private

@@ -1,0 +1,77 @@
+"""Channel checks and the input pipeline."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import train
+from vgg_transfer import data
+
+
+def test_channels_are_listed_with_labels(channels):
+    split = data.read_split("train", str(channels["train"]))
+    assert split.class_counts() == {"cats": 12, "dogs": 12}
+    assert all(
+        label == (1 if "/dogs/" in path else 0)
+        for path, label in zip(split.paths, split.labels, strict=True)
+    )
+
+
+def test_missing_channel_is_named(tmp_path):
+    with pytest.raises(data.ChannelError, match="channel 'test'.*does not exist"):
+        data.read_split("test", str(tmp_path / "nope"))
+
+
+def test_missing_class_folder_is_named(channels):
+    for path in (channels["validation"] / "dogs").iterdir():
+        path.unlink()
+    (channels["validation"] / "dogs").rmdir()
+    with pytest.raises(data.ChannelError, match="class folder .*dogs.* is missing"):
+        data.read_split("validation", str(channels["validation"]))
+
+
+def test_corrupt_and_empty_files_are_listed(channels):
+    (channels["train"] / "cats" / "cat.99.jpg").write_bytes(b"")
+    (channels["train"] / "dogs" / "dog.98.jpg").write_text("<html>not an image</html>")
+    with pytest.raises(data.ChannelError) as caught:
+        data.read_split("train", str(channels["train"]))
+    assert "cat.99.jpg" in str(caught.value) and "dog.98.jpg" in str(caught.value)
+
+
+def test_bad_channel_fails_the_job_before_training(job_args, channels, tmp_path, capsys):
+    (channels["test"] / "dogs" / "dog.0.jpg").write_bytes(b"\x00\x01")
+    assert train.main(job_args()) == 2
+    assert "dog.0.jpg" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists(), "training started despite a bad channel"
+
+
+def test_pipeline_decodes_resizes_and_batches(channels):
+    split = data.read_split("train", str(channels["train"]))
+    dataset = data.make_dataset(split, 48, 5, training=False, augment=False, seed=0)
+    images, labels = next(iter(dataset))
+    assert images.shape == (5, 48, 48, 3) and labels.shape == (5,)
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 255.0
+
+
+def test_augmentation_changes_images_but_keeps_their_range():
+    tf.random.set_seed(0)
+    ramp = np.tile(np.linspace(0, 255, 32, dtype=np.float32)[None, :, None], (32, 1, 3))
+    batch = tf.constant(np.stack([ramp] * 8))
+    augmented = data.augment_batch(batch).numpy()
+    assert augmented.shape == batch.shape
+    assert augmented.min() >= 0 and augmented.max() <= 255.0 + 1e-3
+    assert not np.allclose(augmented, batch.numpy()), "augmentation left every image unchanged"
+    # fill_mode "nearest" repeats edge pixels: no black (zero) fill appears in a bright image
+    bright = tf.fill([8, 32, 32, 3], 200.0)
+    assert float(tf.reduce_min(data.augment_batch(bright))) > 199.0
+
+
+def test_transforms_without_randomness_are_the_identity(monkeypatch):
+    """With every random draw at its neutral value the fused transform maps pixels to themselves."""
+
+    def neutral(shape, minval=0.0, maxval=1.0):
+        midpoint = (minval + maxval) / 2.0 if maxval != 1.0 or minval != 0.0 else 0.9
+        return tf.fill(shape, float(midpoint))
+
+    monkeypatch.setattr(tf.random, "uniform", neutral)
+    transforms = data.random_affine_transforms(2, 20, 30).numpy()
+    np.testing.assert_allclose(transforms, [[1, 0, 0, 0, 1, 0, 0, 0]] * 2, atol=1e-5)

@@ -1,0 +1,159 @@
+"""The training script end to end on tiny generated data: contract outputs, freezing, resume,
+multi-worker. Each run is seconds; together they are the slow part of the suite."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import train
+from conftest import TRAIN_SCRIPT, run_script, write_legacy_weights
+from vgg_transfer import model as vgg
+from vgg_transfer import phases
+
+pytestmark = pytest.mark.slow
+
+CONV_BLOCKS_FROZEN = ("block1_conv1", "block2_conv2", "block3_conv3")
+CONV_BLOCKS_TUNED = ("block4_conv1", "block5_conv3")
+
+
+def test_contract_outputs_after_a_one_plus_one_epoch_run(job_args, tmp_path, capsys):
+    assert train.main(job_args()) == 0
+    assert (tmp_path / "model" / "model.h5").exists()
+    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    for phase in ("frozen", "fine_tuned"):
+        row = metrics["phases"][phase]
+        for key in ("test_accuracy", "test_loss", "best_val_accuracy", "best_epoch", "epochs_run",
+                    "seconds", "images_per_second", "confusion_matrix"):  # fmt: skip
+            assert key in row, f"metrics.json lacks phases.{phase}.{key}"
+        assert row["epochs_run"] == 1
+        assert sum(map(sum, row["confusion_matrix"]["rows_true_columns_predicted"])) == 12
+    assert metrics["images"]["train"] == {"cats": 12, "dogs": 12, "total": 24}
+    assert metrics["versions"]["tensorflow"] == tf.__version__
+    assert metrics["config"]["image_size"] == 32
+    with open(tmp_path / "output" / "history.csv") as handle:
+        assert [row["phase"] for row in csv.DictReader(handle)] == ["frozen", "fine_tuned"]
+    config = json.loads((tmp_path / "output" / "config.json").read_text())
+    assert config["hyperparameters"]["weights"] == "none"
+    log = capsys.readouterr().out
+    assert "[epoch] phase=frozen epoch=1/1 loss=" in log
+    assert "[test] phase=fine_tuned test_loss=" in log
+
+
+def test_freezing_is_real_in_both_phases(job_args, tmp_path):
+    """keras#8792: frozen layers must not move. Weights come from a file, so we know them."""
+    tf.keras.utils.set_random_seed(3)
+    base = tf.keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    weights = tmp_path / "vgg16_notop.h5"
+    write_legacy_weights(base, weights)
+    original = {layer.name: layer.get_weights()[0] for layer in base.layers if layer.weights}
+    assert train.main(job_args(weights=weights)) == 0
+
+    frozen_state = json.loads((tmp_path / "checkpoints" / "frozen" / "state.json").read_text())
+    after_frozen = vgg.build_model(32, "rescale", "none")
+    phases.load_weights(
+        after_frozen, str(tmp_path / "checkpoints/frozen" / frozen_state["best_weights"])
+    )
+    for name in CONV_BLOCKS_FROZEN + CONV_BLOCKS_TUNED:
+        np.testing.assert_array_equal(
+            after_frozen.get_layer(name).get_weights()[0], original[name],
+            err_msg=f"{name} changed during the frozen phase",
+        )  # fmt: skip
+
+    final = vgg.load_model(str(tmp_path / "model" / "model.h5"))
+    for name in CONV_BLOCKS_FROZEN:
+        np.testing.assert_array_equal(final.get_layer(name).get_weights()[0], original[name],
+                                      err_msg=f"{name} changed during fine-tuning")  # fmt: skip
+    for name in CONV_BLOCKS_TUNED:
+        assert not np.array_equal(final.get_layer(name).get_weights()[0], original[name]), (
+            f"{name} did not train during fine-tuning"
+        )
+
+
+def test_feature_caching_trains_the_same_head(job_args, tmp_path):
+    assert train.main(job_args(cache_features="true", epochs_fine_tuned=0)) == 0
+    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert metrics["frozen_phase_augmented"] is False
+    assert metrics["phases"]["frozen"]["epochs_run"] == 1
+
+
+def wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            out = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"job ended early (exit {process.returncode}): {out[-2000:]}")
+        time.sleep(0.2)
+    pytest.fail("timed out waiting for the job")
+
+
+def fine_tuned_epochs_done(checkpoints) -> int:
+    state = checkpoints / "fine_tuned" / "state.json"
+    return json.loads(state.read_text())["epochs_done"] if state.exists() else 0
+
+
+def test_a_run_killed_by_sigterm_resumes_with_the_same_epoch_counts(job_args, tmp_path):
+    args = [str(a) for a in job_args(epochs_frozen=2, epochs_fine_tuned=25)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("SM_MODEL_DIR", None)
+    process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *args], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    wait_for(lambda: fine_tuned_epochs_done(tmp_path / "checkpoints") >= 2, 240, process)
+    process.send_signal(signal.SIGTERM)  # what SageMaker does on a spot interruption
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, output[-2000:]
+    assert "SIGTERM received" in output
+    interrupted_at = fine_tuned_epochs_done(tmp_path / "checkpoints")
+    assert interrupted_at < 25, "the job finished before it could be interrupted"
+
+    resumed = run_script(args, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "frozen: finished in an earlier run" in resumed.stdout
+    assert f"fine_tuned: resuming after epoch {interrupted_at}/25" in resumed.stdout
+    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert metrics["phases"]["frozen"]["epochs_run"] == 2
+    assert metrics["phases"]["fine_tuned"]["epochs_run"] == 25
+    with open(tmp_path / "output" / "history.csv") as handle:
+        epochs = [(r["phase"], int(r["epoch"])) for r in csv.DictReader(handle)]
+    assert epochs == [("frozen", 1), ("frozen", 2)] + [("fine_tuned", i) for i in range(1, 26)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_worker_processes_train_one_model(job_args, tmp_path):
+    workers = [f"localhost:{free_port()}", f"localhost:{free_port()}"]
+    processes = []
+    for index in range(2):
+        args = job_args(
+            distribution="multi_worker",
+            model_dir=tmp_path / f"model-{index}",
+            output_data_dir=tmp_path / f"output-{index}",
+        )
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2",
+                   PYTHONUNBUFFERED="1")  # fmt: skip
+        env.pop("SM_MODEL_DIR", None)
+        processes.append(subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *map(str, args)],
+                                          env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for index, (process, output) in enumerate(zip(processes, outputs, strict=True)):
+        assert process.returncode == 0, f"worker {index}: {output[-3000:]}"
+    assert "multi_worker x2" in outputs[0]
+    metrics = json.loads((tmp_path / "output-0" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+    assert metrics["phases"]["fine_tuned"]["epochs_run"] == 1
+    assert not (tmp_path / "output-1" / "metrics.json").exists(), "a non-chief worker wrote outputs"
