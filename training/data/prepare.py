@@ -212,7 +212,9 @@ def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 
     used_limit = max(last for _, last in ranges.values())
     for name in files:
         if int(NAME_PATTERN.match(name).group(2)) >= used_limit:
-            excluded.append({"file": name, "reason": f"index outside every split (>= {used_limit})"})
+            excluded.append(
+                {"file": name, "reason": f"index outside every split (>= {used_limit})"}
+            )
     missing = {
         animal: [i for i in range(used_limit) if i not in present[animal]] for animal in present
     }

@@ -36,7 +36,10 @@ def draw_image(animal: str, rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(1, 4))):
         x0, y0 = int(rng.integers(0, width - 16)), int(rng.integers(0, height - 16))
-        x1, y1 = x0 + int(rng.integers(12, width // 2 + 13)), y0 + int(rng.integers(12, height // 2 + 13))
+        x1, y1 = (
+            x0 + int(rng.integers(12, width // 2 + 13)),
+            y0 + int(rng.integers(12, height // 2 + 13)),
+        )
         tone = np.clip(np.array([r, g, b]) * rng.uniform(0.5, 1.2), 0, 255).astype(int)
         draw.ellipse((x0, y0, x1, y1), fill=tuple(int(v) for v in tone))
     return image

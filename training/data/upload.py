@@ -9,14 +9,13 @@ Listing is paginated (1,000 keys per request) and uploads run concurrently throu
 """
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from tqdm import tqdm
@@ -69,7 +68,9 @@ def explain(error: Exception, bucket: str) -> UserError:
 def existing_objects(client, bucket: str, prefix: str) -> dict[str, int]:
     """Key → size of everything already under ``prefix`` (one request per 1,000 keys)."""
     sizes: dict[str, int] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix + "/"
+    ):
         for item in page.get("Contents", []):
             sizes[item["Key"]] = item["Size"]
     return sizes
@@ -145,6 +146,11 @@ def upload_splits(
             client.upload_file(str(splits_dir / MANIFEST), bucket, manifest_key)
     except (ClientError, NoCredentialsError, NoRegionError) as error:
         raise explain(error, bucket) from error
+    except (BotoCoreError, ConnectionError, OSError) as error:
+        raise UserError(
+            f"upload to s3://{bucket}/{prefix} interrupted ({error}); re-run to upload the rest "
+            "(files already there are skipped)"
+        ) from error
     print(f"s3://{bucket}/{prefix}: {len(todo)} uploaded, {skipped} already there")
     return UploadStats(prefix, len(todo), skipped, total_bytes)
 
