@@ -160,6 +160,12 @@ def launcher_policy(bucket_arn: str, role_arn: str, scope: Scope) -> str:
             "Resource": "*",
         },
         {
+            "Sid": "CheckExecutionRole",  # preflight: does the role exist?
+            "Effect": "Allow",
+            "Action": "iam:GetRole",
+            "Resource": role_arn,
+        },
+        {
             "Sid": "PassExecutionRole",
             "Effect": "Allow",
             "Action": "iam:PassRole",
@@ -177,6 +183,12 @@ def launcher_policy(bucket_arn: str, role_arn: str, scope: Scope) -> str:
             "Effect": "Allow",
             "Action": "servicequotas:GetServiceQuota",
             "Resource": scope.arn("servicequotas", "sagemaker/*"),
+        },
+        {
+            "Sid": "FindTrainingQuotaCodes",  # a List action has no resource ARN
+            "Effect": "Allow",
+            "Action": "servicequotas:ListServiceQuotas",
+            "Resource": "*",
         },
     ]
     return json.dumps({"Version": "2012-10-17", "Statement": statements})

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 from training.errors import UserError
@@ -117,7 +118,7 @@ def run_local(
     """Runs the experiment here; returns the report's path."""
     manifest = common.require_splits(splits_dir, experiment)
     name = name or common.job_name(experiment.name)
-    run_dir = runs_dir / name
+    run_dir = (runs_dir / name).resolve()  # the job runs from its own folder, as in SageMaker
     tree = contract_tree(run_dir)
     sources = {ch: splits_dir / split for ch, split in common.channel_splits(experiment).items()}
     hps = experiment.resolved_hyperparameters()
@@ -138,7 +139,9 @@ def run_local(
         f"outputs in {run_dir}"
     )
     log_path = run_dir / "train.log"
+    started = time.time()
     code = run_job(args, container_env(tree, channels, hps), log_path)
+    seconds = time.time() - started
     if code != 0:
         raise UserError(
             f"local job {name} failed (exit {code}): {failure_reason(tree, log_path)} "
@@ -157,6 +160,7 @@ def run_local(
         image_uri=f"local Python {platform.python_version()}",
         git_commit=common.git_commit(),
         dataset_digest=manifest["dataset_digest"],
+        training_seconds=round(seconds, 1),
         extra={"experiment_settings": experiment.to_dict()},
     )
     return write_report(run_dir, info)

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from training.errors import UserError  # noqa: E402
 from training.report import seed  # noqa: E402
@@ -133,11 +134,13 @@ def plot_history(history: list[dict], run_dir: Path) -> list[str]:
             rows = [r for r in history if r["phase"] == phase]
             if not rows:
                 continue
+            if offset:
+                ax.axvline(offset + 0.5, color="grey", linewidth=0.8)  # phase boundary
             x = [offset + r["epoch"] for r in rows]
-            ax.plot(x, [r[metric] for r in rows], "--", color=colour, label=f"{phase} train")
-            ax.plot(x, [r[f"val_{metric}"] for r in rows], "-", color=colour, label=f"{phase} val")
+            ax.plot(x, [r[metric] for r in rows], "o--", color=colour, label=f"{phase} train")
+            ax.plot(x, [r[f"val_{metric}"] for r in rows], "o-", color=colour, label=f"{phase} val")
             offset = x[-1]
-            ax.axvline(offset + 0.5, color="grey", linewidth=0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (fine-tuning continues after the frozen phase)")
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} per epoch")
@@ -195,7 +198,19 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             f"| {row['seconds']:.0f} | {row['images_per_second']:.1f} |"
         )
     if not report["seed_reference"]:
-        lines += ["", "No seed row for this experiment (the seed ran `small` and `full` only)."]
+        lines += [
+            "",
+            "No seed row matches this experiment; the seed study's results, for reference "
+            f"({seed.SOURCE}):",
+            "",
+            "| seed experiment | train images | frozen test acc | fine-tuned test acc |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {ref['train_images']} | {ref['frozen']['test_accuracy']:.4f} "
+            f"| {ref['fine_tuned']['test_accuracy']:.4f} |"
+            for name, ref in seed.RESULTS.items()
+        ]
     else:
         lines += ["", f"Seed figures: {report['seed_source']}."]
     images = ", ".join(f"{name} {c['total']}" for name, c in report["images"].items())

@@ -1,0 +1,135 @@
+"""The launcher's command line (the Makefile's train-local, train-cloud, results and cost).
+
+python -m training.launch local  [--experiment smoke] [--hp key=value ...]
+python -m training.launch cloud  [--experiment small] [--instance ml.p2.xlarge] [--detach]
+python -m training.launch results --job <name>
+python -m training.launch cost   [--experiment small] [--instance ml.g4dn.xlarge]
+"""
+
+import argparse
+from pathlib import Path
+
+from training.data.prepare import load_manifest, prepare
+from training.data.sample import PER_CLASS as SAMPLE_PER_CLASS
+from training.data.sample import generate
+from training.errors import UserError, cli
+from training.launch import common, experiments
+from training.launch.costs import estimate, price_source
+from training.launch.infra_outputs import INFRA_DIR, load_outputs
+from training.report.results import summary_line
+
+DEFAULT_EXPERIMENT = {"local": "smoke", "cloud": "small", "cost": "small"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.launch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("local", "cloud", "cost"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--experiment", help=f"default: {DEFAULT_EXPERIMENT[name]}")
+        sub.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
+        sub.add_argument("--instance", help="SageMaker instance type")
+        sub.add_argument("--instance-count", type=int)
+        sub.add_argument("--splits", type=Path, default=Path("data/splits"))
+        sub.add_argument("--stack", default="dev")
+        sub.add_argument(
+            "--weights-file", type=Path, help="VGG16 no-top .h5 for the weights channel"
+        )
+        sub.add_argument("--runs", type=Path, default=common.RUNS_DIR)
+    cloud = commands.choices["cloud"]
+    cloud.add_argument("--detach", action="store_true", help="submit and return at once")
+    cloud.add_argument("--network-isolation", action="store_true")
+    results = commands.add_parser("results")
+    results.add_argument("--job")
+    results.add_argument("--missing-job", action="store_true", help=argparse.SUPPRESS)
+    results.add_argument("--stack", default="dev")
+    results.add_argument("--runs", type=Path, default=common.RUNS_DIR)
+    return parser
+
+
+def ensure_sample(splits: Path) -> None:
+    """The smoke experiment's data: the synthetic sample, generated on first use."""
+    if load_manifest(splits) is None:
+        print(f"no data in {splits}: generating the synthetic sample set (make data-sample)")
+        prepare(generate(), splits, per_class=SAMPLE_PER_CLASS)
+
+
+def run_local(args) -> int:
+    from training.launch.local import run_local as run
+
+    experiment = experiments.load(args.experiment or "smoke", args.hp)
+    if experiment.name == "smoke":
+        ensure_sample(args.splits)
+    report = run(experiment, args.splits, args.runs, args.weights_file)
+    print(summary_line(report))
+    return 0
+
+
+def run_cloud(args) -> int:
+    from training.launch import cloud
+
+    experiment = experiments.load(args.experiment or "small", args.hp)
+    outputs = load_outputs(args.stack, INFRA_DIR)
+    session = cloud.boto_session(outputs.region)
+    plan = cloud.preflight(
+        experiment,
+        outputs,
+        args.splits,
+        session,
+        args.instance,
+        args.instance_count,
+        args.weights_file,
+        args.network_isolation,
+    )
+    job = cloud.submit(plan, session)
+    if args.detach:
+        print(f"detached; follow it later with `make results JOB={job}`")
+        return 0
+    description = cloud.follow(session, job)
+    report = cloud.fetch_results(session, job, args.runs, description)
+    print(summary_line(report))
+    return 0
+
+
+def run_results(args) -> int:
+    from training.launch import cloud
+
+    if not args.job:
+        raise UserError("which job? make results JOB=<training job name>")
+    outputs = load_outputs(args.stack, INFRA_DIR)
+    session = cloud.boto_session(outputs.region)
+    description = cloud.follow(session, args.job)
+    report = cloud.fetch_results(session, args.job, args.runs, description)
+    print(summary_line(report))
+    return 0
+
+
+def run_cost(args) -> int:
+    experiment = experiments.load(args.experiment or "small", args.hp)
+    manifest = load_manifest(args.splits)
+    if manifest and experiment.train_split in manifest["splits"]:
+        images = common.train_images(manifest, experiment)
+    else:  # no prepared data here: the seed's image counts for its experiments
+        from training.report.seed import RESULTS
+
+        reference = RESULTS.get(experiment.seed_reference or "")
+        if not reference:
+            raise UserError(f"no prepared data in {args.splits} to count {experiment.train_split}")
+        images = reference["train_images"]
+    cost = estimate(experiment, images, args.instance, args.instance_count)
+    print(f"{experiment.name}: {images} training images, {experiment.resolved_hyperparameters()['epochs_frozen']}"
+          f"+{experiment.resolved_hyperparameters()['epochs_fine_tuned']} epochs")  # fmt: skip
+    print(cost.line())
+    print(f"prices: {price_source()}")
+    return 0
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"local": run_local, "cloud": run_cloud, "results": run_results, "cost": run_cost}
+    return handler[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
