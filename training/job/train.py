@@ -74,14 +74,16 @@ def train_phase(
     if state.epochs_done:
         print(f"[phase] {name}: resuming after epoch {state.epochs_done}/{epochs}", flush=True)
     if state.epochs_done < epochs and not state.stopped_early:
-        fit_model.fit(
-            train_dataset,
-            validation_data=validation_dataset,
-            epochs=epochs,
-            initial_epoch=state.epochs_done,
-            callbacks=[phases.PhaseCheckpoint(state, directory, model, patience)],
-            verbose=0,
-        )
+        with strategy.scope():
+            fit_model.fit(
+                train_dataset,
+                validation_data=validation_dataset,
+                epochs=epochs,
+                initial_epoch=state.epochs_done,
+                callbacks=[phases.PhaseCheckpoint(state, directory, model, patience)],
+                shuffle=False,  # the tf.data pipeline shuffles
+                verbose=0,
+            )
     phases.finish(directory, state)
     phases.load_best(model, directory, state)
     return state

@@ -4,6 +4,7 @@ following it in the terminal, and fetching its results into ``runs/<job>/``.
 
 import hashlib
 import json
+import re
 import sys
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from training.launch import common
 from training.launch.costs import CostEstimate, estimate
 from training.launch.experiments import Experiment, to_argument
 from training.launch.infra_outputs import InfraOutputs
-from training.launch.instances import Instance, check_framework, lookup
+from training.launch.instances import Instance, check_framework, framework_for, lookup
 from training.report.results import RunInfo, unpack_artifacts, write_report
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -72,10 +73,10 @@ def metric_definitions() -> list[dict[str, str]]:
     return definitions
 
 
-def image_uri(instance: Instance, region: str) -> str:
+def image_uri(instance: Instance, region: str, instance_count: int = 1) -> str:
     from sagemaker.core import image_uris
 
-    version, python = instance.framework
+    version, python = framework_for(instance, instance_count)
     check_framework(instance, version)
     return image_uris.retrieve(
         framework="tensorflow",
@@ -180,7 +181,7 @@ def preflight(
     """Everything that can fail before money is spent, in order of cost; stages data if needed."""
     instance = lookup(instance_type or experiment.instance_type)
     count = instance_count or experiment.instance_count
-    uri = image_uri(instance, outputs.region)  # refuses impossible pairs, no AWS call
+    uri = image_uri(instance, outputs.region, count)  # refuses impossible pairs, no AWS call
     if (
         network_isolation
         and experiment.resolved_hyperparameters()["weights"] == "imagenet"
@@ -409,6 +410,12 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def experiment_from_job_name(job: str) -> str:
+    """Our jobs are named vgg-<experiment>-<timestamp> (see common.job_name)."""
+    match = re.fullmatch(r"vgg-(.+?)-\d[\d-]*", job)
+    return match.group(1) if match else "unknown"
+
+
 def fetch_results(session: boto3.Session, job: str, runs_dir: Path = common.RUNS_DIR,
                   description: dict | None = None) -> Path:  # fmt: skip
     """Downloads model.tar.gz and output.tar.gz, unpacks them and writes the report."""
@@ -440,7 +447,7 @@ def fetch_results(session: boto3.Session, job: str, runs_dir: Path = common.RUNS
     info = RunInfo(
         job_name=job,
         mode="cloud",
-        experiment=environment.get("VGG_EXPERIMENT", "unknown"),
+        experiment=environment.get("VGG_EXPERIMENT") or experiment_from_job_name(job),
         seed_reference=None,
         instance_type=resources["InstanceType"],
         instance_count=resources["InstanceCount"],

@@ -46,6 +46,24 @@ def resolve_tf_config(environ: dict[str, str]) -> Optional[dict]:
     return tf_config_from_sagemaker(environ)
 
 
+KERAS_3_MULTI_WORKER = (
+    "distribution=multi_worker needs Keras 2 (TensorFlow <= 2.15): Keras 3's fit() fails under "
+    "MultiWorkerMirroredStrategy. Use a TF 2.11-2.15 training image (the launcher picks one for "
+    "INSTANCE_COUNT > 1), or one host with several GPUs (distribution=mirrored)"
+)
+
+
+def keras_major() -> int:
+    import keras  # the package behind tf.keras: 2.x up to TF 2.15, 3.x from TF 2.16
+
+    return int(keras.__version__.split(".")[0])
+
+
+def check_multi_worker_support() -> None:
+    if keras_major() >= 3:
+        raise ValueError(KERAS_3_MULTI_WORKER)
+
+
 def choose_strategy(distribution: str) -> tuple[tf.distribute.Strategy, bool, str]:
     """Returns (strategy, is_chief, description). Call before any other TensorFlow work."""
     tf_config = resolve_tf_config(dict(os.environ))
@@ -64,6 +82,7 @@ def choose_strategy(distribution: str) -> tuple[tf.distribute.Strategy, bool, st
             raise ValueError(
                 "distribution=multi_worker needs TF_CONFIG or SM_HOSTS with two or more hosts"
             )
+        check_multi_worker_support()
         os.environ["TF_CONFIG"] = json.dumps(tf_config)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return strategy, is_chief(tf_config), f"multi_worker x{worker_count(tf_config)}"

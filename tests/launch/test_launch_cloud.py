@@ -1,0 +1,277 @@
+"""The cloud path against moto: preflight, staging, the CreateTrainingJob request, a simulated
+SageMaker run of the real job folder, pull-back and report; and failures."""
+
+import copy
+import json
+import tarfile
+import time
+
+import boto3
+import pytest
+import train  # the job's entry script (training/job is on pytest's path)
+from botocore.stub import Stubber
+from conftest import BUCKET, REGION
+
+from training.launch import cloud, instances
+from training.launch.__main__ import main as launch
+from training.launch.experiments import load
+from training.report.results import read_history
+
+TINY = ["image_size=32", "batch_size=8", "epochs_frozen=1", "epochs_fine_tuned=1"]
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Every CreateTrainingJob request, as sent, and a quota that allows the job."""
+    requests = []
+    real_session = cloud.boto_session
+
+    def session(region):
+        boto_session = real_session(region)
+        boto_session.events.register(
+            "provide-client-params.sagemaker.CreateTrainingJob",
+            lambda params, **kwargs: requests.append(copy.deepcopy(params)),
+        )
+        return boto_session
+
+    monkeypatch.setattr(cloud, "boto_session", session)
+    monkeypatch.setattr(cloud, "training_quota", lambda *args: 2.0)
+    return requests
+
+
+def play_sagemaker(request: dict, workdir) -> None:
+    """What SageMaker would do: fetch the channels, run train.py with the job's hyperparameters,
+    pack /opt/ml/model and /opt/ml/output/data and upload them where the job said."""
+    s3 = boto3.client("s3", region_name=REGION)
+    channels = {}
+    for channel in request["InputDataConfig"]:
+        name = channel["ChannelName"]
+        if name in ("code", "sm_drivers"):
+            continue
+        bucket, prefix = cloud.split_s3_uri(channel["DataSource"]["S3DataSource"]["S3Uri"])
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                target = workdir / name / item["Key"][len(prefix) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, item["Key"], str(target))
+        channels[name] = workdir / name
+    hps = dict(request["HyperParameters"], checkpoint_dir=str(workdir / "checkpoints"))
+    args = [item for key, value in hps.items() for item in (f"--{key}", value)]
+    for name, path in channels.items():
+        args += [f"--{name}", str(path)]
+    args += ["--model_dir", str(workdir / "model"), "--output_data_dir", str(workdir / "output")]
+    assert train.main(args) == 0
+    output = request["OutputDataConfig"]["S3OutputPath"]
+    bucket, prefix = cloud.split_s3_uri(output)
+    for folder, archive in (("model", "model.tar.gz"), ("output", "output.tar.gz")):
+        with tarfile.open(workdir / archive, "w:gz") as tar:
+            for item in (workdir / folder).iterdir():
+                tar.add(item, arcname=item.name)
+        key = f"{prefix.rstrip('/')}/{request['TrainingJobName']}/output/{archive}"
+        s3.upload_file(str(workdir / archive), bucket, key)
+
+
+@pytest.mark.slow
+def test_cloud_path_end_to_end(aws, captured, tiny_splits, tmp_path, capsys):
+    code = launch(["cloud", "--experiment", "smoke", "--hp", *TINY, "--splits", str(tiny_splits),
+                   "--stack", "test", "--detach"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (request,) = captured
+    printed = capsys.readouterr().out
+    assert "preflight for smoke" in printed and "cost:" in printed
+
+    algorithm = request["AlgorithmSpecification"]
+    assert algorithm["TrainingImage"].endswith("tensorflow-training:2.19-cpu-py312")
+    names = {d["Name"] for d in algorithm["MetricDefinitions"]}
+    assert {"frozen:val_accuracy", "fine_tuned:test_accuracy"} <= names
+    assert request["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
+    assert request["ResourceConfig"]["InstanceCount"] == 1
+    assert request["EnableManagedSpotTraining"] is True
+    assert (
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"]
+        >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
+    )
+    hps = request["HyperParameters"]
+    digest = hps["dataset_digest"]
+    assert (hps["image_size"], hps["epochs_frozen"], hps["weights"]) == ("32", "1", "none")
+    assert hps["checkpoint_dir"] == "/opt/ml/checkpoints"
+    assert request["CheckpointConfig"]["S3Uri"].startswith(
+        f"s3://{BUCKET}/checkpoints/smoke-{digest}-"
+    )
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/outputs/"
+    uris = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in request["InputDataConfig"]
+    }
+    assert uris["train"] == f"s3://{BUCKET}/datasets/{digest}/train_full/"
+    assert uris["validation"] == f"s3://{BUCKET}/datasets/{digest}/validation/"
+    assert uris["code"].startswith(f"s3://{BUCKET}/code/")  # the SDK's uploads stay under code/
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["experiment"] == "smoke" and tags["dataset_digest"] == digest and tags["git_commit"]
+    s3 = boto3.client("s3", region_name=REGION)
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [BUCKET], "SDK made its own bucket"
+
+    play_sagemaker(request, tmp_path / "sagemaker")
+    job = request["TrainingJobName"]
+    assert (
+        launch(["results", "--job", job, "--stack", "test", "--runs", str(tmp_path / "runs")]) == 0
+    )
+    run_dir = tmp_path / "runs" / job
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["mode"] == "cloud" and report["experiment"] == "smoke"
+    assert report["dataset_digest"] == digest
+    assert report["image_uri"] == algorithm["TrainingImage"]
+    assert 0.0 <= report["phases"]["fine_tuned"]["test_accuracy"] <= 1.0
+    assert len(read_history(run_dir / "output" / "history.csv")) == 2
+    for name in ("report.md", "accuracy.png", "loss.png", "confusion.png", "model/model.h5"):
+        assert (run_dir / name).exists(), name
+    assert "test accuracy: frozen" in capsys.readouterr().out
+
+
+def create_job(name: str, role_arn: str) -> None:
+    boto3.client("sagemaker", region_name=REGION).create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+        RoleArn=role_arn,
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/outputs/"},
+        ResourceConfig={"InstanceType": "ml.p2.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+
+
+def test_a_failed_job_shows_its_reason_and_log_tail(aws, capsys):
+    from moto.sagemaker.models import sagemaker_backends
+
+    create_job("vgg-small-failed", aws["role_arn"])
+    job = sagemaker_backends["123456789012"][REGION].training_jobs["vgg-small-failed"]
+    job.training_job_status = "Failed"
+    job.failure_reason = "AlgorithmError: ExecuteUserScriptError: exit code 2"
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=cloud.LOG_GROUP)
+    logs.create_log_stream(logGroupName=cloud.LOG_GROUP, logStreamName="vgg-small-failed/algo-1-1")
+    now = int(time.time() * 1000)
+    logs.put_log_events(
+        logGroupName=cloud.LOG_GROUP,
+        logStreamName="vgg-small-failed/algo-1-1",
+        logEvents=[
+            {"timestamp": now, "message": "[setup] one GPU replicas=1"},
+            {"timestamp": now + 1, "message": "ERROR: channel 'train': 2 unreadable files"},
+        ],
+    )
+    assert launch(["results", "--job", "vgg-small-failed", "--stack", "test"]) == 2
+    captured = capsys.readouterr()
+    assert "ExecuteUserScriptError" in captured.err
+    assert "ERROR: channel 'train': 2 unreadable files" in captured.err  # the log tail
+    assert "[vgg-small-failed] Failed" in captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_missing_infra_outputs_say_run_infra_up(aws, tiny_splits, capsys):
+    assert launch(["cloud", "--stack", "nope", "--splits", str(tiny_splits)]) == 2
+    assert "make infra-up STACK=nope" in capsys.readouterr().err
+
+
+def test_no_credentials_is_one_clear_line(aws, tiny_splits, monkeypatch, capsys):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setattr(cloud, "training_quota", lambda *args: 2.0)
+    code = launch(
+        ["cloud", "--experiment", "smoke", "--splits", str(tiny_splits), "--stack", "test"]
+    )
+    assert code == 2
+    assert "no AWS credentials" in capsys.readouterr().err
+
+
+def test_quota_zero_stops_before_anything_is_submitted(aws, tiny_splits, monkeypatch, capsys):
+    monkeypatch.setattr(cloud, "training_quota", lambda *args: 0.0)
+    assert (
+        launch(["cloud", "--experiment", "small", "--splits", str(tiny_splits), "--stack", "test"])
+        == 2
+    )
+    assert "quota for ml.p2.xlarge is 0" in capsys.readouterr().err
+    assert (
+        boto3.client("sagemaker", region_name=REGION).list_training_jobs()["TrainingJobSummaries"]
+        == []
+    )
+
+
+def test_training_quota_is_read_from_service_quotas():
+    session = boto3.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y")
+    client = session.client("service-quotas")
+    stubber = Stubber(client)
+    stubber.add_response(
+        "list_service_quotas",
+        {
+            "Quotas": [
+                {"QuotaName": "ml.p2.xlarge for spot training job usage", "Value": 0.0},
+                {"QuotaName": "ml.p2.xlarge for training job usage", "Value": 4.0},
+            ]
+        },  # fmt: skip
+        {"ServiceCode": "sagemaker"},
+    )
+    with stubber:
+        session.client = lambda *args, **kwargs: client
+        assert cloud.training_quota(session, "ml.p2.xlarge", spot=False) == 4.0
+
+
+def test_p2_is_refused_with_tensorflow_212_or_newer():
+    p2 = instances.lookup("ml.p2.xlarge")
+    instances.check_framework(p2, "2.11")
+    with pytest.raises(instances.UserError, match="up to 2.11"):
+        instances.check_framework(p2, "2.12")
+    assert cloud.image_uri(p2, REGION).endswith("tensorflow-training:2.11-gpu-py39")
+    assert cloud.image_uri(p2, REGION, 4).endswith("tensorflow-training:2.11-gpu-py39")
+
+
+def test_multi_instance_jobs_get_a_keras_2_image():
+    g5 = instances.lookup("ml.g5.xlarge")
+    assert cloud.image_uri(g5, REGION, 1).endswith(":2.19-gpu-py312")
+    assert cloud.image_uri(g5, REGION, 2).endswith(":2.14-gpu-py310")
+
+
+def test_metric_definitions_match_the_jobs_log_lines():
+    import re
+
+    from vgg_transfer.phases import EPOCH_LINE, TEST_LINE
+
+    epoch = EPOCH_LINE.format(phase="fine_tuned", epoch=3, epochs=50, loss=0.25, accuracy=0.9,
+                              val_loss=0.125, val_accuracy=0.95, seconds=41.5)  # fmt: skip
+    test = TEST_LINE.format(phase="frozen", test_loss=0.3, test_accuracy=0.898)
+    found = {}
+    for definition in cloud.metric_definitions():
+        for line in (epoch, test):
+            match = re.search(definition["Regex"], line)
+            if match:
+                found[definition["Name"]] = float(match.group(1))
+    assert found == {
+        "fine_tuned:loss": 0.25,
+        "fine_tuned:accuracy": 0.9,
+        "fine_tuned:val_loss": 0.125,
+        "fine_tuned:val_accuracy": 0.95,
+        "frozen:test_loss": 0.3,
+        "frozen:test_accuracy": 0.898,
+    }
+
+
+def test_network_isolation_needs_a_weights_file(aws, tiny_splits, capsys):
+    code = launch(["cloud", "--experiment", "small", "--network-isolation", "--splits",
+                   str(tiny_splits), "--stack", "test"])  # fmt: skip
+    assert code == 2 and "WEIGHTS=" in capsys.readouterr().err
+
+
+def test_experiments_reproduce_the_seed_and_refuse_bad_overrides():
+    small = load("small").resolved_hyperparameters()
+    assert (small["epochs_frozen"], small["epochs_fine_tuned"], small["batch_size"]) == (30, 50, 64)
+    assert load("full").resolved_hyperparameters()["early_stopping_patience"] == 10
+    assert (
+        load("small", ["epochs_fine_tuned=10"]).resolved_hyperparameters()["epochs_fine_tuned"]
+        == 10
+    )
+    with pytest.raises(instances.UserError, match="unknown hyperparameter"):
+        load("small", ["epoch=3"])
+    with pytest.raises(instances.UserError, match="invalid int value"):
+        load("small", ["epochs_fine_tuned=ten"])
+    with pytest.raises(instances.UserError, match="unknown experiment"):
+        load("huge")

@@ -1,0 +1,57 @@
+"""Local mode: the SageMaker contract emulated on this machine, then the same report code."""
+
+import json
+import tarfile
+
+import pytest
+
+from training.launch.__main__ import main as launch
+from training.report import compare
+
+TINY = ["image_size=32", "batch_size=8", "epochs_frozen=1", "epochs_fine_tuned=1"]
+
+
+@pytest.mark.slow
+def test_local_run_emulates_the_container_and_writes_a_report(tiny_splits, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert launch(["local", "--hp", *TINY, "--splits", str(tiny_splits), "--runs", str(runs)]) == 0
+    (run_dir,) = runs.iterdir()
+    opt_ml = run_dir / "opt_ml"
+    assert (opt_ml / "input" / "data" / "train").resolve() == (tiny_splits / "train_full").resolve()
+    hps = json.loads((opt_ml / "input" / "config" / "hyperparameters.json").read_text())
+    assert hps["image_size"] == "32" and hps["weights"] == "none"  # strings, as SageMaker writes
+    with tarfile.open(run_dir / "model.tar.gz") as tar:
+        assert tar.getnames() == ["model.h5"]  # packed like SageMaker: contents at the top
+    with tarfile.open(run_dir / "output.tar.gz") as tar:
+        assert set(tar.getnames()) == {"metrics.json", "history.csv", "config.json"}
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["mode"] == "local" and report["experiment"] == "smoke"
+    assert report["training_seconds"] > 0
+    markdown = (run_dir / "report.md").read_text()
+    assert "| fine_tuned |" in markdown and "![accuracy](accuracy.png)" in markdown
+    assert "0.9665" in markdown  # the seed's table is shown for reference
+    assert "[epoch] phase=frozen epoch=1/1" in (run_dir / "train.log").read_text()
+    assert "report:" in capsys.readouterr().out
+
+    assert compare.main([str(runs)]) == 0
+    table = (runs / "report.md").read_text()
+    assert "| seed study | small |" in table and run_dir.name in table
+
+
+def test_a_failing_job_reports_its_reason(tiny_splits, tmp_path, capsys):
+    code = launch(["local", "--hp", "unfreeze_from=block4_conv1", "image_size=32", "--splits",
+                   str(tmp_path / "empty"), "--runs", str(tmp_path / "runs"),
+                   "--experiment", "small"])  # fmt: skip
+    assert code == 2 and "no prepared data" in capsys.readouterr().err
+
+
+def test_unknown_experiment_and_bad_override_fail_before_running(tmp_path, capsys):
+    assert launch(["local", "--experiment", "nope"]) == 2
+    assert launch(["local", "--hp", "batch_size=0"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'nope'" in err and "batch_size=0 must be at least 1" in err
+
+
+def test_report_without_runs_says_what_to_do(tmp_path, capsys):
+    assert compare.main([str(tmp_path)]) == 2
+    assert "make train-local" in capsys.readouterr().err
