@@ -52,26 +52,30 @@ def test_pipeline_decodes_resizes_and_batches(channels):
     assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 255.0
 
 
+def neutral_uniform(shape, minval=0.0, maxval=1.0):
+    """Every random draw at its no-op value: no rotation, shift, shear or zoom, and no flip."""
+    if (minval, maxval) == (0.0, 1.0):
+        return tf.fill(shape, 0.9)  # the flip draw: >= 0.5 means no flip
+    return tf.fill(shape, float((minval + maxval) / 2.0))
+
+
 def test_augmentation_changes_images_but_keeps_their_range():
     tf.random.set_seed(0)
-    ramp = np.tile(np.linspace(0, 255, 32, dtype=np.float32)[None, :, None], (32, 1, 3))
-    batch = tf.constant(np.stack([ramp] * 8))
-    augmented = data.augment_batch(batch).numpy()
-    assert augmented.shape == batch.shape
-    assert augmented.min() >= 0 and augmented.max() <= 255.0 + 1e-3
-    assert not np.allclose(augmented, batch.numpy()), "augmentation left every image unchanged"
-    # fill_mode "nearest" repeats edge pixels: no black (zero) fill appears in a bright image
-    bright = tf.fill([8, 32, 32, 3], 200.0)
-    assert float(tf.reduce_min(data.augment_batch(bright))) > 199.0
+    ramp = np.tile(np.linspace(0, 255, 48, dtype=np.uint8)[None, :, None], (40, 1, 3))
+    augmented = np.stack([data.resize_and_augment(tf.constant(ramp), 32).numpy() for _ in range(8)])
+    assert augmented.shape == (8, 32, 32, 3)
+    assert augmented.min() >= 0 and augmented.max() <= 255.0
+    assert len({a.tobytes() for a in augmented}) == 8, "augmentations repeat"
+    # fill_mode "nearest" repeats edge pixels: no black fill appears in a bright image
+    bright = tf.fill([40, 24, 3], tf.constant(200, tf.uint8))
+    assert float(tf.reduce_min(data.resize_and_augment(bright, 32))) == 200.0
 
 
-def test_transforms_without_randomness_are_the_identity(monkeypatch):
-    """With every random draw at its neutral value the fused transform maps pixels to themselves."""
-
-    def neutral(shape, minval=0.0, maxval=1.0):
-        midpoint = (minval + maxval) / 2.0 if maxval != 1.0 or minval != 0.0 else 0.9
-        return tf.fill(shape, float(midpoint))
-
-    monkeypatch.setattr(tf.random, "uniform", neutral)
+def test_without_randomness_the_fused_transform_is_a_bilinear_resize(monkeypatch):
+    monkeypatch.setattr(tf.random, "uniform", neutral_uniform)
     transforms = data.random_affine_transforms(2, 20, 30).numpy()
     np.testing.assert_allclose(transforms, [[1, 0, 0, 0, 1, 0, 0, 0]] * 2, atol=1e-5)
+    image = np.random.default_rng(0).integers(0, 256, size=(60, 90, 3)).astype(np.uint8)
+    ours = data.resize_and_augment(tf.constant(image), 30).numpy()
+    expected = tf.image.resize(image, (30, 30)).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1.0)  # uint8 rounding

@@ -1,0 +1,393 @@
+"""``make bench``: measured speed of our job against the seed's way of doing it, on this machine.
+
+    python -m training.bench --out runs/bench             # CPU, sized for 2 cores (< 10 min)
+    python -m training.bench --device gpu --instance-type ml.g5.xlarge   # seed sizes on a GPU
+
+Every figure is a median of repeated measurements taken in this run; ``bench.json`` keeps every
+raw repeat. Rows:
+1. input pipeline alone (decode + resize + the seed's augmentation, 150×150): ours (tf.data) vs
+   the seed's ``ImageDataGenerator.flow_from_directory``;
+2. frozen phase: the seed's way (conv base run every epoch) vs feature caching;
+3. fine-tuning: float32 vs mixed precision (bfloat16 on CPUs) vs XLA;
+4. the ``smoke`` experiment end to end, seconds per phase (CPU only; one run, it takes minutes).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from training.errors import cli
+from training.report import seed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "job"))  # the job's own code
+from vgg_transfer import data as job_data  # noqa: E402
+from vgg_transfer import model as vgg  # noqa: E402
+
+VALIDATION_IMAGES = 2000  # the seed's validation set, run once per epoch
+
+
+@dataclass
+class Sizes:
+    """How much work each measurement does; CPU sizes keep `make bench` under 10 minutes."""
+
+    pipeline_images: int
+    model_image_size: int
+    model_images: int
+    batch_size: int
+    repeats: int
+    smoke: bool
+
+
+CPU = Sizes(
+    pipeline_images=384, model_image_size=64, model_images=96, batch_size=16, repeats=3, smoke=True
+)
+GPU = Sizes(
+    pipeline_images=2048,
+    model_image_size=150,
+    model_images=1024,
+    batch_size=64,
+    repeats=5,
+    smoke=False,
+)
+QUICK = Sizes(
+    pipeline_images=32, model_image_size=32, model_images=16, batch_size=8, repeats=2, smoke=False
+)
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    flags = ""
+    if Path("/proc/cpuinfo").exists():
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                    if line.startswith("model name")), cpu)  # fmt: skip
+        flags = " ".join(
+            f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info
+        )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_flags": flags,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "tensorflow": tf.__version__,
+        "keras": vgg.keras_version(),
+        "python": platform.python_version(),
+    }
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median_rate(work: float, seconds: list[float]) -> float:
+    return work / statistics.median(seconds)
+
+
+# --- 1. input pipeline ------------------------------------------------------------------------
+def photo_like_images(folder: Path, count: int, seed_value: int = 0) -> Path:
+    """JPEGs of Kaggle-photo size (300–500 px a side) with texture, so decoding costs what it
+    costs on real photos. Cached between runs."""
+    rng = np.random.default_rng(seed_value)
+    for i in range(count):
+        cls = ("cats", "dogs")[i % 2]
+        path = folder / cls / f"{cls[:-1]}.{i}.jpg"
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        h, w = (int(v) for v in rng.integers(300, 501, size=2))
+        y, x = np.mgrid[0:h, 0:w]
+        base = (
+            128
+            + 60
+            * np.sin(x / rng.uniform(8, 40))[..., None]
+            * np.cos(y / rng.uniform(8, 40))[..., None]
+        )
+        pixels = base + rng.normal(0, 20, size=(h, w, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=85)
+    return folder
+
+
+def bench_pipeline(folder: Path, sizes: Sizes) -> dict:
+    import tensorflow as tf
+
+    split = job_data.read_split("bench", str(folder))
+    n = len(split)
+
+    def ours(threads: int = 0):
+        dataset = job_data.make_dataset(split, 150, 64, True, True, seed=0, threads=threads)
+        for _ in dataset:
+            pass
+
+    generator = tf.keras.preprocessing.image.ImageDataGenerator(
+        rescale=1.0 / 255, rotation_range=40, width_shift_range=0.2, height_shift_range=0.2,
+        shear_range=0.2, zoom_range=0.2, horizontal_flip=True, fill_mode="nearest",
+    )  # fmt: skip
+
+    def seeds():
+        flow = generator.flow_from_directory(str(folder), target_size=(150, 150), batch_size=64,
+                                             class_mode="binary", seed=0)  # fmt: skip
+        for index in range(len(flow)):
+            flow[index]
+
+    ours()  # warm-up: traces the tf.data functions once
+    ours_s = [timed(ours) for _ in range(sizes.repeats)]
+    one_thread_s = [timed(lambda: ours(threads=1)) for _ in range(sizes.repeats)]
+    seed_s = [timed(seeds) for _ in range(sizes.repeats)]
+    ours_rate, seed_rate = median_rate(n, ours_s), median_rate(n, seed_s)
+    one_thread_rate = median_rate(n, one_thread_s)
+    return {
+        "images": n,
+        "ours_seconds": ours_s,
+        "ours_one_thread_seconds": one_thread_s,
+        "seed_seconds": seed_s,
+        "ours_images_per_second": ours_rate,
+        "ours_one_thread_images_per_second": one_thread_rate,
+        "seed_images_per_second": seed_rate,  # the generator runs on one thread
+        "ratio": ours_rate / seed_rate,
+        "ratio_per_thread": one_thread_rate / seed_rate,
+    }
+
+
+# --- 2./3. model phases -----------------------------------------------------------------------
+def in_memory_dataset(sizes: Sizes):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    s = sizes.model_image_size
+    images = rng.uniform(0, 255, size=(sizes.model_images, s, s, 3)).astype(np.float32)
+    labels = (np.arange(sizes.model_images) % 2).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(sizes.batch_size)
+    return dataset.cache().prefetch(tf.data.AUTOTUNE)
+
+
+def fresh_model(sizes: Sizes, mixed: bool = False):
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()
+    vgg.set_precision(mixed, on_gpu=vgg.gpu_count() > 0)
+    return vgg.build_model(sizes.model_image_size, "rescale", "none")
+
+
+def bench_frozen(sizes: Sizes, epochs_frozen: int = 30) -> dict:
+    import tensorflow as tf
+
+    dataset = in_memory_dataset(sizes)
+    n = sizes.model_images
+    model = fresh_model(sizes)
+    vgg.freeze_conv_base(model)
+    vgg.compile_model(model, tf.keras.optimizers.Adam(), xla=False)
+    model.fit(dataset.take(1), epochs=1, verbose=0)  # warm-up
+    seed_way = [
+        timed(lambda: model.fit(dataset, epochs=1, verbose=0)) for _ in range(sizes.repeats)
+    ]
+
+    extractor = vgg.feature_extractor(model)
+    extractor.predict(dataset.take(1), verbose=0)
+    labels = np.concatenate([y.numpy() for _, y in dataset])
+    extract_s, head_s = [], []
+    for _ in range(sizes.repeats):
+        features = None
+
+        def extract():
+            nonlocal features
+            features = extractor.predict(dataset, verbose=0)
+
+        extract_s.append(timed(extract))
+        head = vgg.head_model(model, features.shape[1:])
+        vgg.compile_model(head, tf.keras.optimizers.Adam(), xla=False)
+        head_data = (
+            tf.data.Dataset.from_tensor_slices((features, labels)).batch(sizes.batch_size).cache()
+        )
+        head.fit(head_data, epochs=1, verbose=0)  # warm-up
+        head_s.append(timed(lambda h=head, d=head_data: h.fit(d, epochs=epochs_frozen, verbose=0)))
+    seed_rate = median_rate(n, seed_way)
+    cached_totals = [e + h for e, h in zip(extract_s, head_s, strict=True)]
+    cached_rate = median_rate(n * epochs_frozen, cached_totals)
+    return {
+        "images": n,
+        "image_size": sizes.model_image_size,
+        "epochs": epochs_frozen,
+        "seed_way_epoch_seconds": seed_way,
+        "cached_extract_seconds": extract_s,
+        "cached_head_seconds_all_epochs": head_s,
+        "seed_way_images_per_second": seed_rate,
+        "cached_images_per_second": cached_rate,
+        "inference_images_per_second": median_rate(n, extract_s),
+        "ratio": cached_rate / seed_rate,
+    }
+
+
+def bench_fine_tuning(sizes: Sizes) -> dict:
+    import tensorflow as tf
+
+    dataset = in_memory_dataset(sizes)
+    n = sizes.model_images
+    variants = {"float32": (False, False), "mixed_precision": (True, False), "xla": (False, True)}
+    results = {}
+    for name, (mixed, xla) in variants.items():
+        model = fresh_model(sizes, mixed=mixed)
+        vgg.unfreeze_from(model, "block4_conv1")
+        vgg.compile_model(model, tf.keras.optimizers.RMSprop(1e-5), xla=xla)
+        model.fit(dataset.take(1), epochs=1, verbose=0)  # warm-up (and XLA compilation)
+        seconds = [
+            timed(lambda m=model: m.fit(dataset, epochs=1, verbose=0)) for _ in range(sizes.repeats)
+        ]
+        results[name] = {
+            "policy": tf.keras.mixed_precision.global_policy().name,
+            "seconds": seconds,
+            "images_per_second": median_rate(n, seconds),
+        }
+    vgg.set_precision(False, on_gpu=False)
+    base = results["float32"]["images_per_second"]
+    for row in results.values():
+        row["ratio_to_float32"] = row["images_per_second"] / base
+    return {"images": n, "image_size": sizes.model_image_size, "variants": results}
+
+
+# --- 4. smoke end to end ----------------------------------------------------------------------
+def bench_smoke(out: Path) -> dict:
+    from training.launch import experiments
+    from training.launch.__main__ import ensure_sample
+    from training.launch.local import run_local
+
+    splits = Path("data/splits")
+    ensure_sample(splits)
+    started = time.perf_counter()
+    report = run_local(experiments.load("smoke"), splits, runs_dir=out / "smoke")
+    total = time.perf_counter() - started
+    metrics = json.loads((report.parent / "output" / "metrics.json").read_text())
+    return {
+        "run": report.parent.name,
+        "total_seconds": total,
+        "phase_seconds": {p: m["seconds"] for p, m in metrics["phases"].items()},
+        "phase_images_per_second": {
+            p: m["images_per_second"] for p, m in metrics["phases"].items()
+        },
+    }
+
+
+# --- seed-equivalent epoch times (GPU runs) ---------------------------------------------------
+def seed_equivalents(frozen: dict, fine: dict) -> dict:
+    """Epoch seconds the seed's experiments would take at the measured rates, beside the K80's."""
+    infer = frozen["inference_images_per_second"]
+    rows = {}
+    for experiment, ref in seed.RESULTS.items():
+        train_images = ref["train_images"]
+        rows[experiment] = {
+            "frozen": train_images / frozen["seed_way_images_per_second"]
+            + VALIDATION_IMAGES / infer,
+            "frozen_cached": train_images / frozen["cached_images_per_second"]
+            + VALIDATION_IMAGES / infer,
+            "fine_tuned": train_images / fine["variants"]["float32"]["images_per_second"]
+            + VALIDATION_IMAGES / infer,
+            "k80_frozen": seed.K80_EPOCH_SECONDS[experiment]["frozen"],
+            "k80_fine_tuned": seed.K80_EPOCH_SECONDS[experiment]["fine_tuned"],
+        }
+    return rows
+
+
+def render(result: dict) -> str:
+    p, f, t = result["pipeline"], result["frozen"], result["fine_tuning"]
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['cpu_flags'] or 'no listed SIMD flags'}), "
+        f"GPUs: {', '.join(m['gpus']) or 'none'}; TensorFlow {m['tensorflow']}, Keras {m['keras']}. "
+        f"Medians of {result['repeats']} repeats; raw repeats in bench.json.",
+        "",
+        "| measurement | ours | seed's way / baseline | ratio |",
+        "|---|---|---|---|",
+        f"| 1. input pipeline, 150×150 + augmentation ({p['images']} JPEGs) | "
+        f"{p['ours_images_per_second']:.0f} img/s | {p['seed_images_per_second']:.0f} img/s "
+        f"(ImageDataGenerator) | **{p['ratio']:.1f}×** |",
+        f"| 1b. the same, ours on one thread (the generator uses one) | "
+        f"{p['ours_one_thread_images_per_second']:.0f} img/s | {p['seed_images_per_second']:.0f} img/s "
+        f"| **{p['ratio_per_thread']:.1f}×** |",
+        f"| 2. frozen phase, {f['image_size']} px, {f['epochs']} epochs ({f['images']} images) | "
+        f"{f['cached_images_per_second']:.0f} img/s (feature caching) | "
+        f"{f['seed_way_images_per_second']:.0f} img/s (conv base every epoch) | **{f['ratio']:.1f}×** |",
+    ]
+    for name in ("mixed_precision", "xla"):
+        row = t["variants"][name]
+        lines.append(
+            f"| 3. fine-tuning, {t['image_size']} px, {name} ({row['policy']}) | "
+            f"{row['images_per_second']:.1f} img/s | "
+            f"{t['variants']['float32']['images_per_second']:.1f} img/s (float32) "
+            f"| **{row['ratio_to_float32']:.2f}×** |"
+        )
+    if result.get("smoke"):
+        s = result["smoke"]
+        lines.append(
+            f"| 4. smoke experiment end to end (1 run) | frozen {s['phase_seconds']['frozen']:.0f} s, "
+            f"fine_tuned {s['phase_seconds']['fine_tuned']:.0f} s, total {s['total_seconds']:.0f} s | — | — |"
+        )
+    if result.get("seed_equivalents"):
+        lines += ["", "| seed experiment | frozen epoch | cached frozen epoch | fine-tuned epoch "
+                  "| K80 frozen / fine-tuned |", "|---|---|---|---|---|"]  # fmt: skip
+        for name, row in result["seed_equivalents"].items():
+            lines.append(
+                f"| {name} | {row['frozen']:.1f} s | {row['frozen_cached']:.1f} s | "
+                f"{row['fine_tuned']:.1f} s | {row['k80_frozen']} s / {row['k80_fine_tuned']} s |"
+            )
+    return "\n".join(lines)
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--device", choices=["cpu", "gpu", "quick"], default="cpu",
+                        help="quick: tiny sizes, for testing this script")  # fmt: skip
+    parser.add_argument(
+        "--instance-type", help="record GPU results for this SageMaker instance type"
+    )
+    args = parser.parse_args(argv)
+    sizes = {"cpu": CPU, "gpu": GPU, "quick": QUICK}[args.device]
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result = {"device": args.device, "repeats": sizes.repeats, "machine": machine()}
+    print(f"bench on {result['machine']['cpu']} ({args.device} sizes)", flush=True)
+    images = photo_like_images(args.out / f"images-{sizes.pipeline_images}", sizes.pipeline_images)
+    result["pipeline"] = bench_pipeline(images, sizes)
+    print(f"  1. pipeline ratio {result['pipeline']['ratio']:.1f}x", flush=True)
+    result["frozen"] = bench_frozen(sizes)
+    print(f"  2. feature caching ratio {result['frozen']['ratio']:.1f}x", flush=True)
+    result["fine_tuning"] = bench_fine_tuning(sizes)
+    print("  3. fine-tuning variants measured", flush=True)
+    if sizes.smoke:
+        result["smoke"] = bench_smoke(args.out)
+    if args.device == "gpu":
+        result["seed_equivalents"] = seed_equivalents(result["frozen"], result["fine_tuning"])
+        if args.instance_type:
+            infer = result["frozen"]["inference_images_per_second"]
+            result["epoch_seconds_by_instance"] = {
+                args.instance_type: {
+                    "frozen": 1 / result["frozen"]["seed_way_images_per_second"],
+                    "fine_tuned": 1
+                    / result["fine_tuning"]["variants"]["float32"]["images_per_second"],
+                    "validation": 1 / infer,
+                }
+            }
+    result["total_seconds"] = time.perf_counter() - started
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2))
+    table = render(result)
+    (args.out / "bench.md").write_text(table + "\n")
+    print(table)
+    print(f"\n{result['total_seconds']:.0f} s; written to {args.out / 'bench.json'} and bench.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
