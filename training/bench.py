@@ -70,8 +70,14 @@ def machine() -> dict:
     flags = ""
     if Path("/proc/cpuinfo").exists():
         info = Path("/proc/cpuinfo").read_text()
-        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                    if line.startswith("model name")), cpu)  # fmt: skip
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in info.splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
         flags = " ".join(
             f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info
         )
@@ -132,13 +138,20 @@ def bench_pipeline(folder: Path, sizes: Sizes) -> dict:
             pass
 
     generator = tf.keras.preprocessing.image.ImageDataGenerator(
-        rescale=1.0 / 255, rotation_range=40, width_shift_range=0.2, height_shift_range=0.2,
-        shear_range=0.2, zoom_range=0.2, horizontal_flip=True, fill_mode="nearest",
-    )  # fmt: skip
+        rescale=1.0 / 255,
+        rotation_range=40,
+        width_shift_range=0.2,
+        height_shift_range=0.2,
+        shear_range=0.2,
+        zoom_range=0.2,
+        horizontal_flip=True,
+        fill_mode="nearest",
+    )
 
     def seeds():
-        flow = generator.flow_from_directory(str(folder), target_size=(150, 150), batch_size=64,
-                                             class_mode="binary", seed=0)  # fmt: skip
+        flow = generator.flow_from_directory(
+            str(folder), target_size=(150, 150), batch_size=64, class_mode="binary", seed=0
+        )
         for index in range(len(flow)):
             flow[index]
 
@@ -334,8 +347,12 @@ def render(result: dict) -> str:
             f"fine_tuned {s['phase_seconds']['fine_tuned']:.0f} s, total {s['total_seconds']:.0f} s | — | — |"
         )
     if result.get("seed_equivalents"):
-        lines += ["", "| seed experiment | frozen epoch | cached frozen epoch | fine-tuned epoch "
-                  "| K80 frozen / fine-tuned |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "| seed experiment | frozen epoch | cached frozen epoch | fine-tuned epoch "
+            "| K80 frozen / fine-tuned |",
+            "|---|---|---|---|---|",
+        ]
         for name, row in result["seed_equivalents"].items():
             lines.append(
                 f"| {name} | {row['frozen']:.1f} s | {row['frozen_cached']:.1f} s | "
@@ -348,8 +365,12 @@ def render(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--device", choices=["cpu", "gpu", "quick"], default="cpu",
-                        help="quick: tiny sizes, for testing this script")  # fmt: skip
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "gpu", "quick"],
+        default="cpu",
+        help="quick: tiny sizes, for testing this script",
+    )
     parser.add_argument(
         "--instance-type", help="record GPU results for this SageMaker instance type"
     )

@@ -55,3 +55,22 @@ def test_unknown_experiment_and_bad_override_fail_before_running(tmp_path, capsy
 def test_report_without_runs_says_what_to_do(tmp_path, capsys):
     assert compare.main([str(tmp_path)]) == 2
     assert "make train-local" in capsys.readouterr().err
+
+
+def test_cost_estimate_uses_bench_measurements_when_present(tmp_path):
+    from training.launch import costs
+    from training.launch.experiments import load
+
+    small = load("small")
+    seed_based = costs.estimate(small, 4000, "ml.p2.xlarge")
+    assert seed_based.epoch_seconds_source == "seed study's K80 timings"
+    # 30 × 36.5 s + 50 × 41.5 s of K80 epochs, plus start-up
+    assert seed_based.expected_seconds == pytest.approx(300 + 30 * 36.5 + 50 * 41.5)
+    assert costs.estimate(small, 4000, "ml.g5.xlarge").expected_seconds is None
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"epoch_seconds_by_instance": {
+        "ml.g5.xlarge": {"frozen": 0.001, "fine_tuned": 0.002, "validation": 0.0005}}}))  # fmt: skip
+    frozen, fine, source = costs.epoch_seconds("ml.g5.xlarge", 4000, bench)
+    assert (frozen, fine) == pytest.approx((4 + 1, 8 + 1)) and "make bench" in source
+    line = seed_based.line()
+    assert "$1.125/h" in line and "spot assumed 70% cheaper" in line

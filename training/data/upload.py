@@ -15,11 +15,12 @@ from pathlib import Path
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from tqdm import tqdm
 
+from training.aws_errors import AWS_ERRORS, aws_error, error_code
 from training.data.prepare import MANIFEST, load_manifest
 from training.errors import UserError, cli
 
@@ -47,22 +48,9 @@ def s3_client(region: str | None = None, concurrency: int = CONCURRENCY):
 
 
 def explain(error: Exception, bucket: str) -> UserError:
-    """Turns the AWS errors a user can hit into what to do about them."""
-    if isinstance(error, NoCredentialsError):
-        return UserError(
-            "no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE"
-        )
-    if isinstance(error, NoRegionError):
-        return UserError("no AWS region: set AWS_REGION or run `aws configure`")
-    code = error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
-    if code in ("NoSuchBucket", "404"):
+    if error_code(error) in ("NoSuchBucket", "404"):
         return UserError(f"bucket {bucket} does not exist: run `make infra-up` (or pass --bucket)")
-    if code in ("AccessDenied", "403", "AllAccessDisabled"):
-        return UserError(
-            f"access denied to bucket {bucket}: attach the stack's launcher policy "
-            "(pulumi output launcher_policy_arn) to your user or role"
-        )
-    return UserError(f"S3 request to {bucket} failed: {error}")
+    return aws_error(error, f"using bucket {bucket}")
 
 
 def existing_objects(client, bucket: str, prefix: str) -> dict[str, int]:
@@ -144,7 +132,7 @@ def upload_splits(
         manifest_key = f"{prefix}/{MANIFEST}"
         if todo or manifest_key not in present:
             client.upload_file(str(splits_dir / MANIFEST), bucket, manifest_key)
-    except (ClientError, NoCredentialsError, NoRegionError) as error:
+    except AWS_ERRORS as error:
         raise explain(error, bucket) from error
     except (BotoCoreError, ConnectionError, OSError) as error:
         raise UserError(

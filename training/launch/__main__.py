@@ -117,8 +117,9 @@ def run_cost(args) -> int:
             raise UserError(f"no prepared data in {args.splits} to count {experiment.train_split}")
         images = reference["train_images"]
     cost = estimate(experiment, images, args.instance, args.instance_count)
-    print(f"{experiment.name}: {images} training images, {experiment.resolved_hyperparameters()['epochs_frozen']}"
-          f"+{experiment.resolved_hyperparameters()['epochs_fine_tuned']} epochs")  # fmt: skip
+    hp = experiment.resolved_hyperparameters()
+    epochs = f"{hp['epochs_frozen']}+{hp['epochs_fine_tuned']}"
+    print(f"{experiment.name}: {images} training images, {epochs} epochs")
     print(cost.line())
     print(f"prices: {price_source()}")
     return 0

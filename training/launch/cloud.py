@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import ClientError, NoCredentialsError
 
+from training.aws_errors import AWS_ERRORS, aws_error, error_code
 from training.data.upload import dataset_prefix, upload_splits
 from training.errors import UserError
 from training.launch import common
@@ -32,22 +33,6 @@ PHASES = ("frozen", "fine_tuned")
 
 def boto_session(region: str) -> boto3.Session:
     return boto3.Session(region_name=region)
-
-
-def aws_error(error: Exception, doing: str) -> UserError:
-    if isinstance(error, NoCredentialsError):
-        return UserError(
-            "no AWS credentials: run `aws configure` or `aws sso login`, or set AWS_PROFILE"
-        )
-    if isinstance(error, NoRegionError):
-        return UserError("no AWS region: set AWS_REGION or re-run `make infra-up`")
-    code = error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
-    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-        return UserError(
-            f"access denied while {doing}: attach the stack's launcher policy "
-            "(pulumi output launcher_policy_arn) to your user or role"
-        )
-    return UserError(f"AWS error while {doing}: {error}")
 
 
 # --- what the job is told ---------------------------------------------------------------------
@@ -114,7 +99,7 @@ class Plan:
 def check_identity(session: boto3.Session) -> str:
     try:
         return session.client("sts").get_caller_identity()["Arn"]
-    except (ClientError, NoCredentialsError, NoRegionError) as error:
+    except AWS_ERRORS as error:
         raise aws_error(error, "checking your AWS identity") from error
 
 
@@ -122,7 +107,7 @@ def check_bucket_and_role(session: boto3.Session, outputs: InfraOutputs) -> None
     try:
         session.client("s3").head_bucket(Bucket=outputs.bucket)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+        if error_code(error) in ("404", "NoSuchBucket"):
             raise UserError(
                 f"bucket {outputs.bucket} does not exist (torn down?): run `make infra-up`"
             ) from error
@@ -130,7 +115,7 @@ def check_bucket_and_role(session: boto3.Session, outputs: InfraOutputs) -> None
     try:
         session.client("iam").get_role(RoleName=outputs.role_arn.rsplit("/", 1)[-1])
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "NoSuchEntity":
+        if error_code(error) == "NoSuchEntity":
             raise UserError(
                 f"role {outputs.role_arn} does not exist: run `make infra-up`"
             ) from error
@@ -229,7 +214,7 @@ def stage_weights(session: boto3.Session, plan: Plan) -> str:
     return f"s3://{plan.outputs.bucket}/{key.rsplit('/', 1)[0]}/"
 
 
-def build_trainer(plan: Plan, session: boto3.Session, job: str):
+def build_trainer(plan: Plan, session: boto3.Session):
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.shapes import CheckpointConfig, OutputDataConfig
     from sagemaker.train import ModelTrainer
@@ -270,7 +255,7 @@ def build_trainer(plan: Plan, session: boto3.Session, job: str):
     trainer = ModelTrainer(
         sagemaker_session=sm_session,
         role=outputs.role_arn,
-        base_job_name=job.rsplit("-", 2)[0],
+        base_job_name=f"vgg-{experiment.name}",  # the SDK appends a timestamp
         training_image=plan.image_uri,
         source_code=SourceCode(source_dir=str(common.JOB_DIR), entry_script=common.ENTRY_SCRIPT),
         compute=Compute(
@@ -307,11 +292,10 @@ def build_trainer(plan: Plan, session: boto3.Session, job: str):
 
 
 def submit(plan: Plan, session: boto3.Session) -> str:
-    job = common.job_name(plan.experiment.name)
-    trainer, channels = build_trainer(plan, session, job)
+    trainer, channels = build_trainer(plan, session)
     try:
         trainer.train(input_data_config=channels, wait=False, logs=False)
-    except (ClientError, NoCredentialsError, NoRegionError) as error:
+    except AWS_ERRORS as error:
         raise aws_error(error, "creating the training job") from error
     name = trainer._latest_training_job.training_job_name
     print(
@@ -416,8 +400,12 @@ def experiment_from_job_name(job: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-def fetch_results(session: boto3.Session, job: str, runs_dir: Path = common.RUNS_DIR,
-                  description: dict | None = None) -> Path:  # fmt: skip
+def fetch_results(
+    session: boto3.Session,
+    job: str,
+    runs_dir: Path = common.RUNS_DIR,
+    description: dict | None = None,
+) -> Path:
     """Downloads model.tar.gz and output.tar.gz, unpacks them and writes the report."""
     sm = session.client("sagemaker")
     try:

@@ -15,6 +15,7 @@ from training.launch.instances import PRICES_AS_OF, PRICES_SOURCE, SPOT_DISCOUNT
 from training.report import seed
 
 BENCH_FILE = Path("runs/bench/bench.json")
+VALIDATION_IMAGES = 2000  # the seed's validation split, evaluated every epoch
 STARTUP_SECONDS = 300  # provisioning + image pull, typical for a GPU training job; a guess
 
 
@@ -62,10 +63,11 @@ def epoch_seconds(instance_type: str, train_images: int, bench_file: Path = BENC
     if bench_file.exists():
         measured = json.loads(bench_file.read_text()).get("epoch_seconds_by_instance", {})
         if instance_type in measured:
-            per_image = measured[instance_type]  # seconds per training image, per phase
+            per_image = measured[instance_type]  # seconds per image: training steps, validation
+            validation = VALIDATION_IMAGES * per_image["validation"]
             return (
-                per_image["frozen"] * train_images,
-                per_image["fine_tuned"] * train_images,
+                per_image["frozen"] * train_images + validation,
+                per_image["fine_tuned"] * train_images + validation,
                 f"measured by make bench ({bench_file})",
             )
     if instance_type == "ml.p2.xlarge":
