@@ -20,13 +20,15 @@ JOB ?=
 DETACH ?=
 # local VGG16 no-top .h5 to ship through the weights channel
 WEIGHTS ?=
+# train-local: "docker" runs the real SageMaker TF image through the SDK's local-container mode
+MODE ?=
 
 PYTHON      ?= $(shell command -v python3.11 || command -v python3)
 VENV        := .venv
 COMPAT_VENV := .venv-compat
 PY          := $(VENV)/bin/python
 COMPAT_PY   := $(COMPAT_VENV)/bin/python
-PIP_FLAGS   := --quiet --disable-pip-version-check
+PIP_FLAGS   := -qq --disable-pip-version-check  # errors only: this machine's pip config warns a lot
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
@@ -93,7 +95,7 @@ LAUNCH_ARGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(H
               $(if $(WEIGHTS),--weights-file $(WEIGHTS)) --splits $(SPLITS) --stack $(STACK)
 
 train-local: setup ## run an experiment on this machine, SageMaker contract emulated (default: smoke)
-	$(PY) -m training.launch local $(LAUNCH_ARGS)
+	$(PY) -m training.launch local $(LAUNCH_ARGS) $(if $(MODE),--mode $(MODE))
 
 train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch results (default: small)
 	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(if $(DETACH),--detach)

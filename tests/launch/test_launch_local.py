@@ -39,9 +39,20 @@ def test_local_run_emulates_the_container_and_writes_a_report(tiny_splits, tmp_p
 
 
 def test_a_failing_job_reports_its_reason(tiny_splits, tmp_path, capsys):
-    code = launch(["local", "--hp", "unfreeze_from=block4_conv1", "image_size=32", "--splits",
-                   str(tmp_path / "empty"), "--runs", str(tmp_path / "runs"),
-                   "--experiment", "small"])  # fmt: skip
+    code = launch(
+        [
+            "local",
+            "--hp",
+            "unfreeze_from=block4_conv1",
+            "image_size=32",
+            "--splits",
+            str(tmp_path / "empty"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--experiment",
+            "small",
+        ]
+    )
     assert code == 2 and "no prepared data" in capsys.readouterr().err
 
 
@@ -68,9 +79,58 @@ def test_cost_estimate_uses_bench_measurements_when_present(tmp_path):
     assert seed_based.expected_seconds == pytest.approx(300 + 30 * 36.5 + 50 * 41.5)
     assert costs.estimate(small, 4000, "ml.g5.xlarge").expected_seconds is None
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"epoch_seconds_by_instance": {
-        "ml.g5.xlarge": {"frozen": 0.001, "fine_tuned": 0.002, "validation": 0.0005}}}))  # fmt: skip
+    bench.write_text(
+        json.dumps(
+            {
+                "epoch_seconds_by_instance": {
+                    "ml.g5.xlarge": {"frozen": 0.001, "fine_tuned": 0.002, "validation": 0.0005}
+                }
+            }
+        )
+    )
     frozen, fine, source = costs.epoch_seconds("ml.g5.xlarge", 4000, bench)
     assert (frozen, fine) == pytest.approx((4 + 1, 8 + 1)) and "make bench" in source
     line = seed_based.line()
     assert "$1.125/h" in line and "spot assumed 70% cheaper" in line
+
+
+def test_docker_mode_without_an_engine_says_so(tiny_splits, tmp_path, monkeypatch, capsys):
+    from training.launch import docker_mode
+
+    monkeypatch.setattr(docker_mode, "docker_problem", lambda: "no Docker engine answers")
+    code = launch(
+        [
+            "local",
+            "--mode",
+            "docker",
+            "--splits",
+            str(tiny_splits),
+            "--runs",
+            str(tmp_path / "runs"),
+        ]
+    )
+    assert code == 2
+    assert "MODE=docker needs a running Docker engine" in capsys.readouterr().err
+
+
+def test_docker_mode_uses_the_sdks_local_container_with_the_clouds_tf_version(
+    tiny_splits, tmp_path
+):
+    from sagemaker.train.model_trainer import Mode
+
+    from training.launch import docker_mode
+    from training.launch.experiments import load
+
+    small = load("small")
+    image = docker_mode.local_image(small, "us-east-1", gpu=False)
+    assert image.endswith("tensorflow-training:2.11-cpu-py39")  # P2's TF, CPU flavour
+    channels = {"train": tiny_splits / "train_small", "test": tiny_splits / "test"}
+    trainer, inputs = docker_mode.build_trainer(
+        small, {"epochs_frozen": 1}, channels, tmp_path, image, gpu=False
+    )
+    assert trainer.training_mode == Mode.LOCAL_CONTAINER
+    assert trainer.compute.instance_type == "local_cpu"
+    assert trainer.hyperparameters == {"epochs_frozen": "1"}
+    assert {i.channel_name: i.data_source for i in inputs}["train"] == str(
+        (tiny_splits / "train_small").resolve()
+    )

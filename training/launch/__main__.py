@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--weights-file", type=Path, help="VGG16 no-top .h5 for the weights channel"
         )
         sub.add_argument("--runs", type=Path, default=common.RUNS_DIR)
+    commands.choices["local"].add_argument(
+        "--mode",
+        choices=["process", "docker"],
+        default="process",
+        help="docker: the SageMaker SDK's local-container mode with the real TF image",
+    )
     cloud = commands.choices["cloud"]
     cloud.add_argument("--detach", action="store_true", help="submit and return at once")
     cloud.add_argument("--network-isolation", action="store_true")
@@ -60,7 +66,7 @@ def run_local(args) -> int:
     experiment = experiments.load(args.experiment or "smoke", args.hp)
     if experiment.name == "smoke":
         ensure_sample(args.splits)
-    report = run(experiment, args.splits, args.runs, args.weights_file)
+    report = run(experiment, args.splits, args.runs, args.weights_file, mode=args.mode)
     print(summary_line(report))
     return 0
 

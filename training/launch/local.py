@@ -114,8 +114,10 @@ def run_local(
     runs_dir: Path = common.RUNS_DIR,
     weights_file: Path | None = None,
     name: str | None = None,
+    mode: str = "process",
 ) -> Path:
-    """Runs the experiment here; returns the report's path."""
+    """Runs the experiment here (``mode``: "process", the emulated contract, or "docker", the
+    SDK's local-container mode); returns the report's path."""
     manifest = common.require_splits(splits_dir, experiment)
     name = name or common.job_name(experiment.name)
     run_dir = (runs_dir / name).resolve()  # the job runs from its own folder, as in SageMaker
@@ -133,6 +135,14 @@ def run_local(
     (tree["config"] / "hyperparameters.json").write_text(
         json.dumps({k: to_argument(v) for k, v in hps.items()}, indent=2)
     )
+    if mode == "docker":
+        from training.launch.docker_mode import run_in_docker
+
+        hps["checkpoint_dir"] = "/opt/ml/checkpoints"
+        if weights_file:
+            hps["weights"] = f"/opt/ml/input/data/weights/{Path(weights_file).name}"
+        image = run_in_docker(experiment, sources, run_dir, hps)
+        return report_local_run(run_dir, experiment, manifest, name, image, seconds=None)
     args = [item for key, value in hps.items() for item in (f"--{key}", to_argument(value))]
     print(
         f"[local] job {name}: experiment {experiment.name}, data {manifest['dataset_digest']}, "
@@ -149,6 +159,18 @@ def run_local(
         )
     pack(tree["model"], run_dir / "model.tar.gz")
     pack(tree["output_data"], run_dir / "output.tar.gz")
+    image = f"local Python {platform.python_version()}"
+    return report_local_run(run_dir, experiment, manifest, name, image, round(seconds, 1))
+
+
+def report_local_run(
+    run_dir: Path,
+    experiment: Experiment,
+    manifest: dict,
+    name: str,
+    image: str,
+    seconds: float | None,
+) -> Path:
     unpack_artifacts(run_dir)
     info = RunInfo(
         job_name=name,
@@ -157,10 +179,10 @@ def run_local(
         seed_reference=experiment.seed_reference,
         instance_type=f"local ({platform.machine()}, {os.cpu_count()} cores)",
         instance_count=1,
-        image_uri=f"local Python {platform.python_version()}",
+        image_uri=image,
         git_commit=common.git_commit(),
         dataset_digest=manifest["dataset_digest"],
-        training_seconds=round(seconds, 1),
+        training_seconds=seconds,
         extra={"experiment_settings": experiment.to_dict()},
     )
     return write_report(run_dir, info)

@@ -1,0 +1,104 @@
+"""``make train-local MODE=docker``: the SDK's own local-container mode with the real TF image.
+
+SageMaker SDK v3 runs the AWS training image under docker compose on this machine
+(``ModelTrainer(training_mode=Mode.LOCAL_CONTAINER)``), with the splits as local channels; its
+``model.tar.gz`` and ``output.tar.gz`` then go through the same results code as every run.
+Needs a Docker engine with compose, and a `docker login` to the DLC registry (ECR) for the pull.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from training.errors import UserError
+from training.launch import common
+from training.launch.experiments import Experiment, to_argument
+from training.launch.instances import framework_for, lookup
+
+CPU_IMAGE_INSTANCE = "ml.m5.xlarge"  # image_uris picks the CPU flavour for it
+GPU_IMAGE_INSTANCE = "ml.g4dn.xlarge"
+
+
+def docker_problem() -> str | None:
+    """Why local-container mode cannot run here, or None."""
+    if not shutil.which("docker"):
+        return "the docker command is not installed"
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"`docker info` failed: {error}"
+    if info.returncode != 0:
+        return (
+            "no Docker engine answers `docker info`: "
+            + (info.stderr.strip().splitlines() or ["?"])[-1]
+        )
+    return None
+
+
+def local_image(experiment: Experiment, region: str, gpu: bool) -> str:
+    """The TF version the cloud job would use, in the CPU (or GPU) flavour for this machine."""
+    from sagemaker.core import image_uris
+
+    version, python = framework_for(lookup(experiment.instance_type), 1)
+    return image_uris.retrieve(
+        framework="tensorflow",
+        region=region,
+        version=version,
+        py_version=python,
+        instance_type=GPU_IMAGE_INSTANCE if gpu else CPU_IMAGE_INSTANCE,
+        image_scope="training",
+    )
+
+
+def build_trainer(
+    experiment: Experiment,
+    hps: dict,
+    channels: dict[str, Path],
+    run_dir: Path,
+    image: str,
+    gpu: bool,
+):
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.configs import Compute, InputData, SourceCode
+    from sagemaker.train.model_trainer import Mode
+
+    trainer = ModelTrainer(
+        training_mode=Mode.LOCAL_CONTAINER,
+        local_container_root=str(run_dir),
+        training_image=image,
+        base_job_name=f"vgg-{experiment.name}",
+        source_code=SourceCode(source_dir=str(common.JOB_DIR), entry_script=common.ENTRY_SCRIPT),
+        compute=Compute(instance_type="local_gpu" if gpu else "local_cpu", instance_count=1),
+        hyperparameters={k: to_argument(v) for k, v in hps.items()},
+        role="arn:aws:iam::000000000000:role/local-mode",  # unused by local mode, required by the SDK
+    )
+    inputs = [
+        InputData(channel_name=name, data_source=str(path.resolve()))
+        for name, path in channels.items()
+    ]
+    return trainer, inputs
+
+
+def run_in_docker(
+    experiment: Experiment, channels: dict[str, Path], run_dir: Path, hps: dict
+) -> str:
+    """Trains in the real image, leaving model.tar.gz and output.tar.gz in run_dir; returns the
+    image URI."""
+    problem = docker_problem()
+    if problem:
+        raise UserError(
+            f"MODE=docker needs a running Docker engine with compose ({problem}); "
+            "run `make train-local` without MODE=docker for the in-process emulation"
+        )
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    gpu = shutil.which("nvidia-smi") is not None
+    image = local_image(experiment, region, gpu)
+    trainer, inputs = build_trainer(experiment, hps, channels, run_dir, image, gpu)
+    print(
+        f"[docker] {image} ({'GPU' if gpu else 'CPU'}); pull it after `aws ecr get-login-password`"
+    )
+    trainer.train(input_data_config=inputs, wait=True)
+    for name in ("model.tar.gz", "output.tar.gz"):
+        shutil.copy2(run_dir / "compressed_artifacts" / name, run_dir / name)
+    return image
