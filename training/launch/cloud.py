@@ -21,7 +21,7 @@ from training.launch import common
 from training.launch.costs import CostEstimate, estimate
 from training.launch.experiments import Experiment, to_argument
 from training.launch.infra_outputs import InfraOutputs
-from training.launch.instances import Instance, check_framework, framework_for, lookup
+from training.launch.instances import Instance, check_framework, lookup
 from training.report.results import RunInfo, unpack_artifacts, write_report
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -58,10 +58,10 @@ def metric_definitions() -> list[dict[str, str]]:
     return definitions
 
 
-def image_uri(instance: Instance, region: str, instance_count: int = 1) -> str:
+def image_uri(instance: Instance, region: str) -> str:
     from sagemaker.core import image_uris
 
-    version, python = framework_for(instance, instance_count)
+    version, python = instance.framework
     check_framework(instance, version)
     return image_uris.retrieve(
         framework="tensorflow",
@@ -166,7 +166,7 @@ def preflight(
     """Everything that can fail before money is spent, in order of cost; stages data if needed."""
     instance = lookup(instance_type or experiment.instance_type)
     count = instance_count or experiment.instance_count
-    uri = image_uri(instance, outputs.region, count)  # refuses impossible pairs, no AWS call
+    uri = image_uri(instance, outputs.region)  # refuses impossible pairs, no AWS call
     if (
         network_isolation
         and experiment.resolved_hyperparameters()["weights"] == "imagenet"

@@ -14,7 +14,7 @@ from pathlib import Path
 from training.errors import UserError
 from training.launch import common
 from training.launch.experiments import Experiment, to_argument
-from training.launch.instances import framework_for, lookup
+from training.launch.instances import lookup
 
 CPU_IMAGE_INSTANCE = "ml.m5.xlarge"  # image_uris picks the CPU flavour for it
 GPU_IMAGE_INSTANCE = "ml.g4dn.xlarge"
@@ -40,7 +40,7 @@ def local_image(experiment: Experiment, region: str, gpu: bool) -> str:
     """The TF version the cloud job would use, in the CPU (or GPU) flavour for this machine."""
     from sagemaker.core import image_uris
 
-    version, python = framework_for(lookup(experiment.instance_type), 1)
+    version, python = lookup(experiment.instance_type).framework
     return image_uris.retrieve(
         framework="tensorflow",
         region=region,

@@ -15,9 +15,6 @@ PRICES_SOURCE = "aws.amazon.com/sagemaker/pricing (training, us-east-1, on-deman
 SPOT_DISCOUNT = 0.70  # typical managed-spot saving; AWS quotes "up to 90%"
 NEWEST_TF = ("2.19", "py312")  # newest TF training image in the pinned SDK for non-P2 types
 P2_TF = ("2.11", "py39")  # P2 (K80): no TF image after 2.11
-# Several instances need Keras 2 (Keras 3's fit() fails under MultiWorkerMirroredStrategy, see
-# training/job/vgg_transfer/distribute.py); TF 2.15 has no training image, so 2.14.
-MULTI_HOST_TF = ("2.14", "py310")
 
 
 @dataclass(frozen=True)
@@ -53,13 +50,6 @@ def lookup(name: str) -> Instance:
             "(add it to training/launch/instances.py with its price and TF version)"
         )
     return INSTANCES[name]
-
-
-def framework_for(instance: Instance, instance_count: int) -> tuple[str, str]:
-    """The TF image (version, Python) a job on ``instance_count`` of these instances uses."""
-    if instance.family == "p2" or instance_count == 1:
-        return instance.framework
-    return MULTI_HOST_TF
 
 
 def check_framework(instance: Instance, tf_version: str) -> None:

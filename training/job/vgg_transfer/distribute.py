@@ -46,22 +46,10 @@ def resolve_tf_config(environ: dict[str, str]) -> Optional[dict]:
     return tf_config_from_sagemaker(environ)
 
 
-KERAS_3_MULTI_WORKER = (
-    "distribution=multi_worker needs Keras 2 (TensorFlow <= 2.15): Keras 3's fit() fails under "
-    "MultiWorkerMirroredStrategy. Use a TF 2.11-2.15 training image (the launcher picks one for "
-    "INSTANCE_COUNT > 1), or one host with several GPUs (distribution=mirrored)"
-)
-
-
 def keras_major() -> int:
     import keras  # the package behind tf.keras: 2.x up to TF 2.15, 3.x from TF 2.16
 
     return int(keras.__version__.split(".")[0])
-
-
-def check_multi_worker_support() -> None:
-    if keras_major() >= 3:
-        raise ValueError(KERAS_3_MULTI_WORKER)
 
 
 def choose_strategy(distribution: str) -> tuple[tf.distribute.Strategy, bool, str]:
@@ -82,9 +70,10 @@ def choose_strategy(distribution: str) -> tuple[tf.distribute.Strategy, bool, st
             raise ValueError(
                 "distribution=multi_worker needs TF_CONFIG or SM_HOSTS with two or more hosts"
             )
-        check_multi_worker_support()
         os.environ["TF_CONFIG"] = json.dumps(tf_config)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        if keras_major() >= 3:
+            strategy = reduce_like_mirrored(strategy)
         return strategy, is_chief(tf_config), f"multi_worker x{worker_count(tf_config)}"
     if distribution == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
@@ -94,3 +83,27 @@ def choose_strategy(distribution: str) -> tuple[tf.distribute.Strategy, bool, st
             raise ValueError("distribution=gpu but TensorFlow sees no GPU")
         return tf.distribute.OneDeviceStrategy("/gpu:0"), True, "one GPU"
     return tf.distribute.OneDeviceStrategy("/cpu:0"), True, "CPU"
+
+
+def _rank(value) -> int:
+    values = getattr(value, "values", None)  # a PerReplica holds one tensor per local replica
+    return (values[0] if values else value).shape.rank
+
+
+def reduce_like_mirrored(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
+    """Keras 3's fit() calls ``strategy.reduce`` in two ways MultiWorkerMirroredStrategy rejects
+    (Keras 2 makes neither call, so the TF 2.11 image never needs this):
+    - on the whole (images, labels) batch, to build the model: a structure, not one value;
+    - with ``axis=0`` on each step's scalar loss and metrics, meaning the mean over replicas.
+    Reducing element by element, and scalars over replicas only, is what MirroredStrategy does.
+    """
+    reduce_one = strategy.reduce
+
+    def reduce(reduce_op, value, axis=None):
+        def one(item):
+            return reduce_one(reduce_op, item, None if _rank(item) == 0 else axis)
+
+        return tf.nest.map_structure(one, value)
+
+    strategy.reduce = reduce
+    return strategy
