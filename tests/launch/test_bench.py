@@ -1,0 +1,35 @@
+"""make bench's script at tiny sizes: every figure comes from raw repeats kept in bench.json."""
+
+import json
+import statistics
+
+import pytest
+
+from training import bench
+
+
+@pytest.mark.slow
+def test_quick_bench_records_every_repeat_and_derives_each_figure(tmp_path, capsys):
+    assert bench.main(["--device", "quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    repeats = result["repeats"]
+    pipeline = result["pipeline"]
+    for key in ("ours_seconds", "ours_one_thread_seconds", "seed_seconds"):
+        assert len(pipeline[key]) == repeats and all(s > 0 for s in pipeline[key])
+    assert pipeline["ours_images_per_second"] == pytest.approx(
+        pipeline["images"] / statistics.median(pipeline["ours_seconds"])
+    )
+    assert pipeline["ratio"] == pytest.approx(
+        pipeline["ours_images_per_second"] / pipeline["seed_images_per_second"]
+    )
+    frozen = result["frozen"]
+    assert len(frozen["seed_way_epoch_seconds"]) == repeats
+    assert len(frozen["cached_extract_seconds"]) == repeats
+    variants = result["fine_tuning"]["variants"]
+    assert set(variants) == {"float32", "mixed_precision", "xla"}
+    assert variants["float32"]["ratio_to_float32"] == 1.0
+    assert all(len(v["seconds"]) == repeats for v in variants.values())
+    assert result["machine"]["cores"] >= 1 and result["machine"]["tensorflow"]
+    table = (tmp_path / "bench.md").read_text()
+    assert f"**{pipeline['ratio']:.1f}×**" in table
+    assert "1. input pipeline" in capsys.readouterr().out
