@@ -270,3 +270,32 @@ def test_experiments_reproduce_the_seed_and_refuse_bad_overrides():
         load("small", ["epochs_fine_tuned=ten"])
     with pytest.raises(instances.UserError, match="unknown experiment"):
         load("huge")
+
+
+def test_following_streams_logs_and_ctrl_c_says_how_to_stop_or_resume(aws, monkeypatch, capsys):
+    from moto.sagemaker.models import sagemaker_backends
+
+    create_job("vgg-small-running", aws["role_arn"])
+    job = sagemaker_backends["123456789012"][REGION].training_jobs["vgg-small-running"]
+    job.training_job_status, job.secondary_status = "InProgress", "Training"
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=cloud.LOG_GROUP)
+    logs.create_log_stream(logGroupName=cloud.LOG_GROUP, logStreamName="vgg-small-running/algo-1-1")
+    logs.put_log_events(
+        logGroupName=cloud.LOG_GROUP,
+        logStreamName="vgg-small-running/algo-1-1",
+        logEvents=[
+            {"timestamp": int(time.time() * 1000), "message": "[epoch] phase=frozen epoch=1/30"}
+        ],
+    )
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cloud.time, "sleep", interrupt)
+    assert launch(["results", "--job", "vgg-small-running", "--stack", "test"]) == 2
+    captured = capsys.readouterr()
+    assert "[vgg-small-running] InProgress / Training" in captured.out
+    assert "[epoch] phase=frozen epoch=1/30" in captured.out  # the log line, streamed
+    assert "stop-training-job --training-job-name vgg-small-running" in captured.out  # no tty
+    assert "make results JOB=vgg-small-running" in captured.err
