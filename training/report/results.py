@@ -200,8 +200,7 @@ def render_markdown(report: dict, plots: list[str]) -> str:
     if not report["seed_reference"]:
         lines += [
             "",
-            "No seed row matches this experiment; the seed study's results, for reference "
-            f"({seed.SOURCE}):",
+            f"No seed row matches this experiment. For reference, {seed.SOURCE}:",
             "",
             "| seed experiment | train images | frozen test acc | fine-tuned test acc |",
             "|---|---|---|---|",

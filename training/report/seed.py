@@ -3,7 +3,7 @@
 These are the published numbers every report compares with; nothing here is measured by us.
 """
 
-SOURCE = "seed study (shared/SEED.md): Keras 2.1.4, one K80 (p2.xlarge)"
+SOURCE = "the seed study's results (shared/SEED.md; Keras 2.1.4, one K80 on a p2.xlarge)"
 
 RESULTS = {
     "small": {
