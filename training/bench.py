@@ -202,9 +202,10 @@ def bench_frozen(sizes: Sizes, epochs_frozen: int = 30) -> dict:
     model = fresh_model(sizes)
     vgg.freeze_conv_base(model)
     vgg.compile_model(model, tf.keras.optimizers.Adam(), xla=False)
-    model.fit(dataset.take(1), epochs=1, verbose=0)  # warm-up
+    model.fit(dataset.take(1), epochs=1, shuffle=False, verbose=0)  # warm-up
     seed_way = [
-        timed(lambda: model.fit(dataset, epochs=1, verbose=0)) for _ in range(sizes.repeats)
+        timed(lambda: model.fit(dataset, epochs=1, shuffle=False, verbose=0))
+        for _ in range(sizes.repeats)
     ]
 
     extractor = vgg.feature_extractor(model)
@@ -224,8 +225,12 @@ def bench_frozen(sizes: Sizes, epochs_frozen: int = 30) -> dict:
         head_data = (
             tf.data.Dataset.from_tensor_slices((features, labels)).batch(sizes.batch_size).cache()
         )
-        head.fit(head_data, epochs=1, verbose=0)  # warm-up
-        head_s.append(timed(lambda h=head, d=head_data: h.fit(d, epochs=epochs_frozen, verbose=0)))
+        head.fit(head_data, epochs=1, shuffle=False, verbose=0)  # warm-up
+        head_s.append(
+            timed(
+                lambda h=head, d=head_data: h.fit(d, epochs=epochs_frozen, shuffle=False, verbose=0)
+            )
+        )
     seed_rate = median_rate(n, seed_way)
     cached_totals = [e + h for e, h in zip(extract_s, head_s, strict=True)]
     cached_rate = median_rate(n * epochs_frozen, cached_totals)
@@ -254,9 +259,12 @@ def bench_fine_tuning(sizes: Sizes) -> dict:
         model = fresh_model(sizes, mixed=mixed)
         vgg.unfreeze_from(model, "block4_conv1")
         vgg.compile_model(model, tf.keras.optimizers.RMSprop(1e-5), xla=xla)
-        model.fit(dataset.take(1), epochs=1, verbose=0)  # warm-up (and XLA compilation)
+        model.fit(
+            dataset.take(1), epochs=1, shuffle=False, verbose=0
+        )  # warm-up (and XLA compilation)
         seconds = [
-            timed(lambda m=model: m.fit(dataset, epochs=1, verbose=0)) for _ in range(sizes.repeats)
+            timed(lambda m=model: m.fit(dataset, epochs=1, shuffle=False, verbose=0))
+            for _ in range(sizes.repeats)
         ]
         results[name] = {
             "policy": tf.keras.mixed_precision.global_policy().name,
