@@ -138,12 +138,13 @@ def bench_pipeline(folder: Path, sizes: Sizes) -> dict:
             pass
 
     generator = tf.keras.preprocessing.image.ImageDataGenerator(
+        # the seed's generator, with the very settings our pipeline reproduces
         rescale=1.0 / 255,
-        rotation_range=40,
-        width_shift_range=0.2,
-        height_shift_range=0.2,
-        shear_range=0.2,
-        zoom_range=0.2,
+        rotation_range=job_data.ROTATION_DEGREES,
+        width_shift_range=job_data.WIDTH_SHIFT,
+        height_shift_range=job_data.HEIGHT_SHIFT,
+        shear_range=job_data.SHEAR_DEGREES,
+        zoom_range=job_data.ZOOM,
         horizontal_flip=True,
         fill_mode="nearest",
     )

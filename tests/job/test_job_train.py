@@ -77,11 +77,19 @@ def test_freezing_is_real_in_both_phases(job_args, tmp_path):
         )
 
 
-def test_feature_caching_trains_the_same_head(job_args, tmp_path):
-    assert train.main(job_args(cache_features="true", epochs_fine_tuned=0)) == 0
-    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
-    assert metrics["frozen_phase_augmented"] is False
-    assert metrics["phases"]["frozen"]["epochs_run"] == 1
+def test_feature_caching_trains_the_head_once_and_a_rerun_skips_it(job_args, tmp_path, capsys):
+    args = job_args(cache_features="true", epochs_fine_tuned=0)
+    assert train.main(args) == 0
+    first = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert first["frozen_phase_augmented"] is False
+    assert first["phases"]["frozen"]["epochs_run"] == 1
+    assert first["phases"]["frozen"]["seconds"] > 0
+    capsys.readouterr()
+
+    assert train.main(args) == 0  # same checkpoints: the finished phase is not redone
+    again = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert "frozen: finished in an earlier run" in capsys.readouterr().out
+    assert again["phases"]["frozen"]["seconds"] == first["phases"]["frozen"]["seconds"]
 
 
 def wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:

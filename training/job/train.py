@@ -57,10 +57,14 @@ def train_phase(
     paths: config.Paths,
     strategy,
     is_chief: bool,
+    setup_seconds: float = 0.0,
 ) -> phases.PhaseState:
-    """compile → restore (after a spot interruption) → fit → keep the best epoch's weights."""
+    """compile → restore (after a spot interruption) → fit → keep the best epoch's weights.
+
+    ``setup_seconds`` (feature caching) count towards the phase's time."""
     directory = phases.phase_directory(paths.checkpoint_dir, name, is_chief)
     state = phases.load_state(directory, name, epochs)
+    state.extra_seconds += setup_seconds
     if state.finished:
         print(
             f"[phase] {name}: finished in an earlier run ({state.epochs_done} epochs); reusing its best weights",
@@ -87,6 +91,37 @@ def train_phase(
     phases.finish(directory, state)
     phases.load_best(model, directory, state)
     return state
+
+
+def phase_finished(name: str, epochs: int, paths: config.Paths, is_chief: bool) -> bool:
+    directory = phases.phase_directory(paths.checkpoint_dir, name, is_chief)
+    return phases.load_state(directory, name, epochs).finished
+
+
+def cached_feature_datasets(model, plain_train, validation_dataset, splits, hp, strategy):
+    """The frozen conv base run once over train and validation; returns the head-only model
+    (sharing the full model's head layers) and datasets of the cached features."""
+    import tensorflow as tf
+
+    extractor = vgg.feature_extractor(model)
+    train_features = extractor.predict(plain_train, verbose=0)
+    validation_features = extractor.predict(validation_dataset, verbose=0)
+    with strategy.scope():
+        head = vgg.head_model(model, train_features.shape[1:])
+    train_labels = data.labels_array(splits["train"])
+    validation_labels = data.labels_array(splits["validation"])
+    train = (
+        tf.data.Dataset.from_tensor_slices((train_features, train_labels))
+        .shuffle(len(train_labels), seed=hp.seed)
+        .batch(hp.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    validation = (
+        tf.data.Dataset.from_tensor_slices((validation_features, validation_labels))
+        .batch(hp.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return head, train, validation
 
 
 def evaluate(model, test_dataset, strategy, phase: str, xla: bool) -> dict:
@@ -210,36 +245,21 @@ def main(argv: Optional[list] = None) -> int:
 
     # --- phase "frozen": train the head on top of the frozen conv base -------------------------
     vgg.freeze_conv_base(model)
-    frozen_fit_model, frozen_train, frozen_validation, extra_seconds = (
-        model,
-        train_dataset,
-        validation_dataset,
-        0.0,
-    )
-    if hp.cache_features:
+    frozen_fit_model, frozen_train, frozen_validation = model, train_dataset, validation_dataset
+    cache_seconds = 0.0
+    if hp.cache_features and not phase_finished("frozen", hp.epochs_frozen, paths, is_chief):
         # One forward pass per image instead of one per epoch. Cached features cannot be
         # augmented, so this phase then trains without augmentation (recorded in metrics.json).
         started = time.time()
-        extractor = vgg.feature_extractor(model)
-        plain_train = dataset("train", training=False, augment=False)
-        train_features = extractor.predict(plain_train, verbose=0)
-        validation_features = extractor.predict(validation_dataset, verbose=0)
-        extra_seconds = time.time() - started
-        with strategy.scope():
-            frozen_fit_model = vgg.head_model(model, train_features.shape[1:])
-        frozen_train = (
-            tf.data.Dataset.from_tensor_slices((train_features, data.labels_array(splits["train"])))
-            .shuffle(train_images, seed=hp.seed)
-            .batch(hp.batch_size)
-            .prefetch(tf.data.AUTOTUNE)
+        frozen_fit_model, frozen_train, frozen_validation = cached_feature_datasets(
+            model,
+            dataset("train", training=False, augment=False),
+            validation_dataset,
+            splits,
+            hp,
+            strategy,
         )
-        frozen_validation = (
-            tf.data.Dataset.from_tensor_slices(
-                (validation_features, data.labels_array(splits["validation"]))
-            )
-            .batch(hp.batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        cache_seconds = time.time() - started
     frozen = train_phase(
         "frozen",
         model,
@@ -253,9 +273,8 @@ def main(argv: Optional[list] = None) -> int:
         paths,
         strategy,
         is_chief,
+        setup_seconds=cache_seconds,
     )
-    if not frozen.extra_seconds:
-        frozen.extra_seconds = extra_seconds
     frozen_test = evaluate(model, test_dataset, strategy, "frozen", hp.xla)
 
     # --- phase "fine_tuned": unfreeze the top blocks, low learning rate ------------------------
