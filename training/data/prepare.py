@@ -16,7 +16,7 @@ import re
 import shutil
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -51,7 +51,10 @@ class Result:
     out: Path
     manifest: dict
     did_work: bool
-    excluded: list[dict] = field(default_factory=list)
+
+    @property
+    def excluded(self) -> list[dict]:
+        return self.manifest["excluded"]
 
 
 def fingerprint(source: Path) -> dict:
@@ -72,8 +75,6 @@ def extract(source: Path, out: Path) -> Path:
     """One extracted copy of the input (a folder input is used where it is)."""
     if source.is_dir():
         return source
-    if not zipfile.is_zipfile(source):
-        raise UserError(f"{source} is neither a zip file nor a folder; pass Kaggle's train.zip")
     target = out / "source"
     if target.exists():
         shutil.rmtree(target)
@@ -165,7 +166,7 @@ def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 
     manifest = load_manifest(out)
     if is_up_to_date(out, manifest, stamp, ranges):
         print(f"{out}: splits are up to date with {source} (dataset {manifest['dataset_digest']})")
-        return Result(out, manifest, did_work=False, excluded=manifest["excluded"])
+        return Result(out, manifest, did_work=False)
 
     out.mkdir(parents=True, exist_ok=True)
     folder = extract(source, out)
@@ -233,7 +234,7 @@ def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / MANIFEST)
     report(out, manifest)
-    return Result(out, manifest, did_work=True, excluded=manifest["excluded"])
+    return Result(out, manifest, did_work=True)
 
 
 def report(out: Path, manifest: dict) -> None:

@@ -109,7 +109,9 @@ def upload_splits(
     prefix = dataset_prefix(manifest["dataset_digest"])
     client = client or s3_client(concurrency=concurrency)
     try:
-        present = existing_objects(client, bucket, prefix)
+        present: dict[str, int] = {}
+        for split in splits:  # `small` must not list the 21,000 keys of train_full
+            present.update(existing_objects(client, bucket, f"{prefix}/{split}"))
         planned = planned_files(splits_dir, splits)
         todo = [
             (path, f"{prefix}/{rel}")
@@ -129,9 +131,8 @@ def upload_splits(
                     ]
                     for future in futures:
                         future.result()
-        manifest_key = f"{prefix}/{MANIFEST}"
-        if todo or manifest_key not in present:
-            client.upload_file(str(splits_dir / MANIFEST), bucket, manifest_key)
+        if todo or not is_staged(client, bucket, manifest["dataset_digest"]):
+            client.upload_file(str(splits_dir / MANIFEST), bucket, f"{prefix}/{MANIFEST}")
     except AWS_ERRORS as error:
         raise explain(error, bucket) from error
     except (BotoCoreError, ConnectionError, OSError) as error:

@@ -20,6 +20,10 @@ import sys
 import time
 from typing import Callable, Optional
 
+import numpy as np
+import tensorflow as tf
+from tensorflow import keras
+
 from vgg_transfer import config, data, distribute, phases
 from vgg_transfer import model as vgg
 
@@ -101,7 +105,6 @@ def phase_finished(name: str, epochs: int, paths: config.Paths, is_chief: bool) 
 def cached_feature_datasets(model, plain_train, validation_dataset, splits, hp, strategy):
     """The frozen conv base run once over train and validation; returns the head-only model
     (sharing the full model's head layers) and datasets of the cached features."""
-    import tensorflow as tf
 
     extractor = vgg.feature_extractor(model)
     train_features = extractor.predict(plain_train, verbose=0)
@@ -126,7 +129,6 @@ def cached_feature_datasets(model, plain_train, validation_dataset, splits, hp, 
 
 def evaluate(model, test_dataset, strategy, phase: str, xla: bool) -> dict:
     """Test loss, accuracy and confusion matrix, with the phase's best weights loaded."""
-    import tensorflow as tf
 
     with strategy.scope():
         model.compile(
@@ -166,8 +168,6 @@ def phase_summary(state: phases.PhaseState, train_images: int, test: dict) -> di
 
 
 def versions() -> dict[str, str]:
-    import numpy as np
-    import tensorflow as tf
 
     return {
         "tensorflow": tf.__version__,
@@ -208,9 +208,6 @@ def main(argv: Optional[list] = None) -> int:
     except data.ChannelError as error:
         return fail(str(error))
     install_sigterm_handler()
-
-    import tensorflow as tf
-    from tensorflow import keras
 
     try:
         strategy, is_chief, description = distribute.choose_strategy(hp.distribution)

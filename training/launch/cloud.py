@@ -19,16 +19,14 @@ from training.data.upload import dataset_prefix, upload_splits
 from training.errors import UserError
 from training.launch import common
 from training.launch.costs import CostEstimate, estimate
-from training.launch.experiments import Experiment, to_argument
+from training.launch.experiments import Experiment, available, load, to_argument
 from training.launch.infra_outputs import InfraOutputs
 from training.launch.instances import Instance, check_framework, lookup
-from training.report.results import RunInfo, unpack_artifacts, write_report
+from training.report.results import PHASES, RunInfo, unpack_artifacts, write_report
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-CONTAINER_DATA = "/opt/ml/input/data"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 TERMINAL = ("Completed", "Failed", "Stopped")
-PHASES = ("frozen", "fine_tuned")
 
 
 def boto_session(region: str) -> boto3.Session:
@@ -94,6 +92,10 @@ class Plan:
     cost: CostEstimate
     weights_file: Path | None = None
     network_isolation: bool = False
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return checkpoint_uri(self.outputs, self.experiment, self.manifest["dataset_digest"])
 
 
 def check_identity(session: boto3.Session) -> str:
@@ -240,7 +242,7 @@ def build_trainer(plan: Plan, session: boto3.Session):
     hps["checkpoint_dir"] = CHECKPOINT_LOCAL_PATH
     if plan.weights_file:
         channels.append(InputData(channel_name="weights", data_source=stage_weights(session, plan)))
-        hps["weights"] = f"{CONTAINER_DATA}/weights/{Path(plan.weights_file).name}"
+        hps["weights"] = f"{common.CONTAINER_DATA}/weights/{Path(plan.weights_file).name}"
     if plan.instance_count > 1:
         hps["distribution"] = "multi_worker"
     max_runtime = experiment.max_runtime_minutes * 60
@@ -272,7 +274,7 @@ def build_trainer(plan: Plan, session: boto3.Session):
             s3_output_path=f"s3://{outputs.bucket}/{outputs.outputs_prefix}/"
         ),
         checkpoint_config=CheckpointConfig(
-            s3_uri=checkpoint_uri(outputs, experiment, digest), local_path=CHECKPOINT_LOCAL_PATH
+            s3_uri=plan.checkpoint_uri, local_path=CHECKPOINT_LOCAL_PATH
         ),
         networking=Networking(enable_network_isolation=plan.network_isolation)
         if plan.network_isolation
@@ -298,9 +300,7 @@ def submit(plan: Plan, session: boto3.Session) -> str:
     except AWS_ERRORS as error:
         raise aws_error(error, "creating the training job") from error
     name = trainer._latest_training_job.training_job_name
-    print(
-        f"submitted {name}; checkpoints: {checkpoint_uri(plan.outputs, plan.experiment, plan.manifest['dataset_digest'])}"
-    )
+    print(f"submitted {name}; checkpoints: {plan.checkpoint_uri}")
     return name
 
 
@@ -395,7 +395,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def experiment_from_job_name(job: str) -> str:
-    """Our jobs are named vgg-<experiment>-<timestamp> (see common.job_name)."""
+    """Jobs are named vgg-<experiment>-<timestamp>: base_job_name plus the SDK's timestamp."""
     match = re.fullmatch(r"vgg-(.+?)-\d[\d-]*", job)
     return match.group(1) if match else "unknown"
 
@@ -432,11 +432,12 @@ def fetch_results(
     environment = description.get("Environment", {})
     billable = description.get("BillableTimeInSeconds")
     instance = lookup(resources["InstanceType"])
+    experiment = environment.get("VGG_EXPERIMENT") or experiment_from_job_name(job)
     info = RunInfo(
         job_name=job,
         mode="cloud",
-        experiment=environment.get("VGG_EXPERIMENT") or experiment_from_job_name(job),
-        seed_reference=None,
+        experiment=experiment,
+        seed_reference=load(experiment).seed_reference if experiment in available() else None,
         instance_type=resources["InstanceType"],
         instance_count=resources["InstanceCount"],
         image_uri=description["AlgorithmSpecification"].get("TrainingImage", ""),
@@ -449,8 +450,4 @@ def fetch_results(
         if billable is None
         else billable / 3600 * instance.price_per_hour * resources["InstanceCount"],
     )
-    from training.launch.experiments import available, load
-
-    if info.experiment in available():
-        info.seed_reference = load(info.experiment).seed_reference
     return write_report(run_dir, info)

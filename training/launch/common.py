@@ -1,4 +1,4 @@
-"""Pieces the local and cloud paths share: job names, git commit, channel choice, log capture."""
+"""Pieces the local and cloud paths share: job names, git commit, channels, data checks."""
 
 import subprocess
 import time
@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 JOB_DIR = REPO / "training" / "job"  # the SageMaker source_dir, shipped as is
 ENTRY_SCRIPT = "train.py"
 RUNS_DIR = Path("runs")
-EVAL_CHANNELS = ("validation", "test")
+CONTAINER_DATA = "/opt/ml/input/data"  # where SageMaker mounts the channels
 
 
 def job_name(experiment: str) -> str:

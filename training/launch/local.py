@@ -121,28 +121,30 @@ def run_local(
     manifest = common.require_splits(splits_dir, experiment)
     name = name or common.job_name(experiment.name)
     run_dir = (runs_dir / name).resolve()  # the job runs from its own folder, as in SageMaker
-    tree = contract_tree(run_dir)
     sources = {ch: splits_dir / split for ch, split in common.channel_splits(experiment).items()}
     hps = experiment.resolved_hyperparameters()
+    hps["dataset_digest"] = manifest["dataset_digest"]
     if weights_file:
         if not Path(weights_file).is_file():
             raise UserError(f"weights file {weights_file} does not exist")
         sources["weights"] = Path(weights_file).parent
+    if mode == "docker":
+        from training.launch.docker_mode import run_in_docker
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        hps["checkpoint_dir"] = "/opt/ml/checkpoints"
+        if weights_file:
+            hps["weights"] = f"{common.CONTAINER_DATA}/weights/{Path(weights_file).name}"
+        image = run_in_docker(experiment, sources, run_dir, hps)
+        return report_local_run(run_dir, experiment, manifest, name, image, seconds=None)
+    tree = contract_tree(run_dir)
+    if weights_file:
         hps["weights"] = str(tree["data"] / "weights" / Path(weights_file).name)
     channels = mount_channels(tree, sources)
-    hps["dataset_digest"] = manifest["dataset_digest"]
     hps["checkpoint_dir"] = str(tree["checkpoints"])
     (tree["config"] / "hyperparameters.json").write_text(
         json.dumps({k: to_argument(v) for k, v in hps.items()}, indent=2)
     )
-    if mode == "docker":
-        from training.launch.docker_mode import run_in_docker
-
-        hps["checkpoint_dir"] = "/opt/ml/checkpoints"
-        if weights_file:
-            hps["weights"] = f"/opt/ml/input/data/weights/{Path(weights_file).name}"
-        image = run_in_docker(experiment, sources, run_dir, hps)
-        return report_local_run(run_dir, experiment, manifest, name, image, seconds=None)
     args = [item for key, value in hps.items() for item in (f"--{key}", to_argument(value))]
     print(
         f"[local] job {name}: experiment {experiment.name}, data {manifest['dataset_digest']}, "

@@ -6,7 +6,6 @@ saved model takes raw images.
 
 import math
 import os
-from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -247,12 +246,5 @@ def labels_array(split: Split) -> np.ndarray:
     return np.array(split.labels, dtype=np.int64)
 
 
-def steps(split: Sequence, batch_size: int) -> int:
-    return int(math.ceil(len(split) / float(batch_size)))
-
-
 def split_summary(splits: dict[str, Split]) -> dict[str, dict[str, int]]:
     return {name: dict(split.class_counts(), total=len(split)) for name, split in splits.items()}
-
-
-Pair = tuple[tf.Tensor, tf.Tensor]

@@ -164,10 +164,6 @@ def load_model(path: str, compile: bool = False) -> keras.Model:  # noqa: A002 (
     return keras.models.load_model(path, compile=compile)
 
 
-def weights_fingerprint(model: keras.Model, layer_name: str) -> np.ndarray:
-    return np.array(model.get_layer(layer_name).get_weights()[0])
-
-
 def keras_version() -> str:
     return getattr(keras, "__version__", tf.__version__)
 
