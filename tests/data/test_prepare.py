@@ -1,7 +1,7 @@
 """Splitting Kaggle's train.zip exactly as the seed did."""
 
 import pytest
-from conftest import tiny_jpeg, write_kaggle_zip
+from kaggle_helpers import tiny_jpeg, write_kaggle_zip
 
 from training.data import prepare as prep
 from training.errors import UserError

@@ -5,7 +5,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_legacy_weights
+from job_helpers import write_legacy_weights
 from vgg_transfer import model as vgg
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import train
-from conftest import TRAIN_SCRIPT, run_script, write_legacy_weights
+from job_helpers import TRAIN_SCRIPT, run_script, write_legacy_weights
 from vgg_transfer import model as vgg
 from vgg_transfer import phases
 

@@ -4,14 +4,11 @@ import json
 
 import boto3
 import pytest
+from launch_helpers import BUCKET, REGION, ROLE_NAME
 from moto import mock_aws
 
 from training.data.prepare import prepare
 from training.data.sample import generate
-
-REGION = "us-east-1"
-BUCKET = "vgg-dogs-cats-test-abc123"
-ROLE_NAME = "sagemaker-execution-abc123"
 
 
 @pytest.fixture(scope="session")

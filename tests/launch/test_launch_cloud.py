@@ -10,7 +10,7 @@ import boto3
 import pytest
 import train  # the job's entry script (training/job is on pytest's path)
 from botocore.stub import Stubber
-from conftest import BUCKET, REGION
+from launch_helpers import BUCKET, REGION
 
 from training.launch import cloud, instances
 from training.launch.__main__ import main as launch
