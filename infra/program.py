@@ -33,7 +33,7 @@ def define_stack() -> dict[str, pulumi.Input]:
 
     bucket = TrainingBucket("training", settings)
     role = SageMakerExecutionRole("sagemaker-execution", bucket.arn, scope, settings.kms_key_arn)
-    launcher = LauncherPolicy("launcher", bucket.arn, role.arn, scope)
+    launcher = LauncherPolicy("launcher", bucket.arn, role.arn, scope, settings.kms_key_arn)
 
     outputs: dict[str, pulumi.Input] = {
         "bucket_name": bucket.name,

@@ -86,6 +86,14 @@ def execution_policy(bucket_arn: str, scope: Scope, kms_key_arn: str | None = No
             "Resource": objects(bucket_arn, "outputs", "checkpoints"),
         },
         {
+            # SageMaker mirrors deletes in /opt/ml/checkpoints to S3, and the job replaces its
+            # checkpoint files every epoch; without this the sync fails on the first replace.
+            "Sid": "MirrorCheckpointDeletes",
+            "Effect": "Allow",
+            "Action": "s3:DeleteObject",
+            "Resource": objects(bucket_arn, "checkpoints"),
+        },
+        {
             "Sid": "TrainingLogs",
             "Effect": "Allow",
             "Action": [
@@ -132,7 +140,9 @@ def execution_policy(bucket_arn: str, scope: Scope, kms_key_arn: str | None = No
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
-def launcher_policy(bucket_arn: str, role_arn: str, scope: Scope) -> str:
+def launcher_policy(
+    bucket_arn: str, role_arn: str, scope: Scope, kms_key_arn: str | None = None
+) -> str:
     """For the person or CI that runs `make train-cloud`: stage data, run and follow jobs."""
     statements = [
         {"Sid": "ListBucket", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
@@ -185,12 +195,34 @@ def launcher_policy(bucket_arn: str, role_arn: str, scope: Scope) -> str:
             "Resource": scope.arn("servicequotas", "sagemaker/*"),
         },
         {
-            "Sid": "FindTrainingQuotaCodes",  # a List action has no resource ARN
+            # List actions have no resource ARN. ListServiceQuotas returns applied values only;
+            # an account that never raised a quota has just AWS's defaults.
+            "Sid": "FindTrainingQuotaCodes",
             "Effect": "Allow",
-            "Action": "servicequotas:ListServiceQuotas",
+            "Action": [
+                "servicequotas:ListServiceQuotas",
+                "servicequotas:ListAWSDefaultServiceQuotas",
+                "servicequotas:GetAWSDefaultServiceQuota",
+            ],
+            "Resource": "*",
+        },
+        {
+            "Sid": "ReadOnDemandPrices",  # the Price List API has no resource ARN
+            "Effect": "Allow",
+            "Action": "pricing:GetProducts",
             "Resource": "*",
         },
     ]
+    if kms_key_arn:
+        # Staging, the SDK's code upload and artifact downloads encrypt/decrypt with the key.
+        statements.append(
+            {
+                "Sid": "BucketKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": kms_key_arn,
+            }
+        )
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
@@ -229,6 +261,7 @@ class LauncherPolicy(pulumi.ComponentResource):
         bucket_arn: pulumi.Input[str],
         role_arn: pulumi.Input[str],
         scope: Scope,
+        kms_key_arn: str | None = None,
         opts=None,
     ) -> None:
         super().__init__("vgg-dogs-cats:iam:LauncherPolicy", name, None, opts)
@@ -236,7 +269,7 @@ class LauncherPolicy(pulumi.ComponentResource):
             name,
             description="Launch and follow VGG16 dogs-vs-cats SageMaker training jobs",
             policy=pulumi.Output.all(bucket_arn, role_arn).apply(
-                lambda args: launcher_policy(args[0], args[1], scope)
+                lambda args: launcher_policy(args[0], args[1], scope, kms_key_arn)
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

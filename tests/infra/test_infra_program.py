@@ -194,3 +194,52 @@ def test_infra_commands_explain_how_to_get_the_pulumi_cli(monkeypatch, capsys):
     assert cli.main(["up", "--stack", "dev"]) == 2
     message = capsys.readouterr().err
     assert "pulumi CLI is not installed" in message and "pulumi login --local" in message
+
+
+def test_execution_role_may_delete_checkpoints_and_nothing_else(run_program):
+    # SageMaker mirrors deletes in /opt/ml/checkpoints; the job replaces its files every epoch.
+    mocks, outputs = run_program()
+    bucket_arn = f"arn:aws:s3:::{outputs['bucket_name']}"
+    deletes = [
+        resource
+        for statement in statements(mocks.policy(ROLE_POLICY))
+        if "s3:DeleteObject" in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    ]
+    assert deletes == [f"{bucket_arn}/checkpoints/*"], f"sagemaker-execution-policy: {deletes}"
+
+
+def test_launcher_policy_reads_default_quotas_and_prices(run_program):
+    mocks, _ = run_program()
+    actions = {a for s in statements(mocks.policy(LAUNCHER)) for a in as_list(s["Action"])}
+    for action in (
+        "servicequotas:ListServiceQuotas",
+        "servicequotas:ListAWSDefaultServiceQuotas",
+        "servicequotas:GetAWSDefaultServiceQuota",
+        "pricing:GetProducts",
+    ):
+        assert action in actions, f"launcher policy lacks {action}"
+
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, None),
+        ({"vgg-dogs-cats:encryption": "sse-kms"}, None),  # the AWS-managed key needs no grant
+        ({"vgg-dogs-cats:encryption": "sse-kms", "vgg-dogs-cats:kmsKeyArn": KEY}, KEY),
+    ],
+)
+def test_launcher_may_use_the_buckets_customer_key_only_when_there_is_one(
+    run_program, config, expected
+):
+    mocks, _ = run_program(config)
+    kms = [s for s in statements(mocks.policy(LAUNCHER)) if "kms:Decrypt" in as_list(s["Action"])]
+    if expected is None:
+        assert kms == [], f"launcher policy grants KMS without a customer key: {kms}"
+    else:
+        (statement,) = kms
+        assert set(statement["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
+        assert statement["Resource"] == expected, f"launcher policy: KMS on {statement['Resource']}"
