@@ -55,3 +55,11 @@ def test_paths_default_to_sagemaker_variables(monkeypatch, tmp_path):
     assert paths.train == str(tmp_path / "train")
     assert paths.model_dir == str(tmp_path / "model")
     assert paths.checkpoint_dir == "/opt/ml/checkpoints"
+
+
+def test_xla_with_several_replicas_is_refused_under_keras_2_only():
+    assert config.xla_problem(True, 2, keras_major=2) is not None
+    assert "xla=true" in config.xla_problem(True, 8, keras_major=2)
+    assert config.xla_problem(True, 1, keras_major=2) is None
+    assert config.xla_problem(True, 2, keras_major=3) is None
+    assert config.xla_problem(False, 8, keras_major=2) is None

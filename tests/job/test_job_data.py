@@ -79,3 +79,33 @@ def test_without_randomness_the_fused_transform_is_a_bilinear_resize(monkeypatch
     ours = data.resize_and_augment(tf.constant(image), 30).numpy()
     expected = tf.image.resize(image, (30, 30)).numpy()
     np.testing.assert_allclose(ours, expected, atol=1.0)  # uint8 rounding
+
+
+def truncate(path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def test_images_that_do_not_decode_are_named_before_training(job_args, channels, tmp_path, capsys):
+    # A valid JPEG header with its data cut short passes the header check, then used to kill the
+    # run mid-epoch with a TensorFlow traceback that named no file.
+    truncate(channels["train"] / "cats" / "cat.3.jpg", 200)
+    truncate(channels["validation"] / "dogs" / "dog.1.jpg", 400)
+    assert data.read_split("train", str(channels["train"]))  # the header check lets it pass
+    assert train.main(job_args()) == 2
+    err = capsys.readouterr().err
+    assert "2 image(s) do not decode" in err
+    assert "cat.3.jpg" in err and "dog.1.jpg" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "checkpoints").exists(), "training started despite a corrupt image"
+
+
+def test_two_workers_together_read_every_training_image_once_per_epoch(channels):
+    split = data.read_split("train", str(channels["train"]))
+    shards = [data.file_order(split, True, seed=7, num_shards=2, shard_index=i) for i in (0, 1)]
+    epochs = []
+    for _ in range(2):
+        seen = [[path.decode() for path, _ in shard.as_numpy_iterator()] for shard in shards]
+        assert not set(seen[0]) & set(seen[1]), "workers' shards overlap"
+        assert sorted(seen[0] + seen[1]) == sorted(split.paths), "an image is missing or repeated"
+        epochs.append(seen[0] + seen[1])
+    assert epochs[0] != epochs[1], "the training order does not change between epochs"

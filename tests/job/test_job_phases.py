@@ -1,6 +1,7 @@
 """Best-epoch keeping and early stopping, and that both survive a restart."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from vgg_transfer import phases
 
@@ -42,9 +43,59 @@ def test_patience_stops_and_the_best_epoch_is_kept_across_a_restart(tmp_path, ca
 
     phases.load_best(again, str(tmp_path), resumed)
     assert again.get_layer(index=1).get_weights()[0][0, 0] == 1.0  # epoch 2 (index 1) was best
+    # the previous last and best files stay until the newer ones have surely reached S3
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best-epoch1.npz",
         "best-epoch2.npz",
+        "last-epoch4.npz",
         "last-epoch5.npz",
         "state.json",
     ]
     assert "[epoch] phase=fine_tuned epoch=5/50" in capsys.readouterr().out
+
+
+def run_epochs(directory, values, patience=0):
+    model = tiny_model()
+    model.stop_training = False
+    state = phases.PhaseState(phase="fine_tuned", epochs=10)
+    callback = phases.PhaseCheckpoint(state, str(directory), model, patience=patience)
+    callback.set_model(model)
+    feed(callback, model, values)
+    return state
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_resume_falls_back_to_the_newest_complete_epoch(tmp_path, capsys, damage):
+    """SageMaker's checkpoint upload is asynchronous: state.json can arrive without its weights."""
+    run_epochs(tmp_path, [(0, 0.70), (1, 0.90), (2, 0.85)])
+    named = tmp_path / "last-epoch3.npz"
+    if damage == "delete":
+        named.unlink()
+    else:
+        named.write_bytes(named.read_bytes()[:40])
+    state = phases.load_state(str(tmp_path), "fine_tuned", 10)
+    assert (state.epochs_done, len(state.history), state.last_weights) == (2, 2, "last-epoch2.npz")
+    assert (state.best_epoch, state.wait, state.finished) == (2, 0, False)
+    model = tiny_model()
+    phases.restore(model, str(tmp_path), state)
+    assert model.get_layer(index=1).get_weights()[0][0, 0] == 1.0  # epoch 2's weights
+    assert "resuming after epoch 2 instead of 3" in capsys.readouterr().out
+    # the trimmed state is what a further restart sees
+    assert phases.load_state(str(tmp_path), "fine_tuned", 10).epochs_done == 2
+
+
+def test_resume_recomputes_the_best_epoch_when_the_newest_best_is_lost(tmp_path):
+    run_epochs(tmp_path, [(0, 0.70), (1, 0.60), (2, 0.90)])  # epoch 3 is the new best
+    (tmp_path / "best-epoch3.npz").unlink()
+    (tmp_path / "last-epoch3.npz").unlink()
+    state = phases.load_state(str(tmp_path), "fine_tuned", 10)
+    assert (state.epochs_done, state.best_epoch, state.best_weights) == (2, 1, "best-epoch1.npz")
+    assert state.best_val_accuracy == 0.70 and state.wait == 1
+
+
+def test_nothing_complete_starts_the_phase_over(tmp_path, capsys):
+    run_epochs(tmp_path, [(0, 0.70)])
+    (tmp_path / "last-epoch1.npz").unlink()
+    state = phases.load_state(str(tmp_path), "fine_tuned", 10)
+    assert (state.epochs_done, state.history) == (0, [])
+    assert "starting the phase over" in capsys.readouterr().out

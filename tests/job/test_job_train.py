@@ -109,18 +109,29 @@ def fine_tuned_epochs_done(checkpoints) -> int:
     return json.loads(state.read_text())["epochs_done"] if state.exists() else 0
 
 
-def test_a_run_killed_by_sigterm_resumes_with_the_same_epoch_counts(job_args, tmp_path):
-    args = [str(a) for a in job_args(epochs_frozen=2, epochs_fine_tuned=25)]
+def interrupt_during_fine_tuning(args, checkpoints, after_epochs: int) -> int:
+    """Starts the job, sends SIGTERM once fine-tuning finished ``after_epochs`` epochs, and
+    returns how many fine-tuning epochs its checkpoint records."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("SM_MODEL_DIR", None)
     process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *args], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    wait_for(lambda: fine_tuned_epochs_done(tmp_path / "checkpoints") >= 2, 240, process)
+    wait_for(lambda: fine_tuned_epochs_done(checkpoints) >= after_epochs, 240, process)
     process.send_signal(signal.SIGTERM)  # what SageMaker does on a spot interruption
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, output[-2000:]
     assert "SIGTERM received" in output
-    interrupted_at = fine_tuned_epochs_done(tmp_path / "checkpoints")
+    return fine_tuned_epochs_done(checkpoints)
+
+
+def history_epochs(output_dir) -> list:
+    with open(output_dir / "history.csv") as handle:
+        return [(r["phase"], int(r["epoch"])) for r in csv.DictReader(handle)]
+
+
+def test_a_run_killed_by_sigterm_resumes_with_the_same_epoch_counts(job_args, tmp_path):
+    args = [str(a) for a in job_args(epochs_frozen=2, epochs_fine_tuned=25)]
+    interrupted_at = interrupt_during_fine_tuning(args, tmp_path / "checkpoints", 2)
     assert interrupted_at < 25, "the job finished before it could be interrupted"
 
     resumed = run_script(args, timeout=300)
@@ -130,9 +141,29 @@ def test_a_run_killed_by_sigterm_resumes_with_the_same_epoch_counts(job_args, tm
     metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
     assert metrics["phases"]["frozen"]["epochs_run"] == 2
     assert metrics["phases"]["fine_tuned"]["epochs_run"] == 25
-    with open(tmp_path / "output" / "history.csv") as handle:
-        epochs = [(r["phase"], int(r["epoch"])) for r in csv.DictReader(handle)]
+    epochs = history_epochs(tmp_path / "output")
     assert epochs == [("frozen", 1), ("frozen", 2)] + [("fine_tuned", i) for i in range(1, 26)]
+
+
+def test_a_resume_survives_weights_that_never_reached_s3(job_args, tmp_path):
+    """SageMaker's checkpoint upload is asynchronous: after an interruption, state.json can
+    name a weights file that is missing or cut short. The run still ends with every epoch."""
+    args = [str(a) for a in job_args(epochs_frozen=1, epochs_fine_tuned=25)]
+    checkpoints = tmp_path / "checkpoints"
+    interrupted_at = interrupt_during_fine_tuning(args, checkpoints, 2)
+    assert interrupted_at < 25, "the job finished before it could be interrupted"
+    state = json.loads((checkpoints / "fine_tuned" / "state.json").read_text())
+    named = checkpoints / "fine_tuned" / state["last_weights"]
+    named.write_bytes(named.read_bytes()[:1000])  # an upload cut short
+
+    resumed = run_script(args, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Traceback" not in resumed.stderr
+    assert f"instead of {interrupted_at}" in resumed.stdout
+    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert metrics["phases"]["fine_tuned"]["epochs_run"] == 25
+    epochs = history_epochs(tmp_path / "output")
+    assert epochs == [("frozen", 1)] + [("fine_tuned", i) for i in range(1, 26)]
 
 
 def free_port() -> int:

@@ -39,8 +39,10 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def install_sigterm_handler() -> None:
-    # A spot interruption sends SIGTERM. Checkpoint files are replaced atomically, so leaving
-    # at once keeps every finished epoch; the restarted job continues from the last one.
+    # A spot interruption sends SIGTERM to the container's process 1. Under ModelTrainer that is
+    # the SDK's driver shell, not this script, so this handler may never run: correctness rests
+    # on the checkpoint files alone, which are replaced atomically after every epoch. The handler
+    # only makes a local Ctrl-C/kill leave at once with a clear line.
     def stop(signum, frame):
         print("[signal] SIGTERM received: stopping; finished epochs are checkpointed", flush=True)
         sys.exit(128 + signum)
@@ -215,6 +217,18 @@ def main(argv: Optional[list] = None) -> int:
         return fail(str(error))
     if hp.cache_features and description.startswith("multi_worker"):
         return fail("cache_features=true runs on one host only; set it false for multi-host jobs")
+    xla_problem = config.xla_problem(
+        hp.xla, strategy.num_replicas_in_sync, distribute.keras_major()
+    )
+    if xla_problem:
+        return fail(xla_problem)
+    # After the strategy: multi-worker collectives must be configured before any TF op runs.
+    started = time.time()
+    try:
+        data.check_decodes(splits)
+    except data.ChannelError as error:
+        return fail(str(error))
+    print(f"[setup] every image decodes ({time.time() - started:.1f} s)", flush=True)
     keras.utils.set_random_seed(hp.seed)
     policy = vgg.set_precision(hp.mixed_precision, on_gpu=vgg.gpu_count() > 0)
     print(
@@ -223,9 +237,18 @@ def main(argv: Optional[list] = None) -> int:
     )
 
     # --- data ----------------------------------------------------------------------------------
+    workers, worker_index = distribute.worker_shard()
+
     def dataset(name: str, training: bool, augment: bool):
         return data.make_dataset(
-            splits[name], hp.image_size, hp.batch_size, training, augment, hp.seed
+            splits[name],
+            hp.image_size,
+            hp.batch_size,
+            training,
+            augment,
+            hp.seed,
+            num_shards=workers,
+            shard_index=worker_index,
         )
 
     train_dataset = dataset("train", training=True, augment=hp.augment)

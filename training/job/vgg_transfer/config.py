@@ -154,6 +154,17 @@ def validate(hp: Hyperparameters) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def xla_problem(xla: bool, replicas: int, keras_major: int) -> Optional[str]:
+    """XLA with several replicas fails under Keras 2 (TF 2.11-2.15: keras-team/keras#17187,
+    tensorflow#58787); the launcher and the job both refuse it up front."""
+    if xla and replicas > 1 and keras_major < 3:
+        return (
+            f"xla=true with {replicas} replicas fails under Keras 2 (TensorFlow before 2.16); "
+            "set xla=false, or train on one GPU"
+        )
+    return None
+
+
 def to_json(hp: Hyperparameters, paths: Paths) -> str:
     return json.dumps(
         {"hyperparameters": dataclasses.asdict(hp), "paths": dataclasses.asdict(paths)}, indent=2

@@ -6,6 +6,7 @@ saved model takes raw images.
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -15,7 +16,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# The seed's ImageDataGenerator settings (shared/SEED.md).
+# The seed's ImageDataGenerator settings (docs/seed-study.md).
 ROTATION_DEGREES = 40.0
 WIDTH_SHIFT = 0.2  # fraction of the width
 HEIGHT_SHIFT = 0.2  # fraction of the height
@@ -94,6 +95,38 @@ def read_split(name: str, directory: str) -> Split:
 
 def read_channels(directories: dict[str, str]) -> dict[str, Split]:
     return {name: read_split(name, path) for name, path in directories.items()}
+
+
+def _decode_problem(path: str) -> str:
+    """Why the image does not decode ("" when it does). JPEGs decode at 1/8 scale: libjpeg still
+    reads every byte of the compressed data, so truncation and corruption show, at a fraction of
+    the cost of a full decode."""
+    try:
+        data = tf.io.read_file(path)
+        if tf.io.is_jpeg(data):
+            tf.io.decode_jpeg(data, channels=3, ratio=8)
+        else:
+            tf.io.decode_image(data, channels=3, expand_animations=False)
+        return ""
+    except (tf.errors.OpError, ValueError) as error:
+        return str(getattr(error, "message", error)).strip().splitlines()[0][:120]
+
+
+def check_decodes(splits: dict[str, Split], threads: int = 0) -> None:
+    """Refuses, naming the files, images whose header is fine but whose data does not decode:
+    before training, not as a TensorFlow traceback mid-epoch after GPU time was spent."""
+    bad = []
+    with ThreadPoolExecutor(max_workers=threads or min(32, (os.cpu_count() or 1) * 2)) as pool:
+        for split in splits.values():
+            for path, problem in zip(split.paths, pool.map(_decode_problem, split.paths)):
+                if problem:
+                    bad.append(f"{split.name}: {path} ({problem})")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise ChannelError(
+            f"{len(bad)} image(s) do not decode: {shown}. Remove them, or re-run make data, "
+            "which excludes them"
+        )
 
 
 def decode(data: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -212,6 +245,26 @@ def resize_and_augment(image: tf.Tensor, image_size: int) -> tf.Tensor:
     return output
 
 
+def file_order(
+    split: Split, training: bool, seed: int, num_shards: int = 1, shard_index: int = 0
+) -> tf.data.Dataset:
+    """(path, label) pairs in the order one worker reads them.
+
+    Training order is a fresh shuffle every epoch, the same on every worker (same seed); each
+    worker then keeps every num_shards-th file from its index on, so that across workers every
+    image is read exactly once per epoch. TensorFlow's auto-sharding by element would shard
+    after the parallel, non-deterministic decode, where workers' orders differ and shards
+    overlap."""
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.array(split.paths), np.array(split.labels, dtype=np.float32))
+    )
+    if training:
+        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    if num_shards > 1:
+        dataset = dataset.shard(num_shards, shard_index)
+    return dataset
+
+
 def make_dataset(
     split: Split,
     image_size: int,
@@ -220,13 +273,11 @@ def make_dataset(
     augment: bool,
     seed: int,
     threads: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> tf.data.Dataset:
-    """Decode, resize and augment in parallel, batch, prefetch."""
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (np.array(split.paths), np.array(split.labels, dtype=np.float32))
-    )
-    if training:
-        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    """Decode, resize and augment in parallel, batch, prefetch; sharded across workers."""
+    dataset = file_order(split, training, seed, num_shards, shard_index)
     augment = training and augment
     dataset = dataset.map(
         lambda path, label: (load_image(path, image_size, augment), label),
@@ -234,9 +285,14 @@ def make_dataset(
         deterministic=not training,  # training order is shuffled anyway; don't wait in line
     )
     dataset = dataset.batch(batch_size)
+    if num_shards > 1:
+        # The strategy splits each batch into one piece per replica, so a worker runs more steps
+        # than its dataset has batches; Keras 3 would stop at the dataset's known cardinality
+        # and skip images. Unknown cardinality: every step runs until the data ends.
+        dataset = dataset.filter(lambda images, labels: True)
     options = tf.data.Options()
-    # Paths are one in-memory tensor, not files: shard by element across workers.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Sharded explicitly in file_order; the distribution strategy must not shard again.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     if threads:
         options.threading.private_threadpool_size = threads  # make bench: per-core speed
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

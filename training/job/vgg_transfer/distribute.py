@@ -46,6 +46,20 @@ def resolve_tf_config(environ: dict[str, str]) -> Optional[dict]:
     return tf_config_from_sagemaker(environ)
 
 
+def worker_shard() -> tuple[int, int]:
+    """(number of workers, this worker's index) for sharding the input; (1, 0) on one host."""
+    tf_config = resolve_tf_config(dict(os.environ))
+    if worker_count(tf_config) < 2:
+        return 1, 0
+    task = tf_config.get("task", {})
+    cluster = tf_config.get("cluster", {})
+    # Chief first, then workers in order: the same numbering on every host.
+    order = [("chief", i) for i in range(len(cluster.get("chief", [])))] + [
+        ("worker", i) for i in range(len(cluster.get("worker", [])))
+    ]
+    return len(order), order.index((task.get("type"), int(task.get("index", 0))))
+
+
 def keras_major() -> int:
     import keras  # the package behind tf.keras: 2.x up to TF 2.15, 3.x from TF 2.16
 

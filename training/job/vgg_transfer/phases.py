@@ -5,14 +5,21 @@ memory, so after a restart they would forget the best epoch and stop at a differ
 uninterrupted run. This callback keeps all of it — last and best weights, early-stopping counter,
 per-epoch history — in the checkpoint folder, written so that a kill at any moment leaves a
 consistent state. (Optimizer moments are not saved: a resumed phase restarts them.)
+
+SageMaker uploads the checkpoint folder to S3 asynchronously and in no set order, so after an
+interruption the restored folder can hold a ``state.json`` whose weights file never arrived, or
+arrived cut short. Hence the previous weights files stay until the next ones exist, and
+``load_state`` resumes from the newest epoch whose files are complete, trimming the history to it.
 """
 
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -50,12 +57,84 @@ def _state_path(directory: str) -> str:
 
 
 def load_state(directory: str, phase: str, epochs: int) -> PhaseState:
+    """The phase's state as its files allow: what state.json says when the weights it names are
+    complete, else the newest epoch that is (see the module docstring)."""
     path = _state_path(directory)
     if not os.path.exists(path):
         return PhaseState(phase=phase, epochs=epochs)
-    with open(path) as handle:
-        data = json.load(handle)
-    return PhaseState(**data)
+    try:
+        with open(path) as handle:
+            state = PhaseState(**json.load(handle))
+    except (ValueError, TypeError) as error:
+        print(f"[resume] phase {phase}: {path} is unreadable ({error}); starting the phase over")
+        return PhaseState(phase=phase, epochs=epochs)
+    if _complete(directory, state.best_weights) and (
+        state.finished or _complete(directory, state.last_weights)
+    ):
+        return state
+    return _recover(directory, state)
+
+
+def _complete(directory: str, name: str) -> bool:
+    """True when the weights file exists and every array in it reads back (CRC-checked)."""
+    if not name:
+        return True
+    try:
+        with np.load(os.path.join(directory, name)) as arrays:
+            for key in arrays.files:
+                arrays[key]
+        return True
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+
+
+def _epoch_files(directory: str, kind: str) -> dict[int, str]:
+    """{epoch: file name} of the complete ``<kind>-epoch<N>.npz`` files in the folder."""
+    pattern = re.compile(kind + r"-epoch(\d+)\.npz$")
+    found = {}
+    for name in os.listdir(directory):
+        match = pattern.match(name)
+        if match and _complete(directory, name):
+            found[int(match.group(1))] = name
+    return found
+
+
+def _recover(directory: str, state: PhaseState) -> PhaseState:
+    named = state.best_weights if state.finished else state.last_weights
+    lasts, bests = _epoch_files(directory, "last"), _epoch_files(directory, "best")
+    for epoch in sorted((e for e in lasts if e <= state.epochs_done), reverse=True):
+        history = state.history[:epoch]
+        best_row = max(history, key=lambda row: row["val_accuracy"])  # first of equals
+        best_epoch = history.index(best_row) + 1
+        best_file = bests.get(best_epoch) or (lasts[epoch] if best_epoch == epoch else None)
+        if best_file is None:
+            continue
+        recovered = dataclasses.replace(
+            state,
+            epochs_done=epoch,
+            history=history,
+            best_val_accuracy=best_row["val_accuracy"],
+            best_epoch=best_epoch,
+            wait=epoch - best_epoch,
+            stopped_early=False,
+            finished=False,
+            last_weights=lasts[epoch],
+            best_weights=best_file,
+        )
+        print(
+            f"[resume] phase {state.phase}: {named} is missing or incomplete (its upload did "
+            f"not finish before the interruption); resuming after epoch {epoch} instead of "
+            f"{state.epochs_done}",
+            flush=True,
+        )
+        save_state(directory, recovered)
+        return recovered
+    print(
+        f"[resume] phase {state.phase}: no complete weights file for the {state.epochs_done} "
+        "recorded epochs; starting the phase over",
+        flush=True,
+    )
+    return PhaseState(phase=state.phase, epochs=state.epochs, extra_seconds=state.extra_seconds)
 
 
 def save_state(directory: str, state: PhaseState) -> None:
@@ -82,11 +161,18 @@ def load_weights(model: keras.Model, path: str) -> None:
         model.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
 
 
-def _remove_unless(directory: str, name: str, keep: list[str]) -> None:
-    if name and name not in keep:
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            os.remove(path)
+def _prune(directory: str, kind: str, keep: int = 2) -> None:
+    """Removes all but the ``keep`` newest ``<kind>-epoch<N>.npz``: the previous file stays
+    until the newest has certainly reached S3 (the next epoch's save replaces it)."""
+    pattern = re.compile(kind + r"-epoch(\d+)\.npz$")
+    epochs = sorted(
+        (int(m.group(1)), name)
+        for name in os.listdir(directory)
+        for m in [pattern.match(name)]
+        if m
+    )
+    for _, name in epochs[:-keep]:
+        os.remove(os.path.join(directory, name))
 
 
 class PhaseCheckpoint(keras.callbacks.Callback):
@@ -117,7 +203,6 @@ class PhaseCheckpoint(keras.callbacks.Callback):
         row["seconds"] = time.time() - self._started
         state.history.append(row)
         state.epochs_done = epoch + 1
-        old_last, old_best = state.last_weights, state.best_weights
         if row["val_accuracy"] > state.best_val_accuracy:
             state.best_val_accuracy = row["val_accuracy"]
             state.best_epoch = epoch + 1
@@ -134,9 +219,8 @@ class PhaseCheckpoint(keras.callbacks.Callback):
             self.full_model, self.directory, f"last-epoch{epoch + 1}.npz"
         )
         save_state(self.directory, state)
-        keep = [state.last_weights, state.best_weights]
-        _remove_unless(self.directory, old_last, keep)
-        _remove_unless(self.directory, old_best, keep)
+        _prune(self.directory, "last")
+        _prune(self.directory, "best")
         print(EPOCH_LINE.format(phase=state.phase, epochs=state.epochs, **row), flush=True)
 
 
