@@ -4,7 +4,8 @@
 EXPERIMENT ?=
 # hyperparameter overrides, "key=value key=value"
 HP ?=
-# SageMaker instance type (default from the experiment: ml.p2.xlarge)
+# SageMaker instance type (default from the experiment: ml.p2.xlarge, the seed's K80, deprecated
+# by AWS); "auto": the cheapest GPU type your account has quota for
 INSTANCE ?=
 # instances for one multi-worker job
 INSTANCE_COUNT ?=
@@ -18,6 +19,8 @@ SPLITS ?= data/splits
 JOB ?=
 # 1: submit and return at once (make train-cloud)
 DETACH ?=
+# 1: a new checkpoint folder, so a finished experiment trains again from the start (train-cloud)
+FRESH ?=
 # local VGG16 no-top .h5 to ship through the weights channel
 WEIGHTS ?=
 # train-local: "docker" runs the real SageMaker TF image through the SDK's local-container mode
@@ -80,7 +83,7 @@ test-fast: setup ## the suite without the slow (training) tests, main environmen
 
 # --- data -------------------------------------------------------------------------------------
 data: setup ## split Kaggle's train.zip into the seed's splits: make data DATA=path/to/train.zip
-	$(PY) -m training.data.prepare $(if $(DATA),"$(DATA)",--missing-input) --out $(SPLITS)
+	$(PY) -m training.data.prepare $(if $(DATA),"$(DATA)") --out $(SPLITS)
 
 data-sample: setup ## generate the built-in synthetic sample set and split it like the seed
 	$(PY) -m training.data.sample --out $(SPLITS)
@@ -98,10 +101,10 @@ train-local: setup ## run an experiment on this machine, SageMaker contract emul
 	$(PY) -m training.launch local $(LAUNCH_ARGS) $(if $(MODE),--mode $(MODE))
 
 train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch results (default: small)
-	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(if $(DETACH),--detach)
+	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(if $(DETACH),--detach) $(if $(FRESH),--fresh)
 
 results: setup ## fetch a SageMaker job's results and write its report: make results JOB=<name>
-	$(PY) -m training.launch results $(if $(JOB),--job $(JOB),--missing-job) --stack $(STACK)
+	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK)
 
 report: setup ## one table comparing every run under runs/ with the seed
 	$(PY) -m training.report.compare runs

@@ -1,16 +1,48 @@
 """AWS failures a user can hit, turned into what to do about them (one place for both the data
-uploader and the launcher)."""
+uploader and the launcher).
 
-from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+Two families reach us from boto3: ``ClientError`` (AWS answered with an error) and
+``BotoCoreError`` (no answer or a malformed one: no network, no credentials, no region, a bad
+parameter, an endpoint that answers with an HTML page). Both become one line.
+"""
+
+import re
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
 
 from training.errors import UserError
 
-AWS_ERRORS = (ClientError, NoCredentialsError, NoRegionError)
+AWS_ERRORS = (ClientError, BotoCoreError)
+AWS_OR_NETWORK_ERRORS = (ClientError, BotoCoreError, ConnectionError)
 ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403")
+NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+_TAG = re.compile(r"<[^>]+>")
 
 
 def error_code(error: Exception) -> str:
     return error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
+
+
+def one_line(error: Exception, limit: int = 160) -> str:
+    """The error's gist on one line: an HTML error page (some endpoints and emulators answer
+    with one) shrinks to its text, long messages are cut."""
+    if isinstance(error, ClientError):
+        message = error.response.get("Error", {}).get("Message") or ""
+        code = error_code(error)
+        text = f"{code}: {message}" if message else code or str(error)
+    else:
+        text = str(error)
+    text = " ".join(_TAG.sub(" ", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def aws_error(error: Exception, doing: str) -> UserError:
@@ -20,9 +52,20 @@ def aws_error(error: Exception, doing: str) -> UserError:
         )
     if isinstance(error, NoRegionError):
         return UserError("no AWS region: set AWS_REGION or re-run `make infra-up`")
+    if isinstance(error, (EndpointConnectionError, ConnectTimeoutError, ConnectionError)):
+        return UserError(
+            f"cannot reach AWS while {doing} ({one_line(error)}): check the network, a proxy or "
+            "AWS_ENDPOINT_URL, then re-run (finished steps are not repeated)"
+        )
+    if isinstance(error, ReadTimeoutError):
+        return UserError(f"AWS did not answer in time while {doing}: re-run in a moment")
+    if isinstance(error, ParamValidationError):
+        return UserError(f"invalid request while {doing}: {one_line(error, 300)}")
     if error_code(error) in ACCESS_DENIED:
         return UserError(
             f"access denied while {doing}: attach the stack's launcher policy "
             "(pulumi output launcher_policy_arn) to your user or role"
         )
-    return UserError(f"AWS error while {doing}: {error}")
+    if error_code(error) in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
+        return UserError(f"your AWS session expired while {doing}: log in again and re-run")
+    return UserError(f"AWS error while {doing}: {one_line(error, 300)}")

@@ -1,4 +1,4 @@
-"""The one error type the command-line entry points turn into a one-line message and exit 2."""
+"""The error types the command-line entry points turn into a one-line message and an exit code."""
 
 import functools
 import sys
@@ -8,9 +8,17 @@ from collections.abc import Callable
 class UserError(Exception):
     """An expected failure; the message says what is wrong and what to do."""
 
+    exit_code = 2
+
+
+class Interrupted(UserError):
+    """The user pressed Ctrl-C; the message says what is left running and how to resume."""
+
+    exit_code = 130  # 128 + SIGINT, as shells report an interrupted command
+
 
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wraps a command's main: a UserError becomes 'error: …' on stderr and exit code 2."""
+    """Wraps a command's main: a UserError becomes 'error: …' on stderr and its exit code."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -18,9 +26,9 @@ def cli(main: Callable[..., int | None]) -> Callable[..., int]:
             return main(*args, **kwargs) or 0
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
-            return 2
+            return error.exit_code
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            return 130
+            return Interrupted.exit_code
 
     return wrapper

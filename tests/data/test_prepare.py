@@ -87,6 +87,6 @@ def test_bad_inputs_say_what_to_do(tmp_path, make_input, message):
 
 def test_command_line_errors_exit_2_without_a_traceback(tmp_path, capsys):
     assert prep.main([str(tmp_path / "missing.zip"), "--out", str(tmp_path / "s")]) == 2
-    assert prep.main(["--missing-input"]) == 2
+    assert prep.main(["--out", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err and "make data DATA=" in err

@@ -25,7 +25,6 @@ def aws(monkeypatch, tmp_path):
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
-        "SAGEMAKER_VALIDATE_ROLE": "false",  # the SDK would otherwise check the role for real
         "AWS_EC2_METADATA_DISABLED": "true",
     }.items():
         monkeypatch.setenv(key, value)

@@ -1,5 +1,49 @@
-"""Names the launcher's tests and their fixtures share."""
+"""Names and helpers the launcher's tests and their fixtures share."""
+
+from types import SimpleNamespace
+
+from training.launch.instances import INSTANCES
+from training.launch.quotas import QuotaReading, quota_name
 
 REGION = "us-east-1"
 BUCKET = "vgg-dogs-cats-test-abc123"
 ROLE_NAME = "sagemaker-execution-abc123"
+
+
+def quotas_for(value: float = 2.0, **overrides: float) -> QuotaReading:
+    """Applied quotas of ``value`` for every known type, spot and on-demand; overrides by type."""
+    applied = {}
+    for name in INSTANCES:
+        for spot in (True, False):
+            applied[quota_name(name, spot)] = overrides.get(name.replace(".", "_"), value)
+    return QuotaReading(applied=applied)
+
+
+def answer(status: int, parsed: dict):
+    """A before-call hook's return value: botocore skips the HTTP request and uses this."""
+    return SimpleNamespace(status_code=status, headers={}, text="", content=b""), parsed
+
+
+def simulate_as(caller: str):
+    """iam:SimulatePrincipalPolicy as a caller sees it. "admin": the call is allowed and reports
+    what our least-privilege role lacks (every ec2 action the SDK asks about); "launcher": the
+    launcher policy does not allow the call at all."""
+    calls = []
+
+    def hook(params, **kwargs):
+        body = params.get("body") or {}  # the query-protocol form: ActionNames.member.N
+        actions = [value for key, value in sorted(body.items()) if key.startswith("ActionNames.")]
+        calls.append(actions)
+        if caller == "launcher":
+            return answer(403, {"Error": {"Code": "AccessDenied", "Message": "not allowed"}})
+        results = [
+            {
+                "EvalActionName": action,
+                "EvalResourceName": "*",
+                "EvalDecision": "implicitDeny" if action.startswith("ec2:") else "allowed",
+            }
+            for action in actions
+        ]
+        return answer(200, {"EvaluationResults": results, "IsTruncated": False})
+
+    return hook, calls

@@ -3,6 +3,7 @@ SageMaker run of the real job folder, pull-back and report; and failures."""
 
 import copy
 import json
+import os
 import tarfile
 import time
 
@@ -10,21 +11,35 @@ import boto3
 import pytest
 import train  # the job's entry script (training/job is on pytest's path)
 from botocore.stub import Stubber
-from launch_helpers import BUCKET, REGION
+from launch_helpers import BUCKET, REGION, quotas_for, simulate_as
 
-from training.launch import cloud, instances
+from training.launch import cloud, instances, quotas
 from training.launch.__main__ import main as launch
-from training.launch.experiments import load
+from training.launch.experiments import from_hyperparameter, load
 from training.report.results import read_history
 
 TINY = ["image_size=32", "batch_size=8", "epochs_frozen=1", "epochs_fine_tuned=1"]
 
 
+@pytest.fixture(params=["admin", "launcher"])
+def caller(request):
+    """Who launches: an admin may simulate IAM policies (and sees our least-privilege role lack
+    the ec2 actions the SDK asks about); a launcher-policy user may not (AccessDenied)."""
+    return request.param
+
+
+class Captured(list):
+    """CreateTrainingJob requests as sent; ``simulations``: the SDK's IAM simulations."""
+
+    simulations: list
+
+
 @pytest.fixture
-def captured(monkeypatch):
+def captured(monkeypatch, caller):
     """Every CreateTrainingJob request, as sent, and a quota that allows the job."""
-    requests = []
+    requests = Captured()
     real_session = cloud.boto_session
+    hook, requests.simulations = simulate_as(caller)
 
     def session(region):
         boto_session = real_session(region)
@@ -32,10 +47,11 @@ def captured(monkeypatch):
             "provide-client-params.sagemaker.CreateTrainingJob",
             lambda params, **kwargs: requests.append(copy.deepcopy(params)),
         )
+        boto_session.events.register("before-call.iam.SimulatePrincipalPolicy", hook)
         return boto_session
 
     monkeypatch.setattr(cloud, "boto_session", session)
-    monkeypatch.setattr(cloud, "training_quota", lambda *args: 2.0)
+    monkeypatch.setattr(cloud, "training_quota", lambda *args: quotas_for(2.0))
     return requests
 
 
@@ -72,6 +88,7 @@ def play_sagemaker(request: dict, workdir) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("caller", ["admin"], indirect=True)
 def test_cloud_path_end_to_end(aws, captured, tiny_splits, tmp_path, capsys):
     code = launch(["cloud", "--experiment", "smoke", "--hp", *TINY, "--splits", str(tiny_splits),
                    "--stack", "test", "--detach"])  # fmt: skip
@@ -92,7 +109,7 @@ def test_cloud_path_end_to_end(aws, captured, tiny_splits, tmp_path, capsys):
         >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
     )
     hps = request["HyperParameters"]
-    digest = hps["dataset_digest"]
+    digest = from_hyperparameter(hps["dataset_digest"])
     assert (hps["image_size"], hps["epochs_frozen"], hps["weights"]) == ("32", "1", "none")
     assert hps["checkpoint_dir"] == "/opt/ml/checkpoints"
     assert request["CheckpointConfig"]["S3Uri"].startswith(
@@ -176,7 +193,7 @@ def test_no_credentials_is_one_clear_line(aws, tiny_splits, monkeypatch, capsys)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setattr(cloud, "training_quota", lambda *args: 2.0)
+    monkeypatch.setattr(cloud, "training_quota", lambda *args: quotas_for(2.0))
     code = launch(
         ["cloud", "--experiment", "smoke", "--splits", str(tiny_splits), "--stack", "test"]
     )
@@ -184,36 +201,146 @@ def test_no_credentials_is_one_clear_line(aws, tiny_splits, monkeypatch, capsys)
     assert "no AWS credentials" in capsys.readouterr().err
 
 
-def test_quota_zero_stops_before_anything_is_submitted(aws, tiny_splits, monkeypatch, capsys):
-    monkeypatch.setattr(cloud, "training_quota", lambda *args: 0.0)
+def test_quota_zero_stops_before_anything_is_staged(aws, tiny_splits, monkeypatch, capsys):
+    monkeypatch.setattr(
+        cloud, "training_quota", lambda *args: quotas_for(0.0, ml_g5_xlarge=1.0, ml_g6_xlarge=1.0)
+    )
     assert (
         launch(["cloud", "--experiment", "small", "--splits", str(tiny_splits), "--stack", "test"])
         == 2
     )
-    assert "quota for ml.p2.xlarge is 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "quota for ml.p2.xlarge is 0" in err
+    # the exact command to run instead, with the cheapest type the account may use
+    assert "`make train-cloud EXPERIMENT=small INSTANCE=ml.g6.xlarge`" in err
     assert (
         boto3.client("sagemaker", region_name=REGION).list_training_jobs()["TrainingJobSummaries"]
         == []
     )
+    listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=BUCKET)
+    assert listed["KeyCount"] == 0, "data was staged before the quota check"
 
 
-def test_training_quota_is_read_from_service_quotas():
+def quota_client(responses, errors=()):
     session = boto3.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y")
     client = session.client("service-quotas")
     stubber = Stubber(client)
-    stubber.add_response(
-        "list_service_quotas",
-        {
-            "Quotas": [
-                {"QuotaName": "ml.p2.xlarge for spot training job usage", "Value": 0.0},
-                {"QuotaName": "ml.p2.xlarge for training job usage", "Value": 4.0},
-            ]
-        },  # fmt: skip
-        {"ServiceCode": "sagemaker"},
+    for operation, response in responses:
+        stubber.add_response(operation, response, {"ServiceCode": "sagemaker"})
+    for operation, message, status in errors:
+        stubber.add_client_error(operation, "ServiceException", message, status,
+                                 expected_params={"ServiceCode": "sagemaker"})  # fmt: skip
+    session.client = lambda *args, **kwargs: client
+    return session, stubber
+
+
+def test_quota_falls_back_to_the_aws_default_when_none_was_applied():
+    defaults = [
+        {"QuotaName": "ml.p2.xlarge for spot training job usage", "Value": 0.0},
+        {"QuotaName": "ml.g4dn.xlarge for spot training job usage", "Value": 1.0},
+        {"QuotaName": "ml.g4dn.xlarge for training job usage", "Value": 1.0},
+    ]
+    applied = [{"QuotaName": "ml.g5.xlarge for spot training job usage", "Value": 4.0}]
+    session, stubber = quota_client(
+        [("list_aws_default_service_quotas", {"Quotas": defaults}),
+         ("list_service_quotas", {"Quotas": applied})]
+    )  # fmt: skip
+    with stubber:
+        reading = cloud.training_quota(session)
+    assert reading.value("ml.g4dn.xlarge", spot=True) == 1.0
+    assert reading.source("ml.g4dn.xlarge", spot=True) == "AWS default"
+    assert reading.value("ml.g5.xlarge", spot=True) == 4.0
+    assert reading.source("ml.g5.xlarge", spot=True) == "applied"
+    assert reading.value("ml.p2.xlarge", spot=True) == 0.0
+    assert reading.offered("ml.p3.2xlarge", spot=True) is False  # no quota at all: not offered
+    assert reading.problem is None
+
+
+def test_a_quota_endpoint_answering_html_gives_one_line(capsys):
+    page = "<html><head><title>500</title></head><body><h1>Internal Server Error</h1></body></html>"
+    session, stubber = quota_client(
+        [], [("list_aws_default_service_quotas", page, 500), ("list_service_quotas", page, 500)]
     )
     with stubber:
-        session.client = lambda *args, **kwargs: client
-        assert cloud.training_quota(session, "ml.p2.xlarge", spot=False) == 4.0
+        reading = cloud.training_quota(session)
+    assert "<" not in reading.problem and "Internal Server Error" in reading.problem
+    cloud.check_quota(reading, load("small"), instances.lookup("ml.g4dn.xlarge"), 1)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("quota: unknown for ml.g4dn.xlarge")
+    assert "<html>" not in printed[0]
+
+
+def test_a_type_the_region_does_not_offer_is_refused_with_the_alternative():
+    reading = quotas_for(1.0)
+    reading.defaults = dict(reading.applied)
+    del reading.applied["ml.p2.xlarge for spot training job usage"]
+    del reading.defaults["ml.p2.xlarge for spot training job usage"]
+    with pytest.raises(instances.UserError) as caught:
+        cloud.check_quota(reading, load("small"), instances.lookup("ml.p2.xlarge"), 1)
+    assert "not offered for spot training jobs in this region" in str(caught.value)
+    assert "`make train-cloud EXPERIMENT=small INSTANCE=ml.g4dn.xlarge`" in str(caught.value)
+
+
+def test_instance_auto_picks_the_cheapest_gpu_type_with_quota(capsys):
+    reading = quotas_for(0.0, ml_g6_xlarge=2.0, ml_g5_xlarge=2.0)
+    instance = quotas.resolve_instance("auto", reading, spot=True, count=2)
+    assert instance.name == "ml.g6.xlarge"
+    line = capsys.readouterr().out
+    assert "ml.g6.xlarge (L4) — cheapest GPU type with spot training quota (2, applied)" in line
+    assert "no quota for ml.g4dn.xlarge" in line
+    with pytest.raises(instances.UserError, match="INSTANCE=auto found no GPU type"):
+        quotas.resolve_instance("auto", quotas_for(0.0), spot=True, count=1)
+
+
+def test_p2_runs_with_a_plain_warning_before_anything_is_spent(aws, captured, tiny_splits, capsys):
+    code = launch(["cloud", "--experiment", "small", "--hp", *TINY, "--splits", str(tiny_splits),
+                   "--stack", "test", "--detach"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    warning = next(line for line in out.splitlines() if "warning:" in line)
+    assert "deprecated P2" in warning and "TensorFlow 2.11 image, unpatched" in warning
+    assert out.index("warning:") < out.index("submitted")
+    (request,) = captured
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith(":2.11-gpu-py39")
+
+
+def test_the_sdks_role_check_neither_blocks_nor_leaks(aws, captured, tiny_splits, capsys, caller):
+    """ModelTrainer simulates ec2:* on the role: an admin caller would see our least-privilege
+    role refused. The launcher turns that check off for its own trainer only, and stages the
+    code in code/ whoever the caller is."""
+    assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ
+    code = launch(["cloud", "--experiment", "smoke", "--hp", *TINY, "--splits", str(tiny_splits),
+                   "--stack", "test", "--detach"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ, "the launcher left the SDK check off"
+    assert captured.simulations == [], f"the SDK simulated IAM as {caller}"
+    (request,) = captured
+    uris = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+            for c in request["InputDataConfig"]}  # fmt: skip
+    assert uris["code"].startswith(f"s3://{BUCKET}/code/")
+    assert uris["sm_drivers"].startswith(f"s3://{BUCKET}/code/")
+    bucket, prefix = cloud.split_s3_uri(uris["code"])
+    s3 = boto3.client("s3", region_name=REGION)
+    shipped = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    assert any(key.endswith("/train.py") for key in shipped)
+    assert not [key for key in shipped if "__pycache__" in key or key.endswith(".pyc")]
+
+
+def test_a_trainer_the_sdk_refuses_is_one_line(aws, captured, tiny_splits, monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise ValueError("Invalid instance_type 'ml.nope'.\nMore lines the user need not see")
+
+    monkeypatch.setattr(cloud, "project_trainer_class", lambda: refuse)
+    code = launch(["cloud", "--experiment", "smoke", "--splits", str(tiny_splits), "--stack",
+                   "test", "--detach"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error")] == [
+        "error: the SageMaker SDK refused the training job: ValueError: Invalid instance_type "
+        "'ml.nope'. More lines the user need not see"
+    ]
 
 
 def test_p2_is_refused_with_tensorflow_212_or_newer():
@@ -293,7 +420,7 @@ def test_following_streams_logs_and_ctrl_c_says_how_to_stop_or_resume(aws, monke
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cloud.time, "sleep", interrupt)
-    assert launch(["results", "--job", "vgg-small-running", "--stack", "test"]) == 2
+    assert launch(["results", "--job", "vgg-small-running", "--stack", "test"]) == 130
     captured = capsys.readouterr()
     assert "[vgg-small-running] InProgress / Training" in captured.out
     assert "[epoch] phase=frozen epoch=1/30" in captured.out  # the log line, streamed

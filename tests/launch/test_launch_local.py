@@ -91,7 +91,7 @@ def test_cost_estimate_uses_bench_measurements_when_present(tmp_path):
     frozen, fine, source = costs.epoch_seconds("ml.g5.xlarge", 4000, bench)
     assert (frozen, fine) == pytest.approx((4 + 1, 8 + 1)) and "make bench" in source
     line = seed_based.line()
-    assert "$1.125/h" in line and "spot assumed 70% cheaper" in line
+    assert "$1.125/h" in line and "with spot (assumed 70% saving" in line
 
 
 def test_docker_mode_without_an_engine_says_so(tiny_splits, tmp_path, monkeypatch, capsys):

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from training.errors import UserError, cli
+from training.progress import track
 
 PER_CLASS = 12500  # images per class in Kaggle's train.zip
 # The seed's split: [first, last) file index per class, the same for cats and dogs.
@@ -81,7 +81,7 @@ def extract(source: Path, out: Path) -> Path:
     target.mkdir(parents=True)
     with zipfile.ZipFile(source) as archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
-        for member in tqdm(members, desc="extract", unit="file", leave=False):
+        for member in track(members, len(members), "extract", "file"):
             name = Path(member.filename).name
             if not name or name.startswith("."):
                 continue
@@ -186,7 +186,7 @@ def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 
     files: dict[str, dict] = {}
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         results = pool.map(inspect_file, [str(p) for p in named], chunksize=64)
-        for name, sha, size, problem in tqdm(results, total=len(named), desc="check", unit="img"):
+        for name, sha, size, problem in track(results, len(named), "check", "img"):
             if problem:
                 excluded.append({"file": name, "reason": problem})
             else:
@@ -258,11 +258,19 @@ def report(out: Path, manifest: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", nargs="?", type=Path, help="train.zip or its unzipped folder")
-    parser.add_argument("--missing-input", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("data/splits"))
     parser.add_argument("--per-class", type=int, default=PER_CLASS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.source is None:
+        manifest = load_manifest(args.out)
+        if manifest is not None:
+            images = sum(sum(s["counts"].values()) for s in manifest["splits"].values())
+            print(
+                f"{args.out} already holds prepared splits (dataset {manifest['dataset_digest']}, "
+                f"{images} images in {', '.join(manifest['splits'])}); nothing to do. To prepare "
+                "Kaggle's photos instead: make data DATA=path/to/train.zip"
+            )
+            return 0
         raise UserError(
             "no input: pass Kaggle's train.zip, e.g. make data DATA=~/Downloads/train.zip "
             "(or make data-sample for the built-in synthetic set)"

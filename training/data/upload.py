@@ -15,14 +15,14 @@ from pathlib import Path
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
-from tqdm import tqdm
 
-from training.aws_errors import AWS_ERRORS, aws_error, error_code
+from training.aws_errors import aws_error, error_code
 from training.data.prepare import MANIFEST, load_manifest
 from training.errors import UserError, cli
+from training.progress import progress
 
 DATASETS_PREFIX = "datasets"
 CONCURRENCY = 32  # parallel PUTs; small JPEGs are latency-bound, not bandwidth-bound
@@ -78,7 +78,7 @@ def planned_files(splits_dir: Path, splits: list[str]) -> list[tuple[Path, str]]
 class _Progress(BaseSubscriber):
     """Feeds one tqdm bar: bytes as the bar, finished files as its postfix."""
 
-    def __init__(self, bar: tqdm, total_files: int) -> None:
+    def __init__(self, bar, total_files: int) -> None:
         self.bar = bar
         self.total_files = total_files
         self.files_done = 0
@@ -122,19 +122,21 @@ def upload_splits(
         total_bytes = sum(path.stat().st_size for path, _ in todo)
         if todo:
             config = TransferConfig(max_concurrency=concurrency, use_threads=True)
-            with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="upload") as bar:
-                progress = _Progress(bar, len(todo))
+            with progress(total_bytes, "upload", unit="B", unit_scale=True) as bar:
+                subscriber = _Progress(bar, len(todo))
                 with TransferManager(client, config) as manager:
                     futures = [
-                        manager.upload(str(path), bucket, key, subscribers=[progress])
+                        manager.upload(str(path), bucket, key, subscribers=[subscriber])
                         for path, key in todo
                     ]
                     for future in futures:
                         future.result()
         if todo or not is_staged(client, bucket, manifest["dataset_digest"]):
             client.upload_file(str(splits_dir / MANIFEST), bucket, f"{prefix}/{MANIFEST}")
-    except AWS_ERRORS as error:
+    except ClientError as error:
         raise explain(error, bucket) from error
+    except (NoCredentialsError, NoRegionError) as error:
+        raise aws_error(error, f"using bucket {bucket}") from error
     except (BotoCoreError, ConnectionError, OSError) as error:
         raise UserError(
             f"upload to s3://{bucket}/{prefix} interrupted ({error}); re-run to upload the rest "

@@ -1,7 +1,7 @@
 """The launcher's command line (the Makefile's train-local, train-cloud, results and cost).
 
 python -m training.launch local  [--experiment smoke] [--hp key=value ...]
-python -m training.launch cloud  [--experiment small] [--instance ml.p2.xlarge] [--detach]
+python -m training.launch cloud  [--experiment small] [--instance ml.p2.xlarge|auto] [--detach] [--fresh]
 python -m training.launch results --job <name>
 python -m training.launch cost   [--experiment small] [--instance ml.g4dn.xlarge]
 """
@@ -14,8 +14,9 @@ from training.data.sample import PER_CLASS as SAMPLE_PER_CLASS
 from training.data.sample import generate
 from training.errors import UserError, cli
 from training.launch import common, experiments
-from training.launch.costs import estimate, price_source
+from training.launch.costs import estimate
 from training.launch.infra_outputs import INFRA_DIR, load_outputs
+from training.launch.instances import AUTO
 from training.report.results import summary_line
 
 DEFAULT_EXPERIMENT = {"local": "smoke", "cloud": "small", "cost": "small"}
@@ -28,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name)
         sub.add_argument("--experiment", help=f"default: {DEFAULT_EXPERIMENT[name]}")
         sub.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
-        sub.add_argument("--instance", help="SageMaker instance type")
-        sub.add_argument("--instance-count", type=int)
+        sub.add_argument("--instance", help="SageMaker instance type, or auto (cloud)")
+        sub.add_argument("--instance-count", type=positive_int)
         sub.add_argument("--splits", type=Path, default=Path("data/splits"))
         sub.add_argument("--stack", default="dev")
         sub.add_argument(
@@ -45,12 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     cloud = commands.choices["cloud"]
     cloud.add_argument("--detach", action="store_true", help="submit and return at once")
     cloud.add_argument("--network-isolation", action="store_true")
+    cloud.add_argument(
+        "--fresh", action="store_true", help="new checkpoint folder: start over, don't resume"
+    )
     results = commands.add_parser("results")
     results.add_argument("--job")
-    results.add_argument("--missing-job", action="store_true", help=argparse.SUPPRESS)
     results.add_argument("--stack", default="dev")
     results.add_argument("--runs", type=Path, default=common.RUNS_DIR)
     return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def ensure_sample(splits: Path) -> None:
@@ -75,6 +88,12 @@ def run_cloud(args) -> int:
     from training.launch import cloud
 
     experiment = experiments.load(args.experiment or "small", args.hp)
+    instance_type = args.instance or experiment.instance_type
+    count = args.instance_count or experiment.instance_count
+    # Settings first: a mistake costs nothing to find before any file is read or AWS called.
+    cloud.validate_request(
+        experiment, instance_type, count, args.weights_file, args.network_isolation
+    )
     outputs = load_outputs(args.stack, INFRA_DIR)
     session = cloud.boto_session(outputs.region)
     plan = cloud.preflight(
@@ -86,13 +105,14 @@ def run_cloud(args) -> int:
         args.instance_count,
         args.weights_file,
         args.network_isolation,
+        args.fresh,
     )
     job = cloud.submit(plan, session)
     if args.detach:
         print(f"detached; follow it later with `make results JOB={job}`")
         return 0
-    description = cloud.follow(session, job)
-    report = cloud.fetch_results(session, job, args.runs, description)
+    end = cloud.follow(session, job)
+    report = cloud.fetch_results(session, job, args.runs, end)
     print(summary_line(report))
     return 0
 
@@ -104,14 +124,19 @@ def run_results(args) -> int:
         raise UserError("which job? make results JOB=<training job name>")
     outputs = load_outputs(args.stack, INFRA_DIR)
     session = cloud.boto_session(outputs.region)
-    description = cloud.follow(session, args.job)
-    report = cloud.fetch_results(session, args.job, args.runs, description)
+    end = cloud.follow(session, args.job)
+    report = cloud.fetch_results(session, args.job, args.runs, end)
     print(summary_line(report))
     return 0
 
 
 def run_cost(args) -> int:
     experiment = experiments.load(args.experiment or "small", args.hp)
+    if args.instance == AUTO:
+        raise UserError(
+            "INSTANCE=auto is resolved against your account's quotas when a job is launched; "
+            "name a type here (e.g. INSTANCE=ml.g4dn.xlarge)"
+        )
     manifest = load_manifest(args.splits)
     if manifest and experiment.train_split in manifest["splits"]:
         images = common.train_images(manifest, experiment)
@@ -127,7 +152,6 @@ def run_cost(args) -> int:
     epochs = f"{hp['epochs_frozen']}+{hp['epochs_fine_tuned']}"
     print(f"{experiment.name}: {images} training images, {epochs} epochs")
     print(cost.line())
-    print(f"prices: {price_source()}")
     return 0
 
 

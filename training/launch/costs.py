@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.launch.experiments import Experiment
-from training.launch.instances import PRICES_AS_OF, PRICES_SOURCE, SPOT_DISCOUNT, lookup
+from training.launch.instances import SPOT_DISCOUNT, lookup
+from training.launch.prices import Price, table_price
 from training.report import seed
 
 BENCH_FILE = Path("runs/bench/bench.json")
@@ -23,38 +24,50 @@ STARTUP_SECONDS = 300  # provisioning + image pull, typical for a GPU training j
 class CostEstimate:
     instance_type: str
     instance_count: int
-    price_per_hour: float
+    price: Price
     expected_seconds: float | None
     epoch_seconds_source: str
     max_seconds: float
     spot: bool
 
-    def cost(self, seconds: float | None, spot: bool | None = None) -> float | None:
-        if seconds is None:
+    @property
+    def price_per_hour(self) -> float:
+        return self.price.per_hour
+
+    def on_demand(self, seconds: float) -> float:
+        return seconds / 3600 * self.price.per_hour * self.instance_count
+
+    def expected(self) -> float | None:
+        """The likely bill: expected runtime, with the assumed spot saving when spot is on."""
+        if self.expected_seconds is None:
             return None
-        rate = (
-            self.price_per_hour
-            * self.instance_count
-            * (1 - SPOT_DISCOUNT if (self.spot if spot is None else spot) else 1)
-        )
-        return seconds / 3600 * rate
+        return self.on_demand(self.expected_seconds) * ((1 - SPOT_DISCOUNT) if self.spot else 1)
+
+    def ceiling(self) -> float:
+        """The most the job can cost: its maximum runtime at the on-demand rate, since nothing
+        guarantees a spot saving."""
+        return self.on_demand(self.max_seconds)
 
     def line(self) -> str:
-        maximum = self.cost(self.max_seconds)
-        parts = [f"{self.instance_count}x {self.instance_type} at ${self.price_per_hour:.3f}/h"]
+        parts = [f"{self.instance_count}x {self.instance_type} at ${self.price.per_hour:.3f}/h"]
         if self.expected_seconds is not None:
-            expected = self.cost(self.expected_seconds)
-            on_demand = self.cost(self.expected_seconds, spot=False)
-            parts.append(
-                f"expected {self.expected_seconds / 60:.0f} min ≈ ${expected:.2f}"
-                + (f" (on-demand ${on_demand:.2f})" if self.spot else "")
-            )
+            minutes = self.expected_seconds / 60
+            if self.spot:
+                parts.append(
+                    f"expected {minutes:.0f} min ≈ ${self.expected():.2f} with spot "
+                    f"(assumed {SPOT_DISCOUNT:.0%} saving; "
+                    f"${self.on_demand(self.expected_seconds):.2f} on-demand)"
+                )
+            else:
+                parts.append(f"expected {minutes:.0f} min ≈ ${self.expected():.2f}")
         else:
             parts.append("expected runtime unknown for this instance type (no measurement)")
-        parts.append(f"at most {self.max_seconds / 60:.0f} min ≈ ${maximum:.2f}")
-        if self.spot:
-            parts.append(f"spot assumed {SPOT_DISCOUNT:.0%} cheaper")
-        parts.append(f"epoch times: {self.epoch_seconds_source}; prices {PRICES_AS_OF}")
+        parts.append(
+            f"ceiling {self.max_seconds / 60:.0f} min ≈ ${self.ceiling():.2f} "
+            "(max runtime at the on-demand rate)"
+        )
+        parts.append(f"epoch times: {self.epoch_seconds_source}")
+        parts.append(f"price: {self.price.source}")
         return "cost: " + "; ".join(parts)
 
 
@@ -83,6 +96,7 @@ def estimate(
     train_images: int,
     instance_type: str | None = None,
     instance_count: int | None = None,
+    price: Price | None = None,
 ) -> CostEstimate:
     instance = lookup(instance_type or experiment.instance_type)
     count = instance_count or experiment.instance_count
@@ -98,13 +112,9 @@ def estimate(
     return CostEstimate(
         instance_type=instance.name,
         instance_count=count,
-        price_per_hour=instance.price_per_hour,
+        price=price or table_price(instance.name),
         expected_seconds=expected,
         epoch_seconds_source=source,
         max_seconds=experiment.max_runtime_minutes * 60,
         spot=experiment.spot,
     )
-
-
-def price_source() -> str:
-    return f"{PRICES_SOURCE}, as of {PRICES_AS_OF}"

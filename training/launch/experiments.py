@@ -6,6 +6,7 @@ with the same message the job would give.
 """
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,10 +91,39 @@ def validate_hyperparameters(values: dict) -> None:
 
 
 def to_argument(value) -> str:
-    """How SageMaker SDK v3 hands a value to the script: JSON for non-strings."""
+    """A value as the job's command line takes it (booleans as true/false)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _json_decodes(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
+
+
+def to_hyperparameter(value) -> str:
+    """A value as CreateTrainingJob must carry it so that train.py receives ``to_argument``.
+
+    The SDK's container drivers JSON-decode every hyperparameter twice on the way to the command
+    line (scripts/environment.py, then common/utils.hyperparameters_to_cli_args) and re-encode
+    what decoded as JSON: "1e5" would arrive as "100000.0". A string that would decode is
+    therefore JSON-encoded twice, so both decodes peel one layer off."""
+    text = to_argument(value)
+    if isinstance(value, str) and _json_decodes(text):
+        return json.dumps(json.dumps(text))
+    return text
+
+
+def from_hyperparameter(text: str) -> str:
+    """The inverse of ``to_hyperparameter`` for a string value (e.g. to show a job's digest)."""
+    for _ in range(2):
+        if text.startswith('"'):
+            text = json.loads(text)
+    return text
 
 
 def load(name: str, overrides: list[str] | None = None) -> Experiment:

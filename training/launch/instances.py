@@ -1,9 +1,14 @@
 """Instance types the launcher knows: GPUs, the newest TensorFlow training image each can run,
-and on-demand prices.
+and fallback on-demand prices.
 
-Prices: SageMaker training, us-east-1, on-demand USD per hour, from the AWS SageMaker pricing
-page as known on PRICES_AS_OF (this workplace cannot fetch it; check before relying on them).
-Other regions cost more or less; spot prices vary by hour.
+The launcher reads the on-demand price from the AWS Price List API when it can
+(training/launch/prices.py); the prices here are the fallback, SageMaker training in us-east-1,
+USD per hour, written down from the SageMaker pricing page as known on PRICES_AS_OF (this
+workplace cannot fetch it). Other regions cost more or less; spot prices vary by hour.
+
+P2 (K80) is what the seed study used, so it stays the default of the seed experiments, but AWS has
+deprecated it: the newest TensorFlow image for it is 2.11 (unpatched since early 2024), many regions
+never offered it, and new accounts have a quota of 0. Preflight says so before anything is spent.
 """
 
 from dataclasses import dataclass
@@ -11,10 +16,11 @@ from dataclasses import dataclass
 from training.errors import UserError
 
 PRICES_AS_OF = "2026-11-30"
-PRICES_SOURCE = "aws.amazon.com/sagemaker/pricing (training, us-east-1, on-demand)"
-SPOT_DISCOUNT = 0.70  # typical managed-spot saving; AWS quotes "up to 90%"
+PRICES_SOURCE = "price table in training/launch/instances.py (us-east-1, on-demand)"
+SPOT_DISCOUNT = 0.70  # typical managed-spot saving; AWS quotes "up to 90%", nothing guarantees it
 NEWEST_TF = ("2.19", "py312")  # newest TF training image in the pinned SDK for non-P2 types
 P2_TF = ("2.11", "py39")  # P2 (K80): no TF image after 2.11
+AUTO = "auto"  # INSTANCE=auto: the cheapest GPU type the account has quota for
 
 
 @dataclass(frozen=True)
@@ -29,15 +35,32 @@ class Instance:
     def family(self) -> str:
         return self.name.split(".")[1]
 
+    @property
+    def deprecated(self) -> bool:
+        return self.family == "p2"
+
 
 INSTANCES = {
     i.name: i
     for i in [
         Instance("ml.p2.xlarge", 1, "K80", 1.125, P2_TF),
         Instance("ml.p2.8xlarge", 8, "8x K80", 9.0, P2_TF),
-        Instance("ml.p3.2xlarge", 1, "V100", 3.825, NEWEST_TF),
+        Instance("ml.p2.16xlarge", 16, "16x K80", 18.0, P2_TF),
         Instance("ml.g4dn.xlarge", 1, "T4", 0.736, NEWEST_TF),
+        Instance("ml.g4dn.12xlarge", 4, "4x T4", 4.89, NEWEST_TF),
         Instance("ml.g5.xlarge", 1, "A10G", 1.408, NEWEST_TF),
+        Instance("ml.g5.2xlarge", 1, "A10G", 1.515, NEWEST_TF),
+        Instance("ml.g5.12xlarge", 4, "4x A10G", 7.09, NEWEST_TF),
+        Instance("ml.g5.48xlarge", 8, "8x A10G", 20.36, NEWEST_TF),
+        Instance("ml.g6.xlarge", 1, "L4", 1.006, NEWEST_TF),
+        Instance("ml.g6.12xlarge", 4, "4x L4", 5.752, NEWEST_TF),
+        Instance("ml.g6e.xlarge", 1, "L40S", 2.326, NEWEST_TF),
+        Instance("ml.g6e.12xlarge", 4, "4x L40S", 13.117, NEWEST_TF),
+        Instance("ml.p3.2xlarge", 1, "V100", 3.825, NEWEST_TF),
+        Instance("ml.p3.8xlarge", 4, "4x V100", 14.688, NEWEST_TF),
+        Instance("ml.p3.16xlarge", 8, "8x V100", 28.152, NEWEST_TF),
+        Instance("ml.p4d.24xlarge", 8, "8x A100", 37.688, NEWEST_TF),
+        Instance("ml.p5.48xlarge", 8, "8x H100", 113.068, NEWEST_TF),
         Instance("ml.m5.xlarge", 0, "CPU (4 vCPU)", 0.23, NEWEST_TF),
     ]
 }
@@ -46,17 +69,35 @@ INSTANCES = {
 def lookup(name: str) -> Instance:
     if name not in INSTANCES:
         raise UserError(
-            f"unknown instance type {name!r}; known: {', '.join(INSTANCES)} "
+            f"unknown instance type {name!r}; known: {', '.join(INSTANCES)} or {AUTO} "
             "(add it to training/launch/instances.py with its price and TF version)"
         )
     return INSTANCES[name]
 
 
+def gpu_types_by_price() -> list[Instance]:
+    """The current (non-deprecated) GPU types, cheapest first: the candidates of INSTANCE=auto."""
+    return sorted(
+        (i for i in INSTANCES.values() if i.gpus and not i.deprecated),
+        key=lambda i: i.price_per_hour,
+    )
+
+
 def check_framework(instance: Instance, tf_version: str) -> None:
     """SageMaker has no TF ≥ 2.12 image for P2; refuse before any AWS call."""
     major, minor = (int(part) for part in tf_version.split(".")[:2])
-    if instance.family == "p2" and (major, minor) >= (2, 12):
+    if instance.deprecated and (major, minor) >= (2, 12):
         raise UserError(
             f"{instance.name} (K80) runs TensorFlow images up to 2.11 only, not {tf_version}; "
             "use TF 2.11 or pick another INSTANCE (e.g. ml.g4dn.xlarge)"
         )
+
+
+def p2_warning(instance: Instance) -> str | None:
+    if not instance.deprecated:
+        return None
+    return (
+        f"{instance.name} is what the seed study used, but AWS has deprecated P2: it runs the "
+        f"TensorFlow {instance.framework[0]} image, unpatched since early 2024, many regions "
+        "never offered it, and new accounts have a quota of 0 (INSTANCE=auto picks a current GPU)"
+    )

@@ -1,0 +1,45 @@
+"""Progress on a terminal versus in a log, and what `make data` says with nothing to do."""
+
+import io
+import sys
+
+from tqdm import tqdm
+
+from training.data import prepare as prep
+from training.data.sample import generate
+from training.progress import LogProgress, progress
+
+
+def test_a_log_gets_a_few_summary_lines_not_a_bar(monkeypatch):
+    stream = io.StringIO()  # not a terminal, like CI or nohup
+    monkeypatch.setattr(sys, "stderr", stream)
+    with progress(1000, "upload", unit="files") as bar:
+        assert isinstance(bar, LogProgress)
+        for _ in range(1000):
+            bar.update(1)
+        bar.set_postfix_str("1000/1000 files")
+    lines = stream.getvalue().splitlines()
+    assert [line.split(":")[1].split()[0] for line in lines] == ["25%", "50%", "75%", "done"]
+    assert lines[-1].startswith("upload: done 1000 files/1000 files, 1000/1000 files in ")
+
+
+def test_a_terminal_gets_a_tqdm_bar(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with progress(10, "check") as bar:
+        assert isinstance(bar, tqdm)
+
+
+def test_make_data_without_input_says_when_the_splits_are_already_there(tmp_path, capsys):
+    out = tmp_path / "splits"
+    assert prep.main(["--out", str(out)]) == 2
+    assert "no input: pass Kaggle's train.zip" in capsys.readouterr().err
+    prep.prepare(generate(tmp_path / "raw", per_class=20), out, per_class=20)
+    capsys.readouterr()
+    assert prep.main(["--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "already holds prepared splits" in said and "nothing to do" in said
+    assert "make data DATA=path/to/train.zip" in said

@@ -1,0 +1,265 @@
+"""What a first real run on AWS would hit: every failure one actionable line, a non-zero exit and
+nothing half-written; settings checked before anything is spent."""
+
+import json
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from launch_helpers import BUCKET, REGION, quotas_for
+
+from training.job.vgg_transfer import config as job_config
+from training.launch import cloud
+from training.launch.__main__ import main as launch
+from training.launch.experiments import load, to_argument, to_hyperparameter
+from training.launch.infra_outputs import load_outputs
+
+TINY = ["image_size=32", "batch_size=8", "epochs_frozen=1", "epochs_fine_tuned=1"]
+
+
+@pytest.fixture
+def quota_ok(monkeypatch):
+    monkeypatch.setattr(cloud, "training_quota", lambda *args: quotas_for(2.0))
+
+
+def launch_smoke(tiny_splits, *extra: str) -> int:
+    return launch(["cloud", "--experiment", "smoke", "--hp", *TINY, "--splits", str(tiny_splits),
+                   "--stack", "test", "--detach", *extra])  # fmt: skip
+
+
+def training_jobs() -> list[dict]:
+    sm = boto3.client("sagemaker", region_name=REGION)
+    return sm.list_training_jobs()["TrainingJobSummaries"]
+
+
+def test_a_finished_experiment_is_not_silently_reused(aws, quota_ok, tiny_splits, capsys):
+    experiment = load("smoke", TINY)
+    digest = json.loads((tiny_splits / "manifest.json").read_text())["dataset_digest"]
+    uri = cloud.checkpoint_uri(load_outputs("test"), experiment, digest)
+    bucket, prefix = cloud.split_s3_uri(uri)
+    state = {"phase": "fine_tuned", "epochs": 1, "epochs_done": 1, "finished": True}
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=bucket, Key=f"{prefix}fine_tuned/state.json", Body=json.dumps(state)
+    )
+    assert launch_smoke(tiny_splits) == 2
+    err = capsys.readouterr().err
+    assert "would reuse them and train nothing" in err and "FRESH=1" in err
+    assert training_jobs() == []
+
+    assert launch_smoke(tiny_splits, "--fresh") == 0, capsys.readouterr().err
+    described = boto3.client("sagemaker", region_name=REGION).describe_training_job(
+        TrainingJobName=training_jobs()[0]["TrainingJobName"]
+    )
+    fresh_uri = described["CheckpointConfig"]["S3Uri"]
+    assert fresh_uri.startswith(uri.rstrip("/") + "-fresh-"), fresh_uri
+
+
+def test_an_unfinished_run_is_resumed_and_says_so(aws, quota_ok, tiny_splits, capsys):
+    experiment = load("smoke", TINY)
+    digest = json.loads((tiny_splits / "manifest.json").read_text())["dataset_digest"]
+    bucket, prefix = cloud.split_s3_uri(
+        cloud.checkpoint_uri(load_outputs("test"), experiment, digest)
+    )
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=bucket, Key=f"{prefix}frozen/state.json", Body=b"{}"
+    )
+    assert launch_smoke(tiny_splits) == 0
+    assert "resuming the unfinished run" in capsys.readouterr().out
+
+
+def test_xla_on_several_k80s_is_refused_before_any_aws_call(tiny_splits, tmp_path, capsys):
+    # No AWS fixture: a call would fail on missing credentials, not with this message.
+    assert launch(["cloud", "--experiment", "small", "--instance", "ml.p2.8xlarge", "--hp",
+                   "xla=true", "--splits", str(tiny_splits), "--stack", "test"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "xla=true with 8 replicas fails under Keras 2" in err and "ml.p2.8xlarge" in err
+    cloud.validate_request(load("small", ["xla=true"]), "ml.g5.12xlarge", 2, None, False)
+
+
+@pytest.mark.parametrize("digest", ["12e4", "1234", "0012", "true", "null", "3.5", "9ab8"])
+def test_a_digest_that_looks_like_json_reaches_train_py_unchanged(digest):
+    """Runs the SDK's own container-driver steps: hyperparameters.json → environment.py's
+    decode → SM_HPS → basic_script_driver's hyperparameters_to_cli_args → train.py's parser."""
+    import importlib.util
+
+    import sagemaker.train.container_drivers as drivers
+
+    scripts = Path(drivers.__file__).parent / "scripts" / "environment.py"
+    sys.path.insert(0, str(scripts.parent.parent))  # environment.py imports common.utils so
+    try:
+        spec = importlib.util.spec_from_file_location("sm_environment", scripts)
+        environment = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(environment)
+        from common.utils import hyperparameters_to_cli_args
+    finally:
+        sys.path.remove(str(scripts.parent.parent))
+    sent = {"dataset_digest": to_hyperparameter(digest), "image_size": to_hyperparameter(150),
+            "augment": to_hyperparameter(True), "learning_rate_fine_tuned": to_hyperparameter(1e-5),
+            "weights": to_hyperparameter("imagenet")}  # fmt: skip
+    sm_hps = json.loads(json.dumps(environment.deserialize_hyperparameters(sent)))
+    hp, _ = job_config.parse_args(hyperparameters_to_cli_args(sm_hps))
+    assert hp.dataset_digest == digest
+    assert (hp.image_size, hp.augment, hp.learning_rate_fine_tuned) == (150, True, 1e-5)
+    assert hp.weights == "imagenet"
+    assert to_argument(digest) == digest
+
+
+def completed_job(name: str, role_arn: str) -> None:
+    boto3.client("sagemaker", region_name=REGION).create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+        RoleArn=role_arn,
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/outputs/"},
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )  # moto marks it Completed at once
+
+
+def test_results_without_artifacts_say_what_is_missing_and_write_nothing(aws, tmp_path, capsys):
+    completed_job("vgg-small-20260101-000000", aws["role_arn"])
+    runs = tmp_path / "runs"
+    code = launch(["results", "--job", "vgg-small-20260101-000000", "--stack", "test", "--runs",
+                   str(runs)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"s3://{BUCKET}/outputs/vgg-small-20260101-000000/output/model.tar.gz" in err
+    assert "missing" in err and "404" not in err
+    assert list(runs.iterdir()) == [], "a half-written run folder was left behind"
+
+
+def test_results_for_an_unknown_job_is_one_line(aws, capsys):
+    assert launch(["results", "--job", "vgg-nope-1", "--stack", "test"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no training job named vgg-nope-1 in us-east-1")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_results_without_credentials_is_one_line(aws, monkeypatch, capsys):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert launch(["results", "--job", "vgg-small-1", "--stack", "test"]) == 2
+    assert "no AWS credentials" in capsys.readouterr().err
+
+
+def test_an_unreachable_endpoint_is_one_line(tiny_splits, tmp_path, monkeypatch, capsys):
+    """No emulator: the endpoint refuses connections, as a wrong AWS_ENDPOINT_URL or no network."""
+    outputs = {"bucket_name": BUCKET, "role_arn": "arn:aws:iam::123456789012:role/r",
+               "region": REGION, "data_prefix": "datasets", "code_prefix": "code",
+               "weights_prefix": "weights", "outputs_prefix": "outputs",
+               "checkpoints_prefix": "checkpoints",
+               "launcher_policy_arn": "arn:aws:iam::123456789012:policy/p"}  # fmt: skip
+    (tmp_path / ".infra").mkdir()
+    (tmp_path / ".infra" / "test.json").write_text(json.dumps(outputs))
+    monkeypatch.chdir(tmp_path)
+    for key, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                       "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1",
+                       "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    assert launch(["cloud", "--experiment", "smoke", "--splits", str(tiny_splits), "--stack",
+                   "test"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach AWS while checking your AWS identity")
+    assert "AWS_ENDPOINT_URL" in err and "Traceback" not in err
+    assert launch(["results", "--job", "vgg-small-1", "--stack", "test"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot reach AWS while describing")
+
+
+def test_bad_settings_are_refused_before_anything_is_spent(aws, quota_ok, tiny_splits, capsys):
+    code = launch_smoke(tiny_splits, "--weights-file", "nope/vgg16.h5")
+    assert code == 2 and "WEIGHTS=nope/vgg16.h5: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's own one-line error, exit 2
+        launch_smoke(tiny_splits, "--instance-count", "0")
+    assert "expected a whole number of at least 1" in capsys.readouterr().err
+    code = launch_smoke(tiny_splits, "--instance", "ml.nope")
+    assert code == 2 and "unknown instance type 'ml.nope'" in capsys.readouterr().err
+    listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=BUCKET)
+    assert listed["KeyCount"] == 0 and training_jobs() == []
+
+
+class FakeSageMaker:
+    def __init__(self, error: ClientError | None = None) -> None:
+        self.error = error
+        self.stopped = []
+
+    def stop_training_job(self, TrainingJobName: str) -> None:  # noqa: N803 (boto3's name)
+        if self.error:
+            raise self.error
+        self.stopped.append(TrainingJobName)
+
+
+def client_error(code: str, message: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, "StopTrainingJob")
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "expected"),
+    [
+        (EOFError, None, "vgg-small-1 keeps running; stop it with `aws sagemaker"),
+        ("y", None, "stop requested for vgg-small-1"),
+        ("y", client_error("ValidationException", "The job is Completed"), "may have ended"),
+        ("y", client_error("AccessDenied", "no"), "access denied while stopping it"),
+        ("n", None, "vgg-small-1 keeps running"),
+    ],
+)
+def test_the_ctrl_c_prompt_never_ends_in_a_traceback(monkeypatch, capsys, answer, error, expected):
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+
+    def respond(prompt):
+        if answer is EOFError:
+            raise EOFError
+        return answer
+
+    monkeypatch.setattr("builtins.input", respond)
+    sm = FakeSageMaker(error)
+    cloud.offer_stop(sm, "vgg-small-1")
+    printed = capsys.readouterr().out.strip()
+    assert expected in printed and len(printed.splitlines()) == 1
+
+
+def test_cost_ceiling_is_the_on_demand_maximum_and_spot_is_only_expected():
+    from training.launch.costs import estimate
+    from training.launch.prices import Price
+
+    cost = estimate(load("small"), 4000, "ml.p2.xlarge", 1, Price(1.0, "test price"))
+    assert cost.ceiling() == pytest.approx(2.0)  # 120 min at the on-demand $1/h, no discount
+    assert cost.expected() == pytest.approx(cost.on_demand(cost.expected_seconds) * 0.3)
+    line = cost.line()
+    assert "ceiling 120 min ≈ $2.00 (max runtime at the on-demand rate)" in line
+    assert "with spot (assumed 70% saving" in line and "price: test price" in line
+
+
+def pricing_session(answer_with):
+    session = boto3.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y")
+    client = session.client("pricing", region_name="us-east-1")
+    client.meta.events.register("before-call.pricing.GetProducts", answer_with)
+    session.client = lambda *args, **kwargs: client
+    return session
+
+
+def test_the_price_comes_from_the_price_list_api_when_it_answers():
+    from launch_helpers import answer
+
+    from training.launch.prices import on_demand_price
+
+    product = {"product": {"attributes": {"instanceName": "ml.g4dn.xlarge"}},
+               "terms": {"OnDemand": {"X.Y": {"priceDimensions": {"X.Y.Z": {
+                   "unit": "Hrs", "pricePerUnit": {"USD": "0.7360000000"}}}}}}}  # fmt: skip
+    session = pricing_session(
+        lambda **kwargs: answer(
+            200, {"PriceList": [json.dumps(product)], "FormatVersion": "aws_v1"}
+        )
+    )
+    price = on_demand_price(session, "ml.g4dn.xlarge", "eu-west-1")
+    assert price.per_hour == pytest.approx(0.736)
+    assert price.source == "AWS Price List API (eu-west-1, on-demand)"
+
+    refused = pricing_session(
+        lambda **kwargs: answer(400, {"Error": {"Code": "AccessDeniedException", "Message": "no"}})
+    )
+    fallback = on_demand_price(refused, "ml.g4dn.xlarge", "eu-west-1")
+    assert fallback.per_hour == 0.736
+    assert "price table" in fallback.source and "Price List API unavailable" in fallback.source
