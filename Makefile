@@ -4,8 +4,7 @@
 EXPERIMENT ?=
 # hyperparameter overrides, "key=value key=value"
 HP ?=
-# SageMaker instance type (default from the experiment: ml.p2.xlarge, the seed's K80, deprecated
-# by AWS); "auto": the cheapest GPU type your account has quota for
+# SageMaker instance type (default: the experiment's, ml.p2.xlarge); auto: cheapest GPU with quota
 INSTANCE ?=
 # instances for one multi-worker job
 INSTANCE_COUNT ?=
@@ -26,37 +25,88 @@ WEIGHTS ?=
 # train-local: "docker" runs the real SageMaker TF image through the SDK's local-container mode
 MODE ?=
 
+# 1: TensorFlow's CUDA build in .venv (Linux x86_64); default: 1 where nvidia-smi answers on Linux
+GPU ?= $(shell [ "$$(uname -s)" = Linux ] && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
 PYTHON      ?= $(shell command -v python3.11 || command -v python3)
 VENV        := .venv
 COMPAT_VENV := .venv-compat
 PY          := $(VENV)/bin/python
 COMPAT_PY   := $(COMPAT_VENV)/bin/python
+# Python for .venv: any TensorFlow 2.21 supports; uv finds (or installs) one
+MAIN_PYTHON ?= >=3.11
+# Python for .venv-compat: TF 2.12/2.13 support none newer than 3.11
+COMPAT_PYTHON ?= 3.11
+MAIN_LOCK   := $(if $(filter 1,$(GPU)),requirements-gpu.lock,requirements.lock)
+COMPAT_LOCK := requirements-compat.lock
+# uv creates the environments from the locks in seconds; it is bootstrapped here, pinned, so a
+# fresh machine needs nothing but Python.
+UV_VERSION  := 0.13.9
+UV          := .tools/uv/bin/uv
+UV_COMPILE  = $(UV) pip compile --quiet --universal --python-version 3.11
 PIP_FLAGS   := -qq --disable-pip-version-check  # errors only: this machine's pip config warns a lot
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+export UV_CACHE_DIR ?= $(HOME)/.cache/uv
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-compat lint format test test-fast data data-sample data-upload \
-        train-local train-cloud results report infra-preview infra-up infra-down bench cost clean
+.PHONY: help setup setup-compat lock check-platforms lint format test test-fast data data-sample \
+        data-upload train-local train-cloud results report infra-preview infra-up infra-down \
+        bench cost clean
 
-help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## list the targets and the settings they take
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "settings (make <target> NAME=value):"
+	@awk '/^# / {doc = substr($$0, 3)} /^[A-Z_]+ \?=/ {if (doc != "") printf "  \033[33m%-16s\033[0m %s\n", $$1, doc; doc = ""} !/^# / {doc = ""}' $(MAKEFILE_LIST)
 
 # --- environments ---------------------------------------------------------------------------
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt
-	touch $@
+$(UV):
+	$(PYTHON) -m venv .tools/uv
+	.tools/uv/bin/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION)
 
-$(COMPAT_VENV)/.installed: requirements-compat.txt
-	test -x $(COMPAT_PY) || $(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(COMPAT_PY) -m pip install $(PIP_FLAGS) -r requirements-compat.txt
-	touch $@
+# The stamp names the lock it came from, so GPU=1 and back re-syncs.
+$(VENV)/.synced-$(MAIN_LOCK): $(MAIN_LOCK) | $(UV)
+	@test -x $(PY) || $(UV) venv --quiet --python "$(MAIN_PYTHON)" $(VENV) || { echo "error: .venv needs \
+	Python $(MAIN_PYTHON): install one (python.org, brew, apt) or run \`$(UV) python install 3.11\`" >&2; exit 1; }
+	$(UV) pip sync --quiet --python $(PY) $(MAIN_LOCK)
+	@rm -f $(VENV)/.synced-* && touch $@
+	@echo "$(VENV): $(MAIN_LOCK) installed ($$($(PY) -c 'import tensorflow as tf; \
+	print("TensorFlow", tf.__version__, "sees", len(tf.config.list_physical_devices("GPU")), "GPU(s)")' 2>/dev/null))"
 
-setup: $(VENV)/.installed ## create .venv from the pinned requirements (only when they change)
+$(COMPAT_VENV)/.synced: $(COMPAT_LOCK) | $(UV)
+	@test -x $(COMPAT_PY) || $(UV) venv --quiet --python "$(COMPAT_PYTHON)" $(COMPAT_VENV) || { echo \
+	"error: .venv-compat needs Python $(COMPAT_PYTHON) (TF 2.12/2.13 support no newer one): install it \
+	(python.org, brew install python@3.11, apt install python3.11) or run \`$(UV) python install 3.11\`" >&2; exit 1; }
+	$(UV) pip sync --quiet --python $(COMPAT_PY) $(COMPAT_LOCK)
+	@touch $@
 
-setup-compat: $(COMPAT_VENV)/.installed ## create .venv-compat (TF 2.12/Keras 2) for the job's tests
+setup: $(VENV)/.synced-$(MAIN_LOCK) ## create .venv from the lock (GPU=1: the CUDA build), only when it changes
+
+setup-compat: $(COMPAT_VENV)/.synced ## create .venv-compat (TF 2.12/Keras 2) for the job's tests
+
+lock: | $(UV) ## re-resolve requirements*.txt into the universal locks (needs the network)
+	$(UV_COMPILE) requirements.txt requirements-dev.txt -o requirements.lock
+	$(UV_COMPILE) requirements-gpu.txt requirements-dev.txt --override requirements-gpu-override.txt \
+	    -o requirements-gpu.lock
+	$(UV_COMPILE) requirements-compat.txt -o requirements-compat.lock
+
+# Each lock must resolve, wheels included, on each platform users have: a platform-targeted
+# resolution of the top-level requirements, constrained to the lock's pins. Nothing is installed.
+PLATFORMS := aarch64-apple-darwin x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+check-platforms: | $(UV) ## the locks resolve for macOS arm64, Linux x86_64 and aarch64 (no install)
+	@set -e; check() { lock=$$1; python=$$2; platform=$$3; shift 3; \
+	  $(UV) pip compile --quiet --no-header --python-version $$python --python-platform $$platform \
+	      -c $$lock "$$@" -o /dev/null \
+	  && echo "  ok  $$lock  Python $$python  $$platform" \
+	  || { echo "error: $$lock does not resolve for $$platform (Python $$python); fix the markers in \
+	the requirements files and run make lock" >&2; exit 1; }; }; \
+	for platform in $(PLATFORMS); do \
+	  for python in 3.11 3.12 3.13; do \
+	    check requirements.lock $$python $$platform requirements.txt requirements-dev.txt; done; \
+	  check requirements-compat.lock 3.11 $$platform requirements-compat.txt; \
+	done; \
+	check requirements-gpu.lock 3.11 x86_64-unknown-linux-gnu requirements-gpu.txt requirements-dev.txt \
+	    --override requirements-gpu-override.txt
 
 # --- quality ----------------------------------------------------------------------------------
 lint: setup ## ruff lint + format check (the job folder is checked against Python 3.9)
@@ -127,5 +177,5 @@ infra-down: setup ## pulumi destroy (the bucket must be emptied first; the comma
 	$(PY) -m infra.cli down --stack $(STACK)
 
 clean: ## remove environments, caches and local runs (data/ is kept)
-	rm -rf $(VENV) $(COMPAT_VENV) .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) $(COMPAT_VENV) .tools .pytest_cache .ruff_cache runs
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

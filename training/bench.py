@@ -30,6 +30,7 @@ from training.report import seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "job"))  # the job's own code
 from vgg_transfer import data as job_data  # noqa: E402
+from vgg_transfer import distribute  # noqa: E402
 from vgg_transfer import model as vgg  # noqa: E402
 
 VALIDATION_IMAGES = 2000  # the seed's validation set, run once per epoch
@@ -85,7 +86,7 @@ def machine() -> dict:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "cpu_flags": flags,
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "gpus": [name for name in distribute.device_names() if name != "CPU"],
         "tensorflow": tf.__version__,
         "keras": vgg.keras_version(),
         "python": platform.python_version(),

@@ -30,6 +30,10 @@ def test_local_run_emulates_the_container_and_writes_a_report(tiny_splits, tmp_p
     markdown = (run_dir / "report.md").read_text()
     assert "| fine_tuned |" in markdown and "![accuracy](accuracy.png)" in markdown
     assert "0.9665" in markdown  # the seed's table is shown for reference
+    import tensorflow as tf
+
+    expected = "CPU" if not tf.config.list_physical_devices("GPU") else "NVIDIA"
+    assert report["devices"] and f"on {expected}" in markdown  # which device ran
     assert "[epoch] phase=frozen epoch=1/1" in (run_dir / "train.log").read_text()
     assert "report:" in capsys.readouterr().out
 

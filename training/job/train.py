@@ -326,6 +326,7 @@ def main(argv: Optional[list] = None) -> int:
         "dataset_digest": hp.dataset_digest,
         "distribution": description,
         "replicas": int(strategy.num_replicas_in_sync),
+        "devices": distribute.device_names(),
         "precision_policy": policy,
         "config": dataclasses.asdict(hp),
         "versions": versions(),

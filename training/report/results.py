@@ -117,6 +117,7 @@ def build_report(run_dir: Path, info: RunInfo) -> dict:
         "phases": phases,
         "frozen_phase_augmented": metrics.get("frozen_phase_augmented"),
         "distribution": metrics.get("distribution"),
+        "devices": metrics.get("devices"),
         "precision_policy": metrics.get("precision_policy"),
         "versions": metrics.get("versions"),
         "config": metrics.get("config"),
@@ -223,7 +224,8 @@ def render_markdown(report: dict, plots: list[str]) -> str:
         f"{fmt(report['billable_seconds'], '.0f')}, cost: "
         f"{'—' if cost is None else f'${cost:.2f}'}",
         f"- image: `{report['image_uri']}`",
-        f"- distribution: {report['distribution']}, precision: {report['precision_policy']}, "
+        f"- distribution: {report['distribution']} on {', '.join(report['devices'] or ['?'])}, "
+        f"precision: {report['precision_policy']}, "
         f"frozen phase augmented: {report['frozen_phase_augmented']}",
         f"- versions: {report['versions']}",
         "",

@@ -46,6 +46,15 @@ def resolve_tf_config(environ: dict[str, str]) -> Optional[dict]:
     return tf_config_from_sagemaker(environ)
 
 
+def device_names() -> list:
+    """What trains: each GPU's model name (e.g. "NVIDIA A10G"), or ["CPU"] when there is none."""
+    names = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+    return names or ["CPU"]
+
+
 def worker_shard() -> tuple[int, int]:
     """(number of workers, this worker's index) for sharding the input; (1, 0) on one host."""
     tf_config = resolve_tf_config(dict(os.environ))
