@@ -44,43 +44,6 @@ def test_bad_channel_fails_the_job_before_training(job_args, channels, tmp_path,
     assert not (tmp_path / "checkpoints").exists(), "training started despite a bad channel"
 
 
-def test_pipeline_decodes_resizes_and_batches(channels):
-    split = data.read_split("train", str(channels["train"]))
-    dataset = data.make_dataset(split, 48, 5, training=False, augment=False, seed=0)
-    images, labels = next(iter(dataset))
-    assert images.shape == (5, 48, 48, 3) and labels.shape == (5,)
-    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 255.0
-
-
-def neutral_uniform(shape, minval=0.0, maxval=1.0):
-    """Every random draw at its no-op value: no rotation, shift, shear or zoom, and no flip."""
-    if (minval, maxval) == (0.0, 1.0):
-        return tf.fill(shape, 0.9)  # the flip draw: >= 0.5 means no flip
-    return tf.fill(shape, float((minval + maxval) / 2.0))
-
-
-def test_augmentation_changes_images_but_keeps_their_range():
-    tf.random.set_seed(0)
-    ramp = np.tile(np.linspace(0, 255, 48, dtype=np.uint8)[None, :, None], (40, 1, 3))
-    augmented = np.stack([data.resize_and_augment(tf.constant(ramp), 32).numpy() for _ in range(8)])
-    assert augmented.shape == (8, 32, 32, 3)
-    assert augmented.min() >= 0 and augmented.max() <= 255.0
-    assert len({a.tobytes() for a in augmented}) == 8, "augmentations repeat"
-    # fill_mode "nearest" repeats edge pixels: no black fill appears in a bright image
-    bright = tf.fill([40, 24, 3], tf.constant(200, tf.uint8))
-    assert float(tf.reduce_min(data.resize_and_augment(bright, 32))) == 200.0
-
-
-def test_without_randomness_the_fused_transform_is_a_bilinear_resize(monkeypatch):
-    monkeypatch.setattr(tf.random, "uniform", neutral_uniform)
-    transforms = data.random_affine_transforms(2, 20, 30).numpy()
-    np.testing.assert_allclose(transforms, [[1, 0, 0, 0, 1, 0, 0, 0]] * 2, atol=1e-5)
-    image = np.random.default_rng(0).integers(0, 256, size=(60, 90, 3)).astype(np.uint8)
-    ours = data.resize_and_augment(tf.constant(image), 30).numpy()
-    expected = tf.image.resize(image, (30, 30)).numpy()
-    np.testing.assert_allclose(ours, expected, atol=1.0)  # uint8 rounding
-
-
 def truncate(path, keep: int) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
@@ -99,13 +62,164 @@ def test_images_that_do_not_decode_are_named_before_training(job_args, channels,
     assert not (tmp_path / "checkpoints").exists(), "training started despite a corrupt image"
 
 
-def test_two_workers_together_read_every_training_image_once_per_epoch(channels):
-    split = data.read_split("train", str(channels["train"]))
-    shards = [data.file_order(split, True, seed=7, num_shards=2, shard_index=i) for i in (0, 1)]
+def cache_of(channels, name="train", size=24, **kwargs):
+    return data.build_cache(data.read_split(name, str(channels[name])), size, **kwargs)
+
+
+def test_each_split_is_decoded_once_into_a_uint8_cache(channels, tmp_path):
+    cache = cache_of(channels, cache_dir=str(tmp_path / "cache"))
+    assert cache.images.shape == (24, 24, 24, 3) and cache.images.dtype == np.uint8
+    assert cache.nbytes == 24 * 24 * 24 * 3 and cache.location == "in memory"
+    assert list(cache.labels) == [0.0] * 12 + [1.0] * 12
+    expected = data.decode_resized(tf.constant(cache.split.paths[5]), 24).numpy()
+    np.testing.assert_array_equal(cache.images[5], expected)
+    # no memory to spare: the same pixels in a memory-mapped file on the volume
+    on_disk = cache_of(channels, cache_dir=str(tmp_path / "cache"), memory_budget=0)
+    assert "train-24.npy" in on_disk.location and (tmp_path / "cache" / "train-24.npy").exists()
+    np.testing.assert_array_equal(np.asarray(on_disk.images), cache.images)
+
+
+def identities(cache) -> dict:
+    return {cache.images[i].tobytes(): i for i in range(len(cache))}
+
+
+@pytest.mark.parametrize("memory_budget", [None, 0])
+def test_training_reads_every_image_once_per_epoch_in_a_new_order(
+    channels, tmp_path, memory_budget
+):
+    cache = cache_of(channels, cache_dir=str(tmp_path), memory_budget=memory_budget)
+    known = identities(cache)
+    assert len(known) == len(cache), "generated images are not distinct"
+    dataset = data.make_dataset(cache, 5, training=True, seed=3)
+    orders = []
+    for _ in range(3):
+        order = []
+        for images, labels in dataset:
+            assert images.dtype == tf.float32 and images.shape[1:] == (24, 24, 3)
+            for image, label in zip(images.numpy(), labels.numpy(), strict=True):
+                index = known[image.astype(np.uint8).tobytes()]  # unaugmented: cached pixels
+                assert label == cache.labels[index]
+                order.append(index)
+        assert sorted(order) == list(range(len(cache))), "an image is missing or repeated"
+        orders.append(order)
+    assert len({tuple(o) for o in orders}) == 3, "the training order repeats between epochs"
+    assert orders[0] != sorted(orders[0]), "the training set is not shuffled"
+
+
+def test_validation_reads_the_cache_in_order_without_augmentation(channels, tmp_path):
+    cache = cache_of(channels, "validation", cache_dir=str(tmp_path))
+    dataset = data.make_dataset(cache, 5, training=False, seed=3)
+    for _ in range(2):
+        images = np.concatenate([batch.numpy() for batch, _ in dataset])
+        np.testing.assert_array_equal(images, cache.images.astype(np.float32))
+
+
+def test_two_workers_together_read_every_training_image_once_per_epoch():
+    shards = [data.image_order(24, True, seed=7, num_shards=2, shard_index=i) for i in (0, 1)]
     epochs = []
     for _ in range(2):
-        seen = [[path.decode() for path, _ in shard.as_numpy_iterator()] for shard in shards]
+        seen = [list(shard.as_numpy_iterator()) for shard in shards]
         assert not set(seen[0]) & set(seen[1]), "workers' shards overlap"
-        assert sorted(seen[0] + seen[1]) == sorted(split.paths), "an image is missing or repeated"
+        assert sorted(seen[0] + seen[1]) == list(range(24)), "an image is missing or repeated"
         epochs.append(seen[0] + seen[1])
     assert epochs[0] != epochs[1], "the training order does not change between epochs"
+
+
+# --- the seed's augmentation -----------------------------------------------------------------
+def keras_seed_transform(image: np.ndarray, params: dict) -> np.ndarray:
+    """ImageDataGenerator's own transform with the seed's (Keras 2.1.4) axis convention.
+
+    Since keras-preprocessing 1.1 (Keras 2.2.5) the generator builds its matrix in (x, y) order
+    and swaps it, so tx and height_shift_range move the image sideways; Keras 2.1.4, which the
+    seed ran, built it in (row, col) order. On a square image that is today's generator applied
+    to the transposed image."""
+    generator = tf.keras.preprocessing.image.ImageDataGenerator(fill_mode="nearest")
+    keras_params = {
+        "theta": np.rad2deg(params["theta"]),
+        "tx": params["tx"],
+        "ty": params["ty"],
+        "shear": np.rad2deg(params["shear"]),
+        "zx": params["zx"],
+        "zy": params["zy"],
+    }
+    moved = generator.apply_transform(image.transpose(1, 0, 2), keras_params).transpose(1, 0, 2)
+    return moved[:, ::-1] if params["flip"] else moved  # the generator flips after the affine
+
+
+def test_the_augmentation_is_the_seeds_transform_for_fixed_parameters():
+    rng = np.random.default_rng(11)
+    size = 40
+    image = rng.uniform(0, 255, size=(size, size, 3)).astype(np.float32)
+    image = tf.image.resize(tf.image.resize(image, (10, 10)), (size, size)).numpy()  # smooth
+    for _ in range(8):
+        params = {
+            "theta": rng.uniform(-1, 1) * np.deg2rad(data.ROTATION_DEGREES),
+            "tx": rng.uniform(-1, 1) * data.HEIGHT_SHIFT * size,
+            "ty": rng.uniform(-1, 1) * data.WIDTH_SHIFT * size,
+            "shear": rng.uniform(-1, 1) * np.deg2rad(10.0),  # wider than the seed's, to see it
+            "zx": rng.uniform(1 - data.ZOOM, 1 + data.ZOOM),
+            "zy": rng.uniform(1 - data.ZOOM, 1 + data.ZOOM),
+            "flip": float(rng.uniform() < 0.5),
+        }
+        batch_params = {k: tf.constant([v], tf.float32) for k, v in params.items()}
+        ours = data.warp(image[None], data.affine_transforms(batch_params, size, size))[0]
+        np.testing.assert_allclose(ours.numpy(), keras_seed_transform(image, params), atol=0.05)
+
+
+def test_random_parameters_span_exactly_the_seeds_ranges():
+    tf.random.set_seed(5)
+    height, width = 150, 120
+    params = {k: v.numpy() for k, v in data.random_parameters(20000, height, width).items()}
+    bounds = {
+        "theta": np.deg2rad(40.0),  # rotation_range=40
+        "tx": 0.2 * height,  # height_shift_range=0.2, in rows
+        "ty": 0.2 * width,  # width_shift_range=0.2, in columns
+        "shear": np.deg2rad(0.2),  # shear_range=0.2 (degrees, as Keras reads it)
+    }
+    for name, bound in bounds.items():
+        assert np.abs(params[name]).max() <= bound * (1 + 1e-6), f"{name} exceeds the seed's range"
+        assert params[name].max() > 0.99 * bound and params[name].min() < -0.99 * bound, name
+    for name in ("zx", "zy"):  # zoom_range=0.2: [0.8, 1.2], drawn independently
+        assert 0.8 <= params[name].min() < 0.81 and 1.19 < params[name].max() <= 1.2, name
+    assert not np.allclose(params["zx"], params["zy"])
+    assert 0.47 < params["flip"].mean() < 0.53  # horizontal_flip=True
+
+
+def test_augmentation_runs_in_training_only_and_changes_every_image():
+    layer = data.SeedAugmentation()
+    images = tf.random.uniform([6, 32, 32, 3], 0, 255)
+    np.testing.assert_array_equal(layer(images, training=False).numpy(), images.numpy())
+    augmented = layer(images, training=True).numpy()
+    assert augmented.shape == (6, 32, 32, 3)
+    assert all(not np.allclose(a, b) for a, b in zip(augmented, images.numpy(), strict=True))
+    # fill_mode "nearest" repeats edge pixels: no black fill appears in a bright image
+    bright = tf.fill([4, 32, 32, 3], 200.0)
+    assert float(tf.reduce_min(layer(bright, training=True))) == pytest.approx(200.0, abs=1e-3)
+
+
+def test_with_xla_the_pipeline_augments_instead(channels, tmp_path):
+    cache = cache_of(channels, cache_dir=str(tmp_path))
+    known = identities(cache)
+    batch, _ = next(iter(data.make_dataset(cache, 8, training=True, seed=0, augment=True)))
+    unchanged = [image.astype(np.uint8).tobytes() in known for image in batch.numpy()]
+    assert not any(unchanged), "the pipeline did not augment"
+
+
+def test_the_job_trains_behind_the_augmentation_and_saves_the_model_without_it(
+    job_args, tmp_path, monkeypatch
+):
+    calls = []
+    real_call = data.SeedAugmentation.call
+
+    def counting(self, images, training=None):
+        calls.append(bool(training))
+        return real_call(self, images, training=training)
+
+    monkeypatch.setattr(data.SeedAugmentation, "call", counting)
+    assert train.main(job_args()) == 0
+    assert True in calls, "training ran without the seed's augmentation"
+    saved = tf.keras.models.load_model(str(tmp_path / "model" / "model.h5"), compile=False)
+    assert not [layer for layer in saved.layers if "augment" in layer.name]
+    calls.clear()
+    assert train.main(job_args(augment="false", checkpoint_dir=tmp_path / "other")) == 0
+    assert True not in calls, "augment=false still augmented"

@@ -236,36 +236,47 @@ def main(argv: Optional[list] = None) -> int:
         flush=True,
     )
 
-    # --- data ----------------------------------------------------------------------------------
+    # --- data: each split decoded once into a uint8 cache; epochs shuffle indices into it ------
     workers, worker_index = distribute.worker_shard()
+    caches = {}
+    for name, split in splits.items():
+        started = time.time()
+        caches[name] = data.build_cache(split, hp.image_size, paths.cache_dir)
+        print(f"[cache] {caches[name].describe()} ({time.time() - started:.1f} s)", flush=True)
+    # The seed's augmentation runs as the training step's first op, on the accelerator. XLA
+    # cannot compile its warp, so with xla=true the input pipeline warps the batches instead.
+    augment_in_pipeline = hp.augment and hp.xla
 
-    def dataset(name: str, training: bool, augment: bool):
+    def dataset(name: str, training: bool, augment: bool = False):
         return data.make_dataset(
-            splits[name],
-            hp.image_size,
+            caches[name],
             hp.batch_size,
             training,
-            augment,
             hp.seed,
             num_shards=workers,
             shard_index=worker_index,
+            augment=augment,
         )
 
-    train_dataset = dataset("train", training=True, augment=hp.augment)
-    validation_dataset = dataset("validation", training=False, augment=False)
-    test_dataset = dataset("test", training=False, augment=False)
+    train_dataset = dataset("train", training=True, augment=augment_in_pipeline)
+    validation_dataset = dataset("validation", training=False)
+    test_dataset = dataset("test", training=False)
 
     # --- model ---------------------------------------------------------------------------------
     try:
         with strategy.scope():
             model = vgg.build_model(hp.image_size, hp.preprocessing, hp.weights, hp.dropout)
+            # What fit() trains: the model behind the augmentation (the saved model has none).
+            fit_model = model
+            if hp.augment and not augment_in_pipeline:
+                fit_model = vgg.with_augmentation(model, data.SeedAugmentation(name="augment"))
     except vgg.WeightsError as error:
         return fail(str(error))
     train_images = len(splits["train"])
 
     # --- phase "frozen": train the head on top of the frozen conv base -------------------------
     vgg.freeze_conv_base(model)
-    frozen_fit_model, frozen_train, frozen_validation = model, train_dataset, validation_dataset
+    frozen_fit_model, frozen_train, frozen_validation = fit_model, train_dataset, validation_dataset
     cache_seconds = 0.0
     if hp.cache_features and not phase_finished("frozen", hp.epochs_frozen, paths, is_chief):
         # One forward pass per image instead of one per epoch. Cached features cannot be
@@ -273,7 +284,7 @@ def main(argv: Optional[list] = None) -> int:
         started = time.time()
         frozen_fit_model, frozen_train, frozen_validation = cached_feature_datasets(
             model,
-            dataset("train", training=False, augment=False),
+            dataset("train", training=False),
             validation_dataset,
             splits,
             hp,
@@ -302,7 +313,7 @@ def main(argv: Optional[list] = None) -> int:
     fine_tuned = train_phase(
         "fine_tuned",
         model,
-        model,
+        fit_model,
         lambda: keras.optimizers.RMSprop(learning_rate=hp.learning_rate_fine_tuned),
         train_dataset,
         validation_dataset,

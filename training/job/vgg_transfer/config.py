@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class Hyperparameters:
-    # Defaults reproduce the seed study (shared/SEED.md); every other behaviour is an option.
+    # Defaults reproduce the seed study (docs/seed-study.md); every other behaviour is an option.
     image_size: int = 150  # pixels per side fed to VGG16
     batch_size: int = 64  # global batch, split evenly across replicas
     preprocessing: str = "rescale"  # "rescale": x/255 (the seed) | "vgg16": preprocess_input
@@ -60,6 +60,7 @@ class Paths:
     model_dir: str
     output_data_dir: str
     checkpoint_dir: str
+    cache_dir: str  # where a split's image cache goes when it does not fit in memory
 
 
 def _env(name: str, fallback: str) -> str:
@@ -69,16 +70,20 @@ def _env(name: str, fallback: str) -> str:
 def default_paths() -> dict[str, str]:
     """SageMaker's SM_* variables, or a local tree under ./opt_ml when they are absent."""
     local = os.path.join(os.getcwd(), "opt_ml")
+    model_dir = _env("SM_MODEL_DIR", os.path.join(local, "model"))
     return {
         "train": _env("SM_CHANNEL_TRAIN", os.path.join(local, "input/data/train")),
         "validation": _env("SM_CHANNEL_VALIDATION", os.path.join(local, "input/data/validation")),
         "test": _env("SM_CHANNEL_TEST", os.path.join(local, "input/data/test")),
-        "model_dir": _env("SM_MODEL_DIR", os.path.join(local, "model")),
+        "model_dir": model_dir,
         "output_data_dir": _env("SM_OUTPUT_DATA_DIR", os.path.join(local, "output/data")),
         # SageMaker syncs this folder with the job's CheckpointConfig S3 URI.
         "checkpoint_dir": "/opt/ml/checkpoints"
         if os.environ.get("SM_MODEL_DIR")
         else os.path.join(local, "checkpoints"),
+        # On the instance's storage volume beside the channels (/opt/ml/input), never in the
+        # synced checkpoint folder or the packed outputs.
+        "cache_dir": os.path.join(os.path.dirname(model_dir), "input", "cache"),
     }
 
 

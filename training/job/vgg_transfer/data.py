@@ -1,15 +1,20 @@
-"""Channels → tf.data pipelines: fast channel checks, parallel decode, the seed's augmentation.
+"""Channels → tf.data pipelines: channel checks, a decode-once image cache, the seed's augmentation.
 
-Images stay in [0, 255] here; rescaling or VGG16 preprocessing lives inside the model, so the
-saved model takes raw images.
+Each split is decoded and resized once per job into a uint8 cache (as flow_from_directory resized
+on load); every epoch then shuffles indices into it. The seed's augmentation warps a whole batch
+with one op as the first step of the training step, on the accelerator. Images stay in [0, 255]
+here; rescaling or VGG16 preprocessing lives inside the model, so the saved model takes raw
+images.
 """
 
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
+from tensorflow import keras
 
 CLASSES = ("cats", "dogs")  # label 0 = cat, 1 = dog: the order flow_from_directory used
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -152,32 +157,118 @@ def decode(data: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
 
-def load_image(path: tf.Tensor, image_size: int, augment: bool = False) -> tf.Tensor:
-    """Read, decode and resize (and, for training, augment) one image; float32 in [0, 255]."""
+def decode_resized(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """One image as the model sees it before augmentation: uint8, ``image_size`` square
+    (bilinear resize of the decode), as flow_from_directory resized on load."""
     image = decode(tf.io.read_file(path), image_size)
-    if augment:
-        return resize_and_augment(image, image_size)
-    image = tf.image.resize(image, (image_size, image_size))  # bilinear
+    image = tf.image.resize(image, (image_size, image_size))
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
     image.set_shape((image_size, image_size, 3))
     return image
 
 
-def random_affine_transforms(batch: int, height: int, width: int) -> tf.Tensor:
-    """One fused output→input transform per image, as ImageDataGenerator composes it.
+class ImageCache:
+    """Every image of a split, decoded and resized once: uint8 [n, size, size, 3] in memory, or
+    in a memory-mapped file when memory is short. Epochs then read arrays, not JPEGs."""
+
+    def __init__(self, split: Split, images: np.ndarray, location: str) -> None:
+        self.split = split
+        self.images = images
+        self.labels = np.array(split.labels, dtype=np.float32)
+        self.location = location
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.nbytes)
+
+    def describe(self) -> str:
+        return f"{self.split.name}: {len(self)} images, {self.nbytes / 1e6:.0f} MB {self.location}"
+
+
+def available_memory() -> int:
+    """Bytes this process can still use (MemAvailable, capped by a cgroup limit)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 8 << 30  # not Linux: assume a workstation's few GB
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit_file) as handle:
+                available = min(available, int(handle.read().strip()))
+        except (OSError, ValueError):
+            continue
+    return available
+
+
+def build_cache(
+    split: Split,
+    image_size: int,
+    cache_dir: str,
+    memory_budget: Optional[int] = None,
+    threads: int = 0,
+) -> ImageCache:
+    """Decodes the split once, in parallel, into a uint8 array: in memory when it takes at most
+    ``memory_budget`` bytes (default: a third of the memory available), else in
+    ``cache_dir/<split>-<size>.npy`` on disk, memory-mapped."""
+    shape = (len(split), image_size, image_size, 3)
+    nbytes = int(np.prod(shape))
+    budget = available_memory() // 3 if memory_budget is None else memory_budget
+    if nbytes <= budget:
+        images, location = np.empty(shape, dtype=np.uint8), "in memory"
+    else:
+        os.makedirs(cache_dir, exist_ok=True)
+        path = os.path.join(cache_dir, f"{split.name}-{image_size}.npy")
+        images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+        location = f"in {path} (memory-mapped: {nbytes >> 20} MiB > {budget >> 20} MiB budget)"
+    dataset = tf.data.Dataset.from_tensor_slices(np.array(split.paths)).map(
+        lambda path: decode_resized(path, image_size),
+        num_parallel_calls=threads or tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        options.threading.max_intra_op_parallelism = threads
+        dataset = dataset.with_options(options)
+    start = 0
+    for batch in dataset.batch(256).prefetch(2):
+        images[start : start + len(batch)] = batch.numpy()
+        start += len(batch)
+    return ImageCache(split, images, location)
+
+
+# --- augmentation: the seed's ImageDataGenerator, one warp per batch -----------------------------
+AUGMENTATION_PARAMETERS = ("theta", "tx", "ty", "shear", "zx", "zy", "flip")
+
+
+def random_parameters(batch: int, height: int, width: int) -> dict:
+    """Per-image draws in the seed's ranges, named as ImageDataGenerator.apply_transform names
+    them: theta (rad), tx rows / ty columns (pixels), shear (rad), zx rows / zy columns, flip."""
+    uniform = tf.random.uniform
+    return {
+        "theta": uniform([batch], -1.0, 1.0) * (ROTATION_DEGREES * math.pi / 180.0),
+        "tx": uniform([batch], -HEIGHT_SHIFT, HEIGHT_SHIFT) * height,
+        "ty": uniform([batch], -WIDTH_SHIFT, WIDTH_SHIFT) * width,
+        "shear": uniform([batch], -1.0, 1.0) * (SHEAR_DEGREES * math.pi / 180.0),
+        "zx": uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM),
+        "zy": uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM),
+        "flip": tf.cast(uniform([batch]) < 0.5, tf.float32),
+    }
+
+
+def affine_transforms(params: dict, height: int, width: int) -> tf.Tensor:
+    """One output→input transform per image, as ImageDataGenerator composes it, for
+    ImageProjectiveTransformV3 ([batch, 8]).
 
     Keras composes rotation @ shift @ shear @ zoom about the image centre in (row, col) space,
-    then flips. Built here in (x=col, y=row) space for ImageProjectiveTransformV3, so one op
-    transforms the whole batch on every TF version (Keras 2 has no shear layer).
-    """
-    uniform = tf.random.uniform
-    theta = uniform([batch], -1.0, 1.0) * (ROTATION_DEGREES * math.pi / 180.0)
-    shift_rows = uniform([batch], -HEIGHT_SHIFT, HEIGHT_SHIFT) * height
-    shift_cols = uniform([batch], -WIDTH_SHIFT, WIDTH_SHIFT) * width
-    shear = uniform([batch], -1.0, 1.0) * (SHEAR_DEGREES * math.pi / 180.0)
-    zoom_rows = uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM)
-    zoom_cols = uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM)
-    flip = tf.cast(uniform([batch]) < 0.5, tf.float32)
-
+    then flips. Built here in that space, then swapped to (x=col, y=row)."""
+    theta, shear = params["theta"], params["shear"]
+    batch = tf.shape(theta)[0]
     zeros, ones = tf.zeros([batch]), tf.ones([batch])
 
     def matrix(rows):
@@ -185,22 +276,24 @@ def random_affine_transforms(batch: int, height: int, width: int) -> tf.Tensor:
 
     cos, sin = tf.cos(theta), tf.sin(theta)
     rotation = matrix([[cos, -sin, zeros], [sin, cos, zeros], [zeros, zeros, ones]])
-    shift = matrix([[ones, zeros, shift_rows], [zeros, ones, shift_cols], [zeros, zeros, ones]])
+    shift = matrix([[ones, zeros, params["tx"]], [zeros, ones, params["ty"]], [zeros, zeros, ones]])
     shearing = matrix(
         [[ones, -tf.sin(shear), zeros], [zeros, tf.cos(shear), zeros], [zeros, zeros, ones]]
     )
-    zoom = matrix([[zoom_rows, zeros, zeros], [zeros, zoom_cols, zeros], [zeros, zeros, ones]])
+    zoom = matrix(
+        [[params["zx"], zeros, zeros], [zeros, params["zy"], zeros], [zeros, zeros, ones]]
+    )
     rc = tf.matmul(tf.matmul(tf.matmul(rotation, shift), shearing), zoom)
-
+    # About the centre, as transform_matrix_offset_center: T(c) · M · T(-c), c = size/2 - 0.5.
+    c_row, c_col = height / 2.0 - 0.5, width / 2.0 - 0.5
+    to_centre = tf.constant([[1.0, 0.0, c_row], [0.0, 1.0, c_col], [0.0, 0.0, 1.0]])
+    from_centre = tf.constant([[1.0, 0.0, -c_row], [0.0, 1.0, -c_col], [0.0, 0.0, 1.0]])
+    rc = tf.matmul(tf.matmul(to_centre[None], rc), from_centre[None])
     # (row, col) → (x, y): swap the two axes on both sides.
     swap = tf.constant([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     xy = tf.matmul(tf.matmul(swap[None], rc), swap[None])
-    # About the centre: T(c) · M · T(-c).
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    to_centre = tf.constant([[1.0, 0.0, cx], [0.0, 1.0, cy], [0.0, 0.0, 1.0]])
-    from_centre = tf.constant([[1.0, 0.0, -cx], [0.0, 1.0, -cy], [0.0, 0.0, 1.0]])
-    xy = tf.matmul(tf.matmul(to_centre[None], xy), from_centre[None])
     # Horizontal flip after the affine: output x reads the transformed image at width-1-x.
+    flip = params["flip"]
     flip_matrix = matrix(
         [
             [1.0 - 2.0 * flip, zeros, flip * (width - 1)],
@@ -209,92 +302,102 @@ def random_affine_transforms(batch: int, height: int, width: int) -> tf.Tensor:
         ]
     )
     xy = tf.matmul(xy, flip_matrix)
-    flat = tf.reshape(xy, [batch, 9])
-    return flat[:, :8]
+    return tf.reshape(xy, [batch, 9])[:, :8]
 
 
-def resize_and_augment(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """One bilinear pass from the decoded image to an augmented ``image_size`` square.
-
-    The random transform is drawn in output space and composed with the output→input scale, so
-    resizing and augmenting cost one ImageProjectiveTransformV3 instead of two passes."""
-    shape = tf.cast(tf.shape(image), tf.float32)
-    scale_y, scale_x = shape[0] / image_size, shape[1] / image_size
-    zero = tf.constant(0.0)
-    scale = tf.stack(
-        [
-            tf.stack([scale_x, zero, 0.5 * scale_x - 0.5]),  # pixel centres line up
-            tf.stack([zero, scale_y, 0.5 * scale_y - 0.5]),
-            tf.constant([0.0, 0.0, 1.0]),
-        ]
-    )
-    augment = tf.reshape(
-        tf.concat([random_affine_transforms(1, image_size, image_size)[0], [1.0]], axis=0), [3, 3]
-    )
-    transform = tf.reshape(tf.matmul(scale, augment), [9])[:8]
-    output = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None],  # uint8 as decoded: no float copy of the full-size image
-        transforms=transform[None],
-        output_shape=tf.constant([image_size, image_size]),
+def warp(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
+    """Bilinear warp of a batch, edges repeated (the seed's fill_mode="nearest")."""
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
         fill_value=0.0,
         interpolation="BILINEAR",
-        fill_mode="NEAREST",  # the seed's fill_mode="nearest": repeat the edge pixels
-    )[0]
-    output = tf.cast(output, tf.float32)
-    output.set_shape((image_size, image_size, 3))
-    return output
+        fill_mode="NEAREST",
+    )
 
 
-def file_order(
-    split: Split, training: bool, seed: int, num_shards: int = 1, shard_index: int = 0
+def augment_batch(images: tf.Tensor) -> tf.Tensor:
+    """The seed's random augmentation of a float batch [b, h, w, 3]: one op for the batch."""
+    height, width = images.shape[1], images.shape[2]
+    params = random_parameters(tf.shape(images)[0], height, width)
+    return warp(images, affine_transforms(params, height, width))
+
+
+class SeedAugmentation(keras.layers.Layer):
+    """The first step of the training step: the seed's augmentation on the accelerator, in
+    training only. Not part of the saved model, which takes images as they are."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("dtype", "float32")  # the warp stays float32 under mixed precision
+        super().__init__(**kwargs)
+
+    def call(self, images, training=None):
+        if training:
+            return augment_batch(images)
+        return images
+
+
+def image_order(
+    count: int, training: bool, seed: int, num_shards: int = 1, shard_index: int = 0
 ) -> tf.data.Dataset:
-    """(path, label) pairs in the order one worker reads them.
+    """Indices into a split's cache in the order one worker reads them.
 
     Training order is a fresh shuffle every epoch, the same on every worker (same seed); each
-    worker then keeps every num_shards-th file from its index on, so that across workers every
-    image is read exactly once per epoch. TensorFlow's auto-sharding by element would shard
-    after the parallel, non-deterministic decode, where workers' orders differ and shards
-    overlap."""
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (np.array(split.paths), np.array(split.labels, dtype=np.float32))
-    )
+    worker then keeps every num_shards-th index from its own on, so that across workers every
+    image is read exactly once per epoch. (TensorFlow's auto-sharding by element would shard the
+    output of a non-deterministic parallel pipeline, where workers' orders differ and shards
+    overlap.)"""
+    order = tf.data.Dataset.range(count)
     if training:
-        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+        order = order.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if num_shards > 1:
-        dataset = dataset.shard(num_shards, shard_index)
-    return dataset
+        order = order.shard(num_shards, shard_index)
+    return order
 
 
 def make_dataset(
-    split: Split,
-    image_size: int,
+    cache: ImageCache,
     batch_size: int,
     training: bool,
-    augment: bool,
     seed: int,
-    threads: int = 0,
     num_shards: int = 1,
     shard_index: int = 0,
+    augment: bool = False,
+    threads: int = 0,
 ) -> tf.data.Dataset:
-    """Decode, resize and augment in parallel, batch, prefetch; sharded across workers."""
-    dataset = file_order(split, training, seed, num_shards, shard_index)
-    augment = training and augment
-    dataset = dataset.map(
-        lambda path, label: (load_image(path, image_size, augment), label),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,  # training order is shuffled anyway; don't wait in line
-    )
-    dataset = dataset.batch(batch_size)
+    """Batches of (float32 images in [0, 255], labels) from the cache; training order is a fresh
+    shuffle of image indices every epoch. ``augment`` warps the batches here, on the CPU, for
+    when the training step cannot (XLA); otherwise the model's SeedAugmentation does it."""
+    order = image_order(len(cache), training, seed, num_shards, shard_index)
+    images, labels = cache.images, cache.labels
+    size = images.shape[1]
+
+    def gather(indices: np.ndarray):
+        ordered = np.sort(indices)  # reads forward through a memory-mapped file
+        rows = images[ordered]
+        back = np.argsort(np.argsort(indices))  # the shuffled order again
+        return rows[back], labels[indices]
+
+    def load(indices):
+        batch, batch_labels = tf.numpy_function(gather, [indices], (tf.uint8, tf.float32))
+        batch.set_shape((None, size, size, 3))
+        batch_labels.set_shape((None,))
+        batch = tf.cast(batch, tf.float32)
+        return (augment_batch(batch) if augment else batch), batch_labels
+
+    dataset = order.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if num_shards > 1:
         # The strategy splits each batch into one piece per replica, so a worker runs more steps
         # than its dataset has batches; Keras 3 would stop at the dataset's known cardinality
         # and skip images. Unknown cardinality: every step runs until the data ends.
         dataset = dataset.filter(lambda images, labels: True)
     options = tf.data.Options()
-    # Sharded explicitly in file_order; the distribution strategy must not shard again.
+    # Sharded explicitly above; the distribution strategy must not shard again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    if threads:
-        options.threading.private_threadpool_size = threads  # make bench: per-core speed
+    if threads:  # make bench: the pipeline's speed on this many cores
+        options.threading.private_threadpool_size = threads
+        options.threading.max_intra_op_parallelism = threads
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

@@ -86,6 +86,13 @@ def build_model(
     return keras.Model(inputs, outputs, name="vgg16_dogs_cats")
 
 
+def with_augmentation(model: keras.Model, augmentation: keras.layers.Layer) -> keras.Model:
+    """The model behind a training-only augmentation layer: what fit() trains. It shares every
+    weight with ``model``, which is what gets checkpointed and saved."""
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    return keras.Model(inputs, model(augmentation(inputs)), name="augmenting")
+
+
 def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if layer.name.startswith("block")]
 
