@@ -50,8 +50,8 @@ export UV_CACHE_DIR ?= $(HOME)/.cache/uv
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-compat lock check-platforms lint format test test-fast data data-sample \
-        data-upload train-local train-cloud results report infra-preview infra-up infra-down \
-        bench cost clean
+        data-upload train-local train-cloud results report infra-preview \
+        infra-up infra-down bench cost clean
 
 help: ## list the targets and the settings they take
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,19 +65,21 @@ $(UV):
 	.tools/uv/bin/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION)
 
 # The stamp names the lock it came from, so GPU=1 and back re-syncs.
-$(VENV)/.synced-$(MAIN_LOCK): $(MAIN_LOCK) | $(UV)
+$(VENV)/.synced-$(MAIN_LOCK): $(MAIN_LOCK) training/job/pyproject.toml | $(UV)
 	@test -x $(PY) || $(UV) venv --quiet --python "$(MAIN_PYTHON)" $(VENV) || { echo "error: .venv needs \
 	Python $(MAIN_PYTHON): install one (python.org, brew, apt) or run \`$(UV) python install 3.11\`" >&2; exit 1; }
 	$(UV) pip sync --quiet --python $(PY) $(MAIN_LOCK)
+	$(UV) pip install --quiet --python $(PY) --no-deps --editable training/job
 	@rm -f $(VENV)/.synced-* && touch $@
 	@echo "$(VENV): $(MAIN_LOCK) installed ($$($(PY) -c 'import tensorflow as tf; \
 	print("TensorFlow", tf.__version__, "sees", len(tf.config.list_physical_devices("GPU")), "GPU(s)")' 2>/dev/null))"
 
-$(COMPAT_VENV)/.synced: $(COMPAT_LOCK) | $(UV)
+$(COMPAT_VENV)/.synced: $(COMPAT_LOCK) training/job/pyproject.toml | $(UV)
 	@test -x $(COMPAT_PY) || $(UV) venv --quiet --python "$(COMPAT_PYTHON)" $(COMPAT_VENV) || { echo \
 	"error: .venv-compat needs Python $(COMPAT_PYTHON) (TF 2.12/2.13 support no newer one): install it \
 	(python.org, brew install python@3.11, apt install python3.11) or run \`$(UV) python install 3.11\`" >&2; exit 1; }
 	$(UV) pip sync --quiet --python $(COMPAT_PY) $(COMPAT_LOCK)
+	$(UV) pip install --quiet --python $(COMPAT_PY) --no-deps --editable training/job
 	@touch $@
 
 setup: $(VENV)/.synced-$(MAIN_LOCK) ## create .venv from the lock (GPU=1: the CUDA build), only when it changes

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from training.errors import UserError, cli
-from training.launch.infra_outputs import save_outputs
+from training.infra_outputs import save_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL_HINT = (

@@ -17,21 +17,18 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from vgg_transfer import data as job_data
+from vgg_transfer import distribute
+from vgg_transfer import model as vgg
 
 from training.errors import cli
 from training.report import seed
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "job"))  # the job's own code
-from vgg_transfer import data as job_data  # noqa: E402
-from vgg_transfer import distribute  # noqa: E402
-from vgg_transfer import model as vgg  # noqa: E402
 
 VALIDATION_IMAGES = 2000  # the seed's validation set, run once per epoch
 
@@ -314,8 +311,8 @@ def bench_fine_tuning(sizes: Sizes) -> dict:
 
 # --- 4. smoke end to end ----------------------------------------------------------------------
 def bench_smoke(out: Path) -> dict:
+    from training.data.sample import ensure_sample
     from training.launch import experiments
-    from training.launch.__main__ import ensure_sample
     from training.launch.local import run_local
 
     splits = Path("data/splits")

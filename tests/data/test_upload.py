@@ -48,7 +48,7 @@ def test_keys_carry_the_dataset_digest_and_a_rerun_makes_no_put(aws, splits):
     assert puts[-1] == f"datasets/{digest}/manifest.json"
     assert all(key.startswith(f"datasets/{digest}/") for key in puts)
     assert f"datasets/{digest}/validation/cats/cat.0.jpg" in puts
-    assert upload.is_staged(client, BUCKET, digest)
+    assert upload.is_staged(client, BUCKET, f"datasets/{digest}")
 
     puts.clear()
     again = upload.upload_splits(splits, BUCKET, client=client)
@@ -69,7 +69,9 @@ def test_an_interrupted_upload_resumes_with_only_the_rest(aws, splits):
     with pytest.raises(UserError, match="interrupted.*re-run"):
         upload.upload_splits(splits, BUCKET, ["validation"], client=client, concurrency=1)
     digest = upload.load_manifest(splits)["dataset_digest"]
-    assert not upload.is_staged(client, BUCKET, digest), "manifest written before all files"
+    assert not upload.is_staged(client, BUCKET, f"datasets/{digest}"), (
+        "manifest written before all files"
+    )
 
     resumed, resumed_puts = counting_client()
     stats = upload.upload_splits(splits, BUCKET, ["validation"], client=resumed)

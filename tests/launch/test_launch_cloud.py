@@ -11,14 +11,12 @@ import boto3
 import pytest
 import train  # the job's entry script (training/job is on pytest's path)
 from botocore.stub import Stubber
-from launch_helpers import BUCKET, REGION, quotas_for, simulate_as
+from launch_helpers import BUCKET, REGION, TINY, quotas_for, simulate_as
 
-from training.launch import cloud, instances, quotas
+from training.launch import common, follow, instances, preflight, quotas, submit
 from training.launch.__main__ import main as launch
 from training.launch.experiments import from_hyperparameter, load
 from training.report.results import read_history
-
-TINY = ["image_size=32", "batch_size=8", "epochs_frozen=1", "epochs_fine_tuned=1"]
 
 
 @pytest.fixture(params=["admin", "launcher"])
@@ -38,7 +36,7 @@ class Captured(list):
 def captured(monkeypatch, caller):
     """Every CreateTrainingJob request, as sent, and a quota that allows the job."""
     requests = Captured()
-    real_session = cloud.boto_session
+    real_session = common.boto_session
     hook, requests.simulations = simulate_as(caller)
 
     def session(region):
@@ -50,8 +48,8 @@ def captured(monkeypatch, caller):
         boto_session.events.register("before-call.iam.SimulatePrincipalPolicy", hook)
         return boto_session
 
-    monkeypatch.setattr(cloud, "boto_session", session)
-    monkeypatch.setattr(cloud, "training_quota", lambda *args: quotas_for(2.0))
+    monkeypatch.setattr(common, "boto_session", session)
+    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(2.0))
     return requests
 
 
@@ -64,7 +62,7 @@ def play_sagemaker(request: dict, workdir) -> None:
         name = channel["ChannelName"]
         if name in ("code", "sm_drivers"):
             continue
-        bucket, prefix = cloud.split_s3_uri(channel["DataSource"]["S3DataSource"]["S3Uri"])
+        bucket, prefix = common.split_s3_uri(channel["DataSource"]["S3DataSource"]["S3Uri"])
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 target = workdir / name / item["Key"][len(prefix) :]
@@ -78,7 +76,7 @@ def play_sagemaker(request: dict, workdir) -> None:
     args += ["--model_dir", str(workdir / "model"), "--output_data_dir", str(workdir / "output")]
     assert train.main(args) == 0
     output = request["OutputDataConfig"]["S3OutputPath"]
-    bucket, prefix = cloud.split_s3_uri(output)
+    bucket, prefix = common.split_s3_uri(output)
     for folder, archive in (("model", "model.tar.gz"), ("output", "output.tar.gz")):
         with tarfile.open(workdir / archive, "w:gz") as tar:
             for item in (workdir / folder).iterdir():
@@ -164,11 +162,11 @@ def test_a_failed_job_shows_its_reason_and_log_tail(aws, capsys):
     job.training_job_status = "Failed"
     job.failure_reason = "AlgorithmError: ExecuteUserScriptError: exit code 2"
     logs = boto3.client("logs", region_name=REGION)
-    logs.create_log_group(logGroupName=cloud.LOG_GROUP)
-    logs.create_log_stream(logGroupName=cloud.LOG_GROUP, logStreamName="vgg-small-failed/algo-1-1")
+    logs.create_log_group(logGroupName=follow.LOG_GROUP)
+    logs.create_log_stream(logGroupName=follow.LOG_GROUP, logStreamName="vgg-small-failed/algo-1-1")
     now = int(time.time() * 1000)
     logs.put_log_events(
-        logGroupName=cloud.LOG_GROUP,
+        logGroupName=follow.LOG_GROUP,
         logStreamName="vgg-small-failed/algo-1-1",
         logEvents=[
             {"timestamp": now, "message": "[setup] one GPU replicas=1"},
@@ -193,7 +191,7 @@ def test_no_credentials_is_one_clear_line(aws, tiny_splits, monkeypatch, capsys)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setattr(cloud, "training_quota", lambda *args: quotas_for(2.0))
+    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(2.0))
     code = launch(
         ["cloud", "--experiment", "smoke", "--splits", str(tiny_splits), "--stack", "test"]
     )
@@ -203,7 +201,9 @@ def test_no_credentials_is_one_clear_line(aws, tiny_splits, monkeypatch, capsys)
 
 def test_quota_zero_stops_before_anything_is_staged(aws, tiny_splits, monkeypatch, capsys):
     monkeypatch.setattr(
-        cloud, "training_quota", lambda *args: quotas_for(0.0, ml_g5_xlarge=1.0, ml_g6_xlarge=1.0)
+        preflight,
+        "training_quota",
+        lambda *args: quotas_for(0.0, ml_g5_xlarge=1.0, ml_g6_xlarge=1.0),
     )
     assert (
         launch(["cloud", "--experiment", "small", "--splits", str(tiny_splits), "--stack", "test"])
@@ -246,7 +246,7 @@ def test_quota_falls_back_to_the_aws_default_when_none_was_applied():
          ("list_service_quotas", {"Quotas": applied})]
     )  # fmt: skip
     with stubber:
-        reading = cloud.training_quota(session)
+        reading = preflight.training_quota(session)
     assert reading.value("ml.g4dn.xlarge", spot=True) == 1.0
     assert reading.source("ml.g4dn.xlarge", spot=True) == "AWS default"
     assert reading.value("ml.g5.xlarge", spot=True) == 4.0
@@ -262,9 +262,9 @@ def test_a_quota_endpoint_answering_html_gives_one_line(capsys):
         [], [("list_aws_default_service_quotas", page, 500), ("list_service_quotas", page, 500)]
     )
     with stubber:
-        reading = cloud.training_quota(session)
+        reading = preflight.training_quota(session)
     assert "<" not in reading.problem and "Internal Server Error" in reading.problem
-    cloud.check_quota(reading, load("small"), instances.lookup("ml.g4dn.xlarge"), 1)
+    preflight.check_quota(reading, load("small"), instances.lookup("ml.g4dn.xlarge"), 1)
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("quota: unknown for ml.g4dn.xlarge")
     assert "<html>" not in printed[0]
@@ -276,7 +276,7 @@ def test_a_type_the_region_does_not_offer_is_refused_with_the_alternative():
     del reading.applied["ml.p2.xlarge for spot training job usage"]
     del reading.defaults["ml.p2.xlarge for spot training job usage"]
     with pytest.raises(instances.UserError) as caught:
-        cloud.check_quota(reading, load("small"), instances.lookup("ml.p2.xlarge"), 1)
+        preflight.check_quota(reading, load("small"), instances.lookup("ml.p2.xlarge"), 1)
     assert "not offered for spot training jobs in this region" in str(caught.value)
     assert "`make train-cloud EXPERIMENT=small INSTANCE=ml.g4dn.xlarge`" in str(caught.value)
 
@@ -321,7 +321,7 @@ def test_the_sdks_role_check_neither_blocks_nor_leaks(aws, captured, tiny_splits
             for c in request["InputDataConfig"]}  # fmt: skip
     assert uris["code"].startswith(f"s3://{BUCKET}/code/")
     assert uris["sm_drivers"].startswith(f"s3://{BUCKET}/code/")
-    bucket, prefix = cloud.split_s3_uri(uris["code"])
+    bucket, prefix = common.split_s3_uri(uris["code"])
     s3 = boto3.client("s3", region_name=REGION)
     shipped = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
     assert any(key.endswith("/train.py") for key in shipped)
@@ -332,7 +332,7 @@ def test_a_trainer_the_sdk_refuses_is_one_line(aws, captured, tiny_splits, monke
     def refuse(*args, **kwargs):
         raise ValueError("Invalid instance_type 'ml.nope'.\nMore lines the user need not see")
 
-    monkeypatch.setattr(cloud, "project_trainer_class", lambda: refuse)
+    monkeypatch.setattr(submit, "project_trainer_class", lambda: refuse)
     code = launch(["cloud", "--experiment", "smoke", "--splits", str(tiny_splits), "--stack",
                    "test", "--detach"])  # fmt: skip
     err = capsys.readouterr().err
@@ -348,9 +348,9 @@ def test_p2_is_refused_with_tensorflow_212_or_newer():
     instances.check_framework(p2, "2.11")
     with pytest.raises(instances.UserError, match="up to 2.11"):
         instances.check_framework(p2, "2.12")
-    assert cloud.image_uri(p2, REGION).endswith("tensorflow-training:2.11-gpu-py39")
+    assert preflight.image_uri(p2, REGION).endswith("tensorflow-training:2.11-gpu-py39")
     g5 = instances.lookup("ml.g5.xlarge")
-    assert cloud.image_uri(g5, REGION).endswith(":2.19-gpu-py312")
+    assert preflight.image_uri(g5, REGION).endswith(":2.19-gpu-py312")
 
 
 def test_metric_definitions_match_the_jobs_log_lines():
@@ -362,7 +362,7 @@ def test_metric_definitions_match_the_jobs_log_lines():
                               val_loss=0.125, val_accuracy=0.95, seconds=41.5)  # fmt: skip
     test = TEST_LINE.format(phase="frozen", test_loss=0.3, test_accuracy=0.898)
     found = {}
-    for definition in cloud.metric_definitions():
+    for definition in submit.metric_definitions():
         for line in (epoch, test):
             match = re.search(definition["Regex"], line)
             if match:
@@ -406,10 +406,12 @@ def test_following_streams_logs_and_ctrl_c_says_how_to_stop_or_resume(aws, monke
     job = sagemaker_backends["123456789012"][REGION].training_jobs["vgg-small-running"]
     job.training_job_status, job.secondary_status = "InProgress", "Training"
     logs = boto3.client("logs", region_name=REGION)
-    logs.create_log_group(logGroupName=cloud.LOG_GROUP)
-    logs.create_log_stream(logGroupName=cloud.LOG_GROUP, logStreamName="vgg-small-running/algo-1-1")
+    logs.create_log_group(logGroupName=follow.LOG_GROUP)
+    logs.create_log_stream(
+        logGroupName=follow.LOG_GROUP, logStreamName="vgg-small-running/algo-1-1"
+    )
     logs.put_log_events(
-        logGroupName=cloud.LOG_GROUP,
+        logGroupName=follow.LOG_GROUP,
         logStreamName="vgg-small-running/algo-1-1",
         logEvents=[
             {"timestamp": int(time.time() * 1000), "message": "[epoch] phase=frozen epoch=1/30"}
@@ -419,7 +421,7 @@ def test_following_streams_logs_and_ctrl_c_says_how_to_stop_or_resume(aws, monke
     def interrupt(seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cloud.time, "sleep", interrupt)
+    monkeypatch.setattr(follow.time, "sleep", interrupt)
     assert launch(["results", "--job", "vgg-small-running", "--stack", "test"]) == 130
     captured = capsys.readouterr()
     assert "[vgg-small-running] InProgress / Training" in captured.out

@@ -8,20 +8,18 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from launch_helpers import BUCKET, REGION, quotas_for
+from launch_helpers import BUCKET, REGION, TINY, quotas_for
+from vgg_transfer import config as job_config
 
-from training.job.vgg_transfer import config as job_config
-from training.launch import cloud
+from training.infra_outputs import load_outputs
+from training.launch import common, follow, preflight, spec
 from training.launch.__main__ import main as launch
 from training.launch.experiments import load, to_argument, to_hyperparameter
-from training.launch.infra_outputs import load_outputs
-
-TINY = ["image_size=32", "batch_size=8", "epochs_frozen=1", "epochs_fine_tuned=1"]
 
 
 @pytest.fixture
 def quota_ok(monkeypatch):
-    monkeypatch.setattr(cloud, "training_quota", lambda *args: quotas_for(2.0))
+    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(2.0))
 
 
 def launch_smoke(tiny_splits, *extra: str) -> int:
@@ -37,8 +35,8 @@ def training_jobs() -> list[dict]:
 def test_a_finished_experiment_is_not_silently_reused(aws, quota_ok, tiny_splits, capsys):
     experiment = load("smoke", TINY)
     digest = json.loads((tiny_splits / "manifest.json").read_text())["dataset_digest"]
-    uri = cloud.checkpoint_uri(load_outputs("test"), experiment, digest)
-    bucket, prefix = cloud.split_s3_uri(uri)
+    uri = spec.checkpoint_uri(load_outputs("test"), experiment, digest)
+    bucket, prefix = common.split_s3_uri(uri)
     state = {"phase": "fine_tuned", "epochs": 1, "epochs_done": 1, "finished": True}
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=bucket, Key=f"{prefix}fine_tuned/state.json", Body=json.dumps(state)
@@ -59,8 +57,8 @@ def test_a_finished_experiment_is_not_silently_reused(aws, quota_ok, tiny_splits
 def test_an_unfinished_run_is_resumed_and_says_so(aws, quota_ok, tiny_splits, capsys):
     experiment = load("smoke", TINY)
     digest = json.loads((tiny_splits / "manifest.json").read_text())["dataset_digest"]
-    bucket, prefix = cloud.split_s3_uri(
-        cloud.checkpoint_uri(load_outputs("test"), experiment, digest)
+    bucket, prefix = common.split_s3_uri(
+        spec.checkpoint_uri(load_outputs("test"), experiment, digest)
     )
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=bucket, Key=f"{prefix}frozen/state.json", Body=b"{}"
@@ -75,7 +73,7 @@ def test_xla_on_several_k80s_is_refused_before_any_aws_call(tiny_splits, tmp_pat
                    "xla=true", "--splits", str(tiny_splits), "--stack", "test"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "xla=true with 8 replicas fails under Keras 2" in err and "ml.p2.8xlarge" in err
-    cloud.validate_request(load("small", ["xla=true"]), "ml.g5.12xlarge", 2, None, False)
+    preflight.validate_request(load("small", ["xla=true"]), "ml.g5.12xlarge", 2, None, False)
 
 
 @pytest.mark.parametrize("digest", ["12e4", "1234", "0012", "true", "null", "3.5", "9ab8"])
@@ -87,14 +85,11 @@ def test_a_digest_that_looks_like_json_reaches_train_py_unchanged(digest):
     import sagemaker.train.container_drivers as drivers
 
     scripts = Path(drivers.__file__).parent / "scripts" / "environment.py"
-    sys.path.insert(0, str(scripts.parent.parent))  # environment.py imports common.utils so
-    try:
-        spec = importlib.util.spec_from_file_location("sm_environment", scripts)
-        environment = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(environment)
-        from common.utils import hyperparameters_to_cli_args
-    finally:
-        sys.path.remove(str(scripts.parent.parent))
+    spec = importlib.util.spec_from_file_location("sm_environment", scripts)
+    environment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(environment)  # it puts the drivers' folder on sys.path itself
+    from common.utils import hyperparameters_to_cli_args
+
     sent = {"dataset_digest": to_hyperparameter(digest), "image_size": to_hyperparameter(150),
             "augment": to_hyperparameter(True), "learning_rate_fine_tuned": to_hyperparameter(1e-5),
             "weights": to_hyperparameter("imagenet")}  # fmt: skip
@@ -215,7 +210,7 @@ def test_the_ctrl_c_prompt_never_ends_in_a_traceback(monkeypatch, capsys, answer
 
     monkeypatch.setattr("builtins.input", respond)
     sm = FakeSageMaker(error)
-    cloud.offer_stop(sm, "vgg-small-1")
+    follow.offer_stop(sm, "vgg-small-1")
     printed = capsys.readouterr().out.strip()
     assert expected in printed and len(printed.splitlines()) == 1
 

@@ -4,11 +4,10 @@ import json
 import tarfile
 
 import pytest
+from launch_helpers import TINY
 
 from training.launch.__main__ import main as launch
 from training.report import compare
-
-TINY = ["image_size=32", "batch_size=8", "epochs_frozen=1", "epochs_fine_tuned=1"]
 
 
 @pytest.mark.slow
@@ -124,17 +123,22 @@ def test_docker_mode_uses_the_sdks_local_container_with_the_clouds_tf_version(
 
     from training.launch import docker_mode
     from training.launch.experiments import load
+    from training.launch.spec import local_spec
 
-    small = load("small")
+    small = load("small", ["epochs_frozen=1"])
     image = docker_mode.local_image(small, "us-east-1", gpu=False)
     assert image.endswith("tensorflow-training:2.11-cpu-py39")  # P2's TF, CPU flavour
-    channels = {"train": tiny_splits / "train_small", "test": tiny_splits / "test"}
-    trainer, inputs = docker_mode.build_trainer(
-        small, {"epochs_frozen": 1}, channels, tmp_path, image, gpu=False
+    manifest = json.loads((tiny_splits / "manifest.json").read_text())
+    spec = local_spec(
+        small, manifest, tiny_splits, tmp_path / "run", in_container=True, image=image
     )
+    trainer, inputs = docker_mode.build_trainer(spec, gpu=False)
     assert trainer.training_mode == Mode.LOCAL_CONTAINER
     assert trainer.compute.instance_type == "local_cpu"
-    assert trainer.hyperparameters == {"epochs_frozen": "1"}
+    assert trainer.training_image == image
+    assert trainer.hyperparameters["epochs_frozen"] == "1"
+    assert trainer.hyperparameters["checkpoint_dir"] == "/opt/ml/checkpoints"  # the container's
+    assert trainer.hyperparameters["dataset_digest"] == manifest["dataset_digest"]
     assert {i.channel_name: i.data_source for i in inputs}["train"] == str(
         (tiny_splits / "train_small").resolve()
     )

@@ -1,7 +1,6 @@
 """The job saves model.h5 in the TF 2.11 container (Keras 2); users load it with Keras 3."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ COMPAT_PYTHON = REPO / ".venv-compat" / "bin" / "python"
 SAVE_WITH_KERAS_2 = """
 import sys
 import numpy as np
-sys.path.insert(0, "training/job")
 from vgg_transfer import model as vgg
 model = vgg.build_model(32, "vgg16", "none", dropout=0.5)
 images = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
@@ -31,7 +29,6 @@ def test_a_model_saved_by_keras_2_loads_and_predicts_the_same_in_keras_3(tmp_pat
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert saved.returncode == 0, saved.stderr[-2000:]
-    sys.path.insert(0, str(REPO / "training" / "job"))
     import keras
     from vgg_transfer import model as vgg
 

@@ -2,7 +2,7 @@
 
     python -m training.data.prepare path/to/train.zip --out data/splits
 
-Splits by file index exactly as the seed study did (shared/SEED.md), into
+Splits by file index exactly as the seed study did (docs/seed-study.md), into
 ``<out>/<split>/{cats,dogs}/``. The zip is extracted once into ``<out>/source/``; the splits are
 hard links into that copy. Every image is decoded once; corrupt, empty, non-image or unexpectedly
 named files are listed in the manifest and left out. A second run with the same input does nothing.

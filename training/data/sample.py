@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from training.data.prepare import prepare
+from training.data.prepare import load_manifest, prepare
 from training.errors import cli
 
 PER_CLASS = 250
@@ -56,6 +56,13 @@ def generate(source: Path = SOURCE, per_class: int = PER_CLASS, seed: int = 0) -
         for animal in PALETTES:
             draw_image(animal, rng).save(source / f"{animal}.{i}.jpg", quality=90)
     return source
+
+
+def ensure_sample(splits: Path) -> None:
+    """The smoke experiment's data: the synthetic sample, generated on first use."""
+    if load_manifest(splits) is None:
+        print(f"no data in {splits}: generating the synthetic sample set (make data-sample)")
+        prepare(generate(), splits, per_class=PER_CLASS)
 
 
 @cli

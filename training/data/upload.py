@@ -24,7 +24,7 @@ from training.data.prepare import MANIFEST, load_manifest
 from training.errors import UserError, cli
 from training.progress import progress
 
-DATASETS_PREFIX = "datasets"
+DATASETS_PREFIX = "datasets"  # the stack's data_prefix output unless told otherwise
 CONCURRENCY = 32  # parallel PUTs; small JPEGs are latency-bound, not bandwidth-bound
 
 
@@ -36,8 +36,8 @@ class UploadStats:
     bytes_uploaded: int
 
 
-def dataset_prefix(digest: str) -> str:
-    return f"{DATASETS_PREFIX}/{digest}"
+def dataset_prefix(digest: str, data_prefix: str = DATASETS_PREFIX) -> str:
+    return f"{data_prefix}/{digest}"
 
 
 def s3_client(region: str | None = None, concurrency: int = CONCURRENCY):
@@ -97,6 +97,7 @@ def upload_splits(
     splits: list[str] | None = None,
     client=None,
     concurrency: int = CONCURRENCY,
+    data_prefix: str = DATASETS_PREFIX,
 ) -> UploadStats:
     """Uploads what is missing; returns counts. Raises UserError with the remedy on failure."""
     splits_dir = Path(splits_dir)
@@ -106,7 +107,7 @@ def upload_splits(
             f"no {MANIFEST} in {splits_dir}: run `make data DATA=train.zip` or `make data-sample`"
         )
     splits = splits or list(manifest["splits"])
-    prefix = dataset_prefix(manifest["dataset_digest"])
+    prefix = dataset_prefix(manifest["dataset_digest"], data_prefix)
     client = client or s3_client(concurrency=concurrency)
     try:
         present: dict[str, int] = {}
@@ -131,7 +132,7 @@ def upload_splits(
                     ]
                     for future in futures:
                         future.result()
-        if todo or not is_staged(client, bucket, manifest["dataset_digest"]):
+        if todo or not is_staged(client, bucket, prefix):
             client.upload_file(str(splits_dir / MANIFEST), bucket, f"{prefix}/{MANIFEST}")
     except ClientError as error:
         raise explain(error, bucket) from error
@@ -146,10 +147,11 @@ def upload_splits(
     return UploadStats(prefix, len(todo), skipped, total_bytes)
 
 
-def is_staged(client, bucket: str, digest: str) -> bool:
-    """The manifest is written last, so its presence means the whole data set is there."""
+def is_staged(client, bucket: str, prefix: str) -> bool:
+    """The manifest is written last, so its presence under ``prefix`` (``dataset_prefix``) means
+    the whole data set is there."""
     try:
-        client.head_object(Bucket=bucket, Key=f"{dataset_prefix(digest)}/{MANIFEST}")
+        client.head_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}")
         return True
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
@@ -159,7 +161,7 @@ def is_staged(client, bucket: str, digest: str) -> bool:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    from training.launch.infra_outputs import load_outputs
+    from training.infra_outputs import load_outputs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=Path, default=Path("data/splits"))
@@ -167,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", help="defaults to the stack's bucket (.infra/<stack>.json)")
     parser.add_argument("--only", nargs="*", help="split names to upload (default: all)")
     args = parser.parse_args(argv)
-    bucket, region = args.bucket, None
+    bucket, region, data_prefix = args.bucket, None, DATASETS_PREFIX
     if not bucket:
         outputs = load_outputs(args.stack)
-        bucket, region = outputs.bucket, outputs.region
-    upload_splits(args.splits, bucket, args.only, client=s3_client(region))
+        bucket, region, data_prefix = outputs.bucket, outputs.region, outputs.data_prefix
+    upload_splits(args.splits, bucket, args.only, client=s3_client(region), data_prefix=data_prefix)
     return 0
 
 

@@ -50,25 +50,46 @@ def install_sigterm_handler() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+@dataclasses.dataclass
+class Runtime:
+    """The plumbing the recipe does not care about: settings, paths, the distribution strategy,
+    whether this process is the chief, and its share of the input."""
+
+    hp: config.Hyperparameters
+    paths: config.Paths
+    strategy: tf.distribute.Strategy
+    is_chief: bool
+    description: str
+    workers: int = 1
+    worker_index: int = 0
+
+    def compile(self, model, optimizer=None, extra_metrics=()) -> None:
+        with self.strategy.scope():
+            vgg.compile_model(model, optimizer, self.hp.xla, extra_metrics)
+
+    def phase_directory(self, phase: str) -> str:
+        return phases.phase_directory(self.paths.checkpoint_dir, phase, self.is_chief)
+
+
 def train_phase(
+    runtime: Runtime,
     name: str,
+    *,
     model,
     fit_model,
     make_optimizer: Callable,
-    train_dataset,
-    validation_dataset,
+    train_data,
+    validation_data,
     epochs: int,
-    patience: int,
-    hp: config.Hyperparameters,
-    paths: config.Paths,
-    strategy,
-    is_chief: bool,
+    patience: int = 0,
     setup_seconds: float = 0.0,
 ) -> phases.PhaseState:
-    """compile → restore (after a spot interruption) → fit → keep the best epoch's weights.
+    """compile → restore (after an interruption) → fit → keep the best epoch's weights.
 
-    ``setup_seconds`` (feature caching) count towards the phase's time."""
-    directory = phases.phase_directory(paths.checkpoint_dir, name, is_chief)
+    ``fit_model`` is what trains (``model`` behind the augmentation, or the head alone on cached
+    features); ``model``'s weights are what is checkpointed. ``setup_seconds`` (feature caching)
+    count towards the phase's time."""
+    directory = runtime.phase_directory(name)
     state = phases.load_state(directory, name, epochs)
     state.extra_seconds += setup_seconds
     if state.finished:
@@ -78,16 +99,16 @@ def train_phase(
         )
         phases.load_best(model, directory, state)
         return state
-    with strategy.scope():
-        vgg.compile_model(fit_model, make_optimizer(), hp.xla)
+    with runtime.strategy.scope():  # the optimizer's variables belong to the strategy
+        runtime.compile(fit_model, make_optimizer())
     phases.restore(model, directory, state)
     if state.epochs_done:
         print(f"[phase] {name}: resuming after epoch {state.epochs_done}/{epochs}", flush=True)
     if state.epochs_done < epochs and not state.stopped_early:
-        with strategy.scope():
+        with runtime.strategy.scope():
             fit_model.fit(
-                train_dataset,
-                validation_data=validation_dataset,
+                train_data,
+                validation_data=validation_data,
                 epochs=epochs,
                 initial_epoch=state.epochs_done,
                 callbacks=[phases.PhaseCheckpoint(state, directory, model, patience)],
@@ -99,19 +120,18 @@ def train_phase(
     return state
 
 
-def phase_finished(name: str, epochs: int, paths: config.Paths, is_chief: bool) -> bool:
-    directory = phases.phase_directory(paths.checkpoint_dir, name, is_chief)
-    return phases.load_state(directory, name, epochs).finished
+def phase_finished(runtime: Runtime, name: str, epochs: int) -> bool:
+    return phases.load_state(runtime.phase_directory(name), name, epochs).finished
 
 
-def cached_feature_datasets(model, plain_train, validation_dataset, splits, hp, strategy):
+def cached_feature_datasets(runtime: Runtime, model, plain_train, validation_data, splits):
     """The frozen conv base run once over train and validation; returns the head-only model
     (sharing the full model's head layers) and datasets of the cached features."""
-
+    hp = runtime.hp
     extractor = vgg.feature_extractor(model)
     train_features = extractor.predict(plain_train, verbose=0)
-    validation_features = extractor.predict(validation_dataset, verbose=0)
-    with strategy.scope():
+    validation_features = extractor.predict(validation_data, verbose=0)
+    with runtime.strategy.scope():
         head = vgg.head_model(model, train_features.shape[1:])
     train_labels = data.labels_array(splits["train"])
     validation_labels = data.labels_array(splits["validation"])
@@ -129,22 +149,17 @@ def cached_feature_datasets(model, plain_train, validation_dataset, splits, hp, 
     return head, train, validation
 
 
-def evaluate(model, test_dataset, strategy, phase: str, xla: bool) -> dict:
+def evaluate(runtime: Runtime, model, test_data, phase: str) -> dict:
     """Test loss, accuracy and confusion matrix, with the phase's best weights loaded."""
-
-    with strategy.scope():
-        model.compile(
-            loss="binary_crossentropy",
-            metrics=[
-                "accuracy",
-                tf.keras.metrics.TrueNegatives(name="tn"),
-                tf.keras.metrics.FalsePositives(name="fp"),
-                tf.keras.metrics.FalseNegatives(name="fn"),
-                tf.keras.metrics.TruePositives(name="tp"),
-            ],
-            jit_compile=bool(xla),
-        )
-    result = model.evaluate(test_dataset, return_dict=True, verbose=0)
+    with runtime.strategy.scope():  # metrics hold variables: created in the strategy's scope
+        confusion = [
+            tf.keras.metrics.TrueNegatives(name="tn"),
+            tf.keras.metrics.FalsePositives(name="fp"),
+            tf.keras.metrics.FalseNegatives(name="fn"),
+            tf.keras.metrics.TruePositives(name="tp"),
+        ]
+        runtime.compile(model, extra_metrics=confusion)
+    result = model.evaluate(test_data, return_dict=True, verbose=0)
     metrics = {"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"])}
     print(phases.TEST_LINE.format(phase=phase, **metrics), flush=True)
     counts = {key: int(round(float(result[key]))) for key in ("tn", "fp", "fn", "tp")}
@@ -196,13 +211,13 @@ def save_outputs(model, paths: config.Paths, hp, metrics: dict, states) -> None:
                 writer.writerow(dict(row, phase=state.phase))
 
 
-def main(argv: Optional[list] = None) -> int:
-    # --- setup ---------------------------------------------------------------------------------
+def setup(argv: Optional[list]):
+    """Settings, channel checks and the distribution strategy; (runtime, splits) or a failure
+    line's exit code. Channels are checked in seconds, before any GPU time is spent."""
     try:
         hp, paths = config.parse_args(argv)
     except config.ConfigError as error:
         return fail(f"bad hyperparameters: {error}")
-    # Channels are checked in seconds, before any GPU time is spent.
     try:
         splits = data.read_channels(
             {"train": paths.train, "validation": paths.validation, "test": paths.test}
@@ -210,7 +225,6 @@ def main(argv: Optional[list] = None) -> int:
     except data.ChannelError as error:
         return fail(str(error))
     install_sigterm_handler()
-
     try:
         strategy, is_chief, description = distribute.choose_strategy(hp.distribution)
     except ValueError as error:
@@ -229,15 +243,26 @@ def main(argv: Optional[list] = None) -> int:
     except data.ChannelError as error:
         return fail(str(error))
     print(f"[setup] every image decodes ({time.time() - started:.1f} s)", flush=True)
+    workers, worker_index = distribute.worker_shard()
+    runtime = Runtime(hp, paths, strategy, is_chief, description, workers, worker_index)
+    return runtime, splits
+
+
+def main(argv: Optional[list] = None) -> int:
+    # --- setup ---------------------------------------------------------------------------------
+    ready = setup(argv)
+    if isinstance(ready, int):
+        return ready
+    runtime, splits = ready
+    hp, paths, strategy = runtime.hp, runtime.paths, runtime.strategy
     keras.utils.set_random_seed(hp.seed)
     policy = vgg.set_precision(hp.mixed_precision, on_gpu=vgg.gpu_count() > 0)
     print(
-        f"[setup] {description} replicas={strategy.num_replicas_in_sync} precision={policy} tensorflow={tf.__version__} images={data.split_summary(splits)}",
+        f"[setup] {runtime.description} replicas={strategy.num_replicas_in_sync} precision={policy} tensorflow={tf.__version__} images={data.split_summary(splits)}",
         flush=True,
     )
 
     # --- data: each split decoded once into a uint8 cache; epochs shuffle indices into it ------
-    workers, worker_index = distribute.worker_shard()
     caches = {}
     for name, split in splits.items():
         started = time.time()
@@ -247,22 +272,22 @@ def main(argv: Optional[list] = None) -> int:
     # cannot compile its warp, so with xla=true the input pipeline warps the batches instead.
     augment_in_pipeline = hp.augment and hp.xla
 
-    def dataset(name: str, training: bool, augment: bool = False):
+    def dataset(name: str, training: bool = False, augment: bool = False):
         return data.make_dataset(
             caches[name],
             hp.batch_size,
             training,
             hp.seed,
-            num_shards=workers,
-            shard_index=worker_index,
+            num_shards=runtime.workers,
+            shard_index=runtime.worker_index,
             augment=augment,
         )
 
-    train_dataset = dataset("train", training=True, augment=augment_in_pipeline)
-    validation_dataset = dataset("validation", training=False)
-    test_dataset = dataset("test", training=False)
+    train_data = dataset("train", training=True, augment=augment_in_pipeline)
+    validation_data = dataset("validation")
+    test_data = dataset("test")
 
-    # --- model ---------------------------------------------------------------------------------
+    # --- model: VGG16 conv base + the seed's head; preprocessing inside, augmentation in front --
     try:
         with strategy.scope():
             model = vgg.build_model(hp.image_size, hp.preprocessing, hp.weights, hp.dropout)
@@ -272,61 +297,49 @@ def main(argv: Optional[list] = None) -> int:
                 fit_model = vgg.with_augmentation(model, data.SeedAugmentation(name="augment"))
     except vgg.WeightsError as error:
         return fail(str(error))
-    train_images = len(splits["train"])
 
-    # --- phase "frozen": train the head on top of the frozen conv base -------------------------
+    # --- phase "frozen": freeze the conv base, train the head ----------------------------------
     vgg.freeze_conv_base(model)
-    frozen_fit_model, frozen_train, frozen_validation = fit_model, train_dataset, validation_dataset
+    frozen_fit_model, frozen_train, frozen_validation = fit_model, train_data, validation_data
     cache_seconds = 0.0
-    if hp.cache_features and not phase_finished("frozen", hp.epochs_frozen, paths, is_chief):
+    if hp.cache_features and not phase_finished(runtime, "frozen", hp.epochs_frozen):
         # One forward pass per image instead of one per epoch. Cached features cannot be
         # augmented, so this phase then trains without augmentation (recorded in metrics.json).
         started = time.time()
         frozen_fit_model, frozen_train, frozen_validation = cached_feature_datasets(
-            model,
-            dataset("train", training=False),
-            validation_dataset,
-            splits,
-            hp,
-            strategy,
+            runtime, model, dataset("train"), validation_data, splits
         )
         cache_seconds = time.time() - started
     frozen = train_phase(
+        runtime,
         "frozen",
-        model,
-        frozen_fit_model,
-        lambda: keras.optimizers.Adam(learning_rate=hp.learning_rate_frozen),
-        frozen_train,
-        frozen_validation,
-        hp.epochs_frozen,
-        0,
-        hp,
-        paths,
-        strategy,
-        is_chief,
+        model=model,
+        fit_model=frozen_fit_model,
+        make_optimizer=lambda: keras.optimizers.Adam(learning_rate=hp.learning_rate_frozen),
+        train_data=frozen_train,
+        validation_data=frozen_validation,
+        epochs=hp.epochs_frozen,
         setup_seconds=cache_seconds,
     )
-    frozen_test = evaluate(model, test_dataset, strategy, "frozen", hp.xla)
+    frozen_test = evaluate(runtime, model, test_data, "frozen")
 
-    # --- phase "fine_tuned": unfreeze the top blocks, low learning rate ------------------------
+    # --- phase "fine_tuned": unfreeze the top blocks, recompile at a low rate, train -----------
     vgg.unfreeze_from(model, hp.unfreeze_from)
     fine_tuned = train_phase(
+        runtime,
         "fine_tuned",
-        model,
-        fit_model,
-        lambda: keras.optimizers.RMSprop(learning_rate=hp.learning_rate_fine_tuned),
-        train_dataset,
-        validation_dataset,
-        hp.epochs_fine_tuned,
-        hp.early_stopping_patience,
-        hp,
-        paths,
-        strategy,
-        is_chief,
+        model=model,
+        fit_model=fit_model,
+        make_optimizer=lambda: keras.optimizers.RMSprop(learning_rate=hp.learning_rate_fine_tuned),
+        train_data=train_data,
+        validation_data=validation_data,
+        epochs=hp.epochs_fine_tuned,
+        patience=hp.early_stopping_patience,
     )
-    fine_tuned_test = evaluate(model, test_dataset, strategy, "fine_tuned", hp.xla)
+    fine_tuned_test = evaluate(runtime, model, test_data, "fine_tuned")
 
     # --- outputs (the chief alone writes them) -------------------------------------------------
+    train_images = len(splits["train"])
     metrics = {
         "phases": {
             "frozen": phase_summary(frozen, train_images, frozen_test),
@@ -335,14 +348,14 @@ def main(argv: Optional[list] = None) -> int:
         "frozen_phase_augmented": bool(hp.augment and not hp.cache_features),
         "images": data.split_summary(splits),
         "dataset_digest": hp.dataset_digest,
-        "distribution": description,
+        "distribution": runtime.description,
         "replicas": int(strategy.num_replicas_in_sync),
         "devices": distribute.device_names(),
         "precision_policy": policy,
         "config": dataclasses.asdict(hp),
         "versions": versions(),
     }
-    if is_chief:
+    if runtime.is_chief:
         save_outputs(model, paths, hp, metrics, [frozen, fine_tuned])
         print(f"[done] model in {paths.model_dir}; metrics in {paths.output_data_dir}")
     return 0

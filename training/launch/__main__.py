@@ -9,13 +9,12 @@ python -m training.launch cost   [--experiment small] [--instance ml.g4dn.xlarge
 import argparse
 from pathlib import Path
 
-from training.data.prepare import load_manifest, prepare
-from training.data.sample import PER_CLASS as SAMPLE_PER_CLASS
-from training.data.sample import generate
+from training.data.prepare import load_manifest
+from training.data.sample import ensure_sample
 from training.errors import UserError, cli
+from training.infra_outputs import INFRA_DIR, load_outputs
 from training.launch import common, experiments
 from training.launch.costs import estimate
-from training.launch.infra_outputs import INFRA_DIR, load_outputs
 from training.launch.instances import AUTO
 from training.report.results import summary_line
 
@@ -66,13 +65,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def ensure_sample(splits: Path) -> None:
-    """The smoke experiment's data: the synthetic sample, generated on first use."""
-    if load_manifest(splits) is None:
-        print(f"no data in {splits}: generating the synthetic sample set (make data-sample)")
-        prepare(generate(), splits, per_class=SAMPLE_PER_CLASS)
-
-
 def run_local(args) -> int:
     from training.launch.local import run_local as run
 
@@ -85,18 +77,18 @@ def run_local(args) -> int:
 
 
 def run_cloud(args) -> int:
-    from training.launch import cloud
+    from training.launch import follow, preflight, results, staging, submit
 
     experiment = experiments.load(args.experiment or "small", args.hp)
     instance_type = args.instance or experiment.instance_type
     count = args.instance_count or experiment.instance_count
     # Settings first: a mistake costs nothing to find before any file is read or AWS called.
-    cloud.validate_request(
+    preflight.validate_request(
         experiment, instance_type, count, args.weights_file, args.network_isolation
     )
     outputs = load_outputs(args.stack, INFRA_DIR)
-    session = cloud.boto_session(outputs.region)
-    plan = cloud.preflight(
+    session = common.boto_session(outputs.region)
+    plan = preflight.preflight(
         experiment,
         outputs,
         args.splits,
@@ -107,25 +99,26 @@ def run_cloud(args) -> int:
         args.network_isolation,
         args.fresh,
     )
-    job = cloud.submit(plan, session)
+    spec = staging.stage(plan, args.splits, session)
+    job = submit.submit(spec, session)
     if args.detach:
         print(f"detached; follow it later with `make results JOB={job}`")
         return 0
-    end = cloud.follow(session, job)
-    report = cloud.fetch_results(session, job, args.runs, end)
+    end = follow.follow(session, job)
+    report = results.fetch_results(session, job, args.runs, end)
     print(summary_line(report))
     return 0
 
 
 def run_results(args) -> int:
-    from training.launch import cloud
+    from training.launch import follow, results
 
     if not args.job:
         raise UserError("which job? make results JOB=<training job name>")
     outputs = load_outputs(args.stack, INFRA_DIR)
-    session = cloud.boto_session(outputs.region)
-    end = cloud.follow(session, args.job)
-    report = cloud.fetch_results(session, args.job, args.runs, end)
+    session = common.boto_session(outputs.region)
+    end = follow.follow(session, args.job)
+    report = results.fetch_results(session, args.job, args.runs, end)
     print(summary_line(report))
     return 0
 
@@ -158,7 +151,12 @@ def run_cost(args) -> int:
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"local": run_local, "cloud": run_cloud, "results": run_results, "cost": run_cost}
+    handler = {
+        "local": run_local,
+        "cloud": run_cloud,
+        "results": run_results,
+        "cost": run_cost,
+    }
     return handler[args.command](args)
 
 

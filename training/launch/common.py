@@ -4,6 +4,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import boto3
+
 from training.data.prepare import load_manifest
 from training.errors import UserError
 from training.launch.experiments import Experiment
@@ -12,7 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 JOB_DIR = REPO / "training" / "job"  # the SageMaker source_dir, shipped as is
 ENTRY_SCRIPT = "train.py"
 RUNS_DIR = Path("runs")
-CONTAINER_DATA = "/opt/ml/input/data"  # where SageMaker mounts the channels
 
 
 def job_name(experiment: str) -> str:
@@ -55,3 +56,12 @@ def require_splits(splits_dir: Path, experiment: Experiment) -> dict:
 
 def train_images(manifest: dict, experiment: Experiment) -> int:
     return sum(manifest["splits"][experiment.train_split]["counts"].values())
+
+
+def boto_session(region: str) -> boto3.Session:
+    return boto3.Session(region_name=region)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key

@@ -15,6 +15,7 @@ from training.errors import UserError
 from training.launch import common
 from training.launch.experiments import Experiment, to_argument
 from training.launch.instances import lookup
+from training.launch.spec import JobSpec
 
 CPU_IMAGE_INSTANCE = "ml.m5.xlarge"  # image_uris picks the CPU flavour for it
 GPU_IMAGE_INSTANCE = "ml.g4dn.xlarge"
@@ -51,40 +52,34 @@ def local_image(experiment: Experiment, region: str, gpu: bool) -> str:
     )
 
 
-def build_trainer(
-    experiment: Experiment,
-    hps: dict,
-    channels: dict[str, Path],
-    run_dir: Path,
-    image: str,
-    gpu: bool,
-):
+def build_trainer(spec: JobSpec, gpu: bool):
     from sagemaker.train import ModelTrainer
     from sagemaker.train.configs import Compute, InputData, SourceCode
     from sagemaker.train.model_trainer import Mode
 
     trainer = ModelTrainer(
         training_mode=Mode.LOCAL_CONTAINER,
-        local_container_root=str(run_dir),
-        training_image=image,
-        base_job_name=f"vgg-{experiment.name}",
+        local_container_root=spec.output,
+        training_image=spec.image,
+        base_job_name=f"vgg-{spec.experiment.name}",
         source_code=SourceCode(source_dir=str(common.JOB_DIR), entry_script=common.ENTRY_SCRIPT),
         compute=Compute(instance_type="local_gpu" if gpu else "local_cpu", instance_count=1),
-        hyperparameters={k: to_argument(v) for k, v in hps.items()},
+        hyperparameters={k: to_argument(v) for k, v in spec.hyperparameters.items()},
         role="arn:aws:iam::000000000000:role/local-mode",  # unused by local mode, required by the SDK
     )
     inputs = [
-        InputData(channel_name=name, data_source=str(path.resolve()))
-        for name, path in channels.items()
+        InputData(channel_name=name, data_source=str(Path(path).resolve()))
+        for name, path in spec.channels.items()
     ]
     return trainer, inputs
 
 
-def run_in_docker(
-    experiment: Experiment, channels: dict[str, Path], run_dir: Path, hps: dict
-) -> str:
-    """Trains in the real image, leaving model.tar.gz and output.tar.gz in run_dir; returns the
-    image URI."""
+def has_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None
+
+
+def require_image(experiment: Experiment) -> str:
+    """The image to run, once a Docker engine is known to answer."""
     problem = docker_problem()
     if problem:
         raise UserError(
@@ -92,13 +87,18 @@ def run_in_docker(
             "run `make train-local` without MODE=docker for the in-process emulation"
         )
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    gpu = shutil.which("nvidia-smi") is not None
-    image = local_image(experiment, region, gpu)
-    trainer, inputs = build_trainer(experiment, hps, channels, run_dir, image, gpu)
+    return local_image(experiment, region, has_gpu())
+
+
+def run_in_docker(spec: JobSpec) -> None:
+    """Trains in the real image, leaving model.tar.gz and output.tar.gz in the run folder."""
+    run_dir = Path(spec.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    gpu = has_gpu()
+    trainer, inputs = build_trainer(spec, gpu)
     print(
-        f"[docker] {image} ({'GPU' if gpu else 'CPU'}); pull it after `aws ecr get-login-password`"
+        f"[docker] {spec.image} ({'GPU' if gpu else 'CPU'}); pull it after `aws ecr get-login-password`"
     )
     trainer.train(input_data_config=inputs, wait=True)
     for name in ("model.tar.gz", "output.tar.gz"):
         shutil.copy2(run_dir / "compressed_artifacts" / name, run_dir / name)
-    return image

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from vgg_transfer import config as job_config
 
 from training.errors import UserError
-from training.job.vgg_transfer import config as job_config
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 SETTINGS = (
@@ -41,6 +41,9 @@ class Experiment:
     max_runtime_minutes: int
     max_wait_minutes: int
     hyperparameters: dict = field(default_factory=dict)
+    tuning: dict = field(
+        default_factory=dict
+    )  # make tune's ranges; none: training/launch/tune.py's
 
     def resolved_hyperparameters(self) -> dict:
         """Every job hyperparameter: the job's defaults overlaid with this experiment's values."""

@@ -1,7 +1,8 @@
-"""Local mode: the training job run on this machine under an emulated SageMaker contract.
+"""Local mode: the training job run on this machine, in-process under an emulated SageMaker
+contract (or, with MODE=docker, in the real image through the SDK's local-container mode).
 
-The job folder runs as SageMaker runs it (``python train.py --key value``) with the SM_*
-variables pointing into an ``/opt/ml``-like tree under ``runs/<job>/opt_ml``; its model and
+In-process, the job folder runs as SageMaker runs it (``python train.py --key value``) with the
+SM_* variables pointing into an ``/opt/ml``-like tree under ``runs/<job>/opt_ml``; its model and
 output folders are then packed into ``model.tar.gz`` and ``output.tar.gz`` as SageMaker packs
 them, and the same results code as the cloud path writes the report. No AWS, Docker or network.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from training.errors import UserError
 from training.launch import common
 from training.launch.experiments import Experiment, to_argument
+from training.launch.spec import JobSpec, local_spec
 from training.report.results import RunInfo, unpack_artifacts, write_report
 
 HOST = "algo-1"
@@ -40,7 +42,7 @@ def contract_tree(run_dir: Path) -> dict[str, Path]:
     return tree
 
 
-def mount_channels(tree: dict[str, Path], sources: dict[str, Path]) -> dict[str, Path]:
+def mount_channels(tree: dict[str, Path], sources: dict[str, str]) -> dict[str, Path]:
     """Channels appear under input/data/<name>, as SageMaker's File mode lays them out."""
     mounted = {}
     for name, source in sources.items():
@@ -108,6 +110,34 @@ def failure_reason(tree: dict[str, Path], log_path: Path) -> str:
     return " | ".join(tail) or "no output"
 
 
+def run_process(spec: JobSpec) -> float:
+    """Runs the spec in this Python under the emulated contract; returns the training seconds."""
+    run_dir = Path(spec.output)
+    tree = contract_tree(run_dir)
+    channels = mount_channels(tree, spec.channels)
+    hps = spec.hyperparameters
+    (tree["config"] / "hyperparameters.json").write_text(
+        json.dumps({k: to_argument(v) for k, v in hps.items()}, indent=2)
+    )
+    args = [item for key, value in hps.items() for item in (f"--{key}", to_argument(value))]
+    print(
+        f"[local] job {spec.name}: experiment {spec.experiment.name}, data {spec.dataset_digest}, "
+        f"outputs in {run_dir}"
+    )
+    log_path = run_dir / "train.log"
+    started = time.time()
+    code = run_job(args, container_env(tree, channels, hps), log_path)
+    seconds = time.time() - started
+    if code != 0:
+        raise UserError(
+            f"local job {spec.name} failed (exit {code}): {failure_reason(tree, log_path)} "
+            f"— full log: {log_path}"
+        )
+    pack(tree["model"], run_dir / "model.tar.gz")
+    pack(tree["output_data"], run_dir / "output.tar.gz")
+    return round(seconds, 1)
+
+
 def run_local(
     experiment: Experiment,
     splits_dir: Path,
@@ -119,72 +149,37 @@ def run_local(
     """Runs the experiment here (``mode``: "process", the emulated contract, or "docker", the
     SDK's local-container mode); returns the report's path."""
     manifest = common.require_splits(splits_dir, experiment)
-    name = name or common.job_name(experiment.name)
-    run_dir = (runs_dir / name).resolve()  # the job runs from its own folder, as in SageMaker
-    sources = {ch: splits_dir / split for ch, split in common.channel_splits(experiment).items()}
-    hps = experiment.resolved_hyperparameters()
-    hps["dataset_digest"] = manifest["dataset_digest"]
-    if weights_file:
-        if not Path(weights_file).is_file():
-            raise UserError(f"weights file {weights_file} does not exist")
-        sources["weights"] = Path(weights_file).parent
+    if weights_file and not Path(weights_file).is_file():
+        raise UserError(f"weights file {weights_file} does not exist")
+    run_dir = (runs_dir / (name or common.job_name(experiment.name))).resolve()
     if mode == "docker":
-        from training.launch.docker_mode import run_in_docker
+        from training.launch import docker_mode
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        hps["checkpoint_dir"] = "/opt/ml/checkpoints"
-        if weights_file:
-            hps["weights"] = f"{common.CONTAINER_DATA}/weights/{Path(weights_file).name}"
-        image = run_in_docker(experiment, sources, run_dir, hps)
-        return report_local_run(run_dir, experiment, manifest, name, image, seconds=None)
-    tree = contract_tree(run_dir)
-    if weights_file:
-        hps["weights"] = str(tree["data"] / "weights" / Path(weights_file).name)
-    channels = mount_channels(tree, sources)
-    hps["checkpoint_dir"] = str(tree["checkpoints"])
-    (tree["config"] / "hyperparameters.json").write_text(
-        json.dumps({k: to_argument(v) for k, v in hps.items()}, indent=2)
-    )
-    args = [item for key, value in hps.items() for item in (f"--{key}", to_argument(value))]
-    print(
-        f"[local] job {name}: experiment {experiment.name}, data {manifest['dataset_digest']}, "
-        f"outputs in {run_dir}"
-    )
-    log_path = run_dir / "train.log"
-    started = time.time()
-    code = run_job(args, container_env(tree, channels, hps), log_path)
-    seconds = time.time() - started
-    if code != 0:
-        raise UserError(
-            f"local job {name} failed (exit {code}): {failure_reason(tree, log_path)} "
-            f"— full log: {log_path}"
+        image = docker_mode.require_image(experiment)
+        spec = local_spec(
+            experiment, manifest, splits_dir, run_dir, weights_file, in_container=True, image=image
         )
-    pack(tree["model"], run_dir / "model.tar.gz")
-    pack(tree["output_data"], run_dir / "output.tar.gz")
-    image = f"local Python {platform.python_version()}"
-    return report_local_run(run_dir, experiment, manifest, name, image, round(seconds, 1))
+        docker_mode.run_in_docker(spec)
+        return report_local_run(spec, seconds=None)
+    spec = local_spec(experiment, manifest, splits_dir, run_dir, weights_file)
+    seconds = run_process(spec)
+    return report_local_run(spec, seconds)
 
 
-def report_local_run(
-    run_dir: Path,
-    experiment: Experiment,
-    manifest: dict,
-    name: str,
-    image: str,
-    seconds: float | None,
-) -> Path:
+def report_local_run(spec: JobSpec, seconds: float | None) -> Path:
+    run_dir = Path(spec.output)
     unpack_artifacts(run_dir)
     info = RunInfo(
-        job_name=name,
+        job_name=spec.name,
         mode="local",
-        experiment=experiment.name,
-        seed_reference=experiment.seed_reference,
+        experiment=spec.experiment.name,
+        seed_reference=spec.experiment.seed_reference,
         instance_type=f"local ({platform.machine()}, {os.cpu_count()} cores)",
         instance_count=1,
-        image_uri=image,
+        image_uri=spec.image or f"local Python {platform.python_version()}",
         git_commit=common.git_commit(),
-        dataset_digest=manifest["dataset_digest"],
+        dataset_digest=spec.dataset_digest,
         training_seconds=seconds,
-        extra={"experiment_settings": experiment.to_dict()},
+        extra={"experiment_settings": spec.experiment.to_dict()},
     )
     return write_report(run_dir, info)

@@ -1,9 +1,9 @@
-"""The seed study's reference figures, copied from shared/SEED.md (its notebooks' results).
+"""The seed study's reference figures, as written down in docs/seed-study.md (its notebooks' results).
 
 These are the published numbers every report compares with; nothing here is measured by us.
 """
 
-SOURCE = "the seed study's results (shared/SEED.md; Keras 2.1.4, one K80 on a p2.xlarge)"
+SOURCE = "the seed study's results (docs/seed-study.md; Keras 2.1.4, one K80 on a p2.xlarge)"
 
 RESULTS = {
     "small": {

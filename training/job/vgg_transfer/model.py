@@ -6,6 +6,7 @@ graph, so the saved model takes raw RGB images in [0, 255].
 """
 
 import os
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -147,13 +148,21 @@ def set_precision(mixed_precision: bool, on_gpu: bool) -> str:
     return policy
 
 
+LOSS = "binary_crossentropy"  # one sigmoid output: P(dog)
+
+
 def compile_model(
-    model: keras.Model, optimizer: keras.optimizers.Optimizer, xla: bool
+    model: keras.Model,
+    optimizer: Optional[keras.optimizers.Optimizer] = None,
+    xla: bool = False,
+    extra_metrics=(),
 ) -> keras.Model:
+    """The one place the loss is set: training phases pass their optimizer; evaluation passes
+    none (it does not step) and extra metrics."""
     model.compile(
-        optimizer=optimizer,
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
+        optimizer=optimizer or "rmsprop",
+        loss=LOSS,
+        metrics=["accuracy", *extra_metrics],
         jit_compile=bool(xla),
     )
     return model

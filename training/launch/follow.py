@@ -1,0 +1,142 @@
+"""Following a training job in the terminal: status changes and its CloudWatch log lines until it
+ends; Ctrl-C offers to stop it."""
+
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import boto3
+
+from training.aws_errors import AWS_ERRORS, AWS_OR_NETWORK_ERRORS, aws_error, error_code, one_line
+from training.errors import Interrupted, UserError
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+@dataclass
+class JobEnd:
+    """A finished job's description and the last log lines the follower saw."""
+
+    description: dict
+    log_tail: list[str]
+
+
+class LogFollower:
+    """Streams new CloudWatch log lines of a job's streams; remembers the last ones.
+
+    A failed log read never stops the following: the next poll tries again."""
+
+    def __init__(self, session: boto3.Session, job: str, write=print, keep: int = 20) -> None:
+        self.logs = session.client("logs")
+        self.job = job
+        self.write = write
+        self.tokens: dict[str, str] = {}
+        self.tail: deque[str] = deque(maxlen=keep)
+
+    def poll(self) -> None:
+        try:
+            streams = self.logs.describe_log_streams(
+                logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.job}/"
+            ).get("logStreams", [])
+        except AWS_OR_NETWORK_ERRORS:
+            return  # no log group or stream before the instances start
+        for stream in streams:
+            name = stream["logStreamName"]
+            while True:
+                kwargs = {"logGroupName": LOG_GROUP, "logStreamName": name, "startFromHead": True}
+                if name in self.tokens:
+                    kwargs["nextToken"] = self.tokens[name]
+                try:
+                    response = self.logs.get_log_events(**kwargs)
+                except AWS_OR_NETWORK_ERRORS:
+                    break
+                for event in response.get("events", []):
+                    line = event["message"].rstrip()
+                    self.tail.append(line)
+                    self.write(line)
+                token = response.get("nextForwardToken")
+                if token == self.tokens.get(name):
+                    break
+                self.tokens[name] = token
+
+
+def describe(sm, job: str) -> dict:
+    try:
+        return sm.describe_training_job(TrainingJobName=job)
+    except AWS_ERRORS as error:
+        message = one_line(error).lower()
+        if error_code(error) in ("ValidationException", "ResourceNotFound") and (
+            "not found" in message or "could not find" in message
+        ):
+            raise UserError(
+                f"no training job named {job} in {sm.meta.region_name}: check the name "
+                "(`aws sagemaker list-training-jobs`) and the stack's region"
+            ) from error
+        raise aws_error(error, f"describing training job {job}") from error
+
+
+def follow(session: boto3.Session, job: str, poll_seconds: float = 15.0, write=print) -> JobEnd:
+    """Prints status changes and log lines until the job ends.
+
+    Ctrl-C asks whether to stop the job (it would otherwise keep running and billing)."""
+    sm = session.client("sagemaker")
+    follower = LogFollower(session, job, write)
+    last = None
+    try:
+        while True:
+            description = describe(sm, job)
+            status = (description["TrainingJobStatus"], description.get("SecondaryStatus"))
+            if status != last:
+                write(f"[{job}] {status[0]} / {status[1]}")
+                last = status
+            follower.poll()
+            if status[0] in TERMINAL:
+                return JobEnd(description, list(follower.tail))
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        offer_stop(sm, job)
+        raise Interrupted(
+            f"stopped following {job}; pick it up again with `make results JOB={job}`"
+        ) from None
+
+
+def offer_stop(sm, job: str) -> None:
+    keeps_running = (
+        f"{job} keeps running; stop it with "
+        f"`aws sagemaker stop-training-job --training-job-name {job}`"
+    )
+    if not sys.stdin.isatty():
+        print(f"\n{keeps_running}")
+        return
+    try:
+        answer = input(
+            f"\nStop training job {job}? It keeps running (and billing) otherwise [y/N] "
+        )
+    except (EOFError, KeyboardInterrupt):
+        print(f"\n{keeps_running}")
+        return
+    if answer.strip().lower() not in ("y", "yes"):
+        print(keeps_running)
+        return
+    try:
+        sm.stop_training_job(TrainingJobName=job)
+    except AWS_OR_NETWORK_ERRORS as error:
+        if error_code(error) == "ValidationException":
+            print(f"{job} could not be stopped: {one_line(error)} (it may have ended already)")
+        else:
+            print(f"{job} could not be stopped: {aws_error(error, 'stopping it')}")
+        return
+    print(f"stop requested for {job}")
+
+
+def explain_failure(description: dict, log_tail: list[str]) -> UserError:
+    job = description["TrainingJobName"]
+    status = description["TrainingJobStatus"]
+    reason = description.get("FailureReason") or "no FailureReason given"
+    tail = "\n".join("    " + line for line in log_tail[-10:])
+    return UserError(
+        f"training job {job} {status}: {reason}"
+        + (f"\n  last log lines:\n{tail}" if tail else "\n  (no log lines were found)")
+    )

@@ -1,0 +1,114 @@
+"""Results: a finished job's artifacts pulled back into ``runs/<job>/`` with its report."""
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import boto3
+
+from training.aws_errors import AWS_ERRORS, AWS_OR_NETWORK_ERRORS, NOT_FOUND, aws_error, error_code
+from training.errors import UserError
+from training.launch import common
+from training.launch.experiments import available, from_hyperparameter, load
+from training.launch.follow import TERMINAL, JobEnd, describe, explain_failure
+from training.launch.instances import lookup
+from training.report.results import RunInfo, unpack_artifacts, write_report
+
+
+def experiment_from_job_name(job: str) -> str:
+    """Jobs are named vgg-<experiment>-<timestamp>: base_job_name plus the SDK's timestamp."""
+    match = re.fullmatch(r"vgg-(.+?)-\d[\d-]*", job)
+    return match.group(1) if match else "unknown"
+
+
+def artifact_keys(description: dict) -> tuple[str, list[str]]:
+    """(bucket, [model.tar.gz key, output.tar.gz key]) where the job wrote its artifacts."""
+    job = description["TrainingJobName"]
+    model_uri = description.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    if not model_uri:
+        output_path = description["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+        model_uri = f"{output_path}/{job}/output/model.tar.gz"
+    bucket, model_key = common.split_s3_uri(model_uri)
+    return bucket, [model_key, model_key.rsplit("/", 1)[0] + "/output.tar.gz"]
+
+
+def download_artifacts(session: boto3.Session, description: dict, target: Path) -> None:
+    bucket, keys = artifact_keys(description)
+    s3 = session.client("s3")
+    missing = []
+    for key in keys:
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except AWS_ERRORS as error:
+            if error_code(error) not in NOT_FOUND:
+                raise aws_error(error, f"looking for s3://{bucket}/{key}") from error
+            missing.append(f"s3://{bucket}/{key}")
+    if missing:
+        raise UserError(
+            f"training job {description['TrainingJobName']} completed, but "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing (deleted, "
+            "or removed by a lifecycle rule?); nothing was written under runs/"
+        )
+    for key in keys:
+        try:
+            s3.download_file(bucket, key, str(target / key.rsplit("/", 1)[-1]))
+        except AWS_OR_NETWORK_ERRORS as error:
+            raise aws_error(error, f"downloading s3://{bucket}/{key}") from error
+
+
+def run_info(description: dict) -> RunInfo:
+    job = description["TrainingJobName"]
+    resources = description["ResourceConfig"]
+    environment = description.get("Environment", {})
+    billable = description.get("BillableTimeInSeconds")
+    instance = lookup(resources["InstanceType"])
+    experiment = environment.get("VGG_EXPERIMENT") or experiment_from_job_name(job)
+    digest = description.get("HyperParameters", {}).get("dataset_digest", "")
+    return RunInfo(
+        job_name=job,
+        mode="cloud",
+        experiment=experiment,
+        seed_reference=load(experiment).seed_reference if experiment in available() else None,
+        instance_type=resources["InstanceType"],
+        instance_count=resources["InstanceCount"],
+        image_uri=description["AlgorithmSpecification"].get("TrainingImage", ""),
+        git_commit=environment.get("VGG_GIT_COMMIT", "unknown"),
+        dataset_digest=from_hyperparameter(digest),
+        training_seconds=description.get("TrainingTimeInSeconds"),
+        billable_seconds=billable,
+        # Billable seconds already net out the spot saving; the rate is the on-demand one.
+        cost_usd=None
+        if billable is None
+        else billable / 3600 * instance.price_per_hour * resources["InstanceCount"],
+    )
+
+
+def fetch_results(
+    session: boto3.Session,
+    job: str,
+    runs_dir: Path = common.RUNS_DIR,
+    end: JobEnd | None = None,
+) -> Path:
+    """Downloads model.tar.gz and output.tar.gz, unpacks them and writes the report into
+    ``runs/<job>/``, which appears only once all of it succeeded."""
+    end = end or JobEnd(describe(session.client("sagemaker"), job), [])
+    status = end.description["TrainingJobStatus"]
+    if status != "Completed":
+        if status in TERMINAL:
+            raise explain_failure(end.description, end.log_tail)
+        raise UserError(f"training job {job} is still {status}; try again when it has finished")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{job}.", dir=runs_dir))
+    try:
+        download_artifacts(session, end.description, partial)
+        unpack_artifacts(partial)
+        write_report(partial, run_info(end.description))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    run_dir = runs_dir / job
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    partial.rename(run_dir)  # the report links its plots by relative names
+    return run_dir / "report.md"

@@ -1,0 +1,170 @@
+"""Submission: a job spec becomes a SageMaker training job through SDK v3's ModelTrainer."""
+
+import contextlib
+import os
+
+import boto3
+
+from training.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, one_line
+from training.errors import UserError
+from training.launch import common
+from training.launch.experiments import to_hyperparameter
+from training.launch.spec import OPT_ML, JobSpec
+from training.report.results import PHASES
+
+CHECKPOINT_LOCAL_PATH = f"{OPT_ML}/checkpoints"
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    """Regexes over the job's log lines (training/job/train.py documents their format)."""
+    number = r"([-+0-9.eE]+|nan)"
+    definitions = []
+    for phase in PHASES:
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            definitions.append(
+                {
+                    "Name": f"{phase}:{metric}",
+                    "Regex": rf"\[epoch\] phase={phase} epoch=\S+ .*\b{metric}={number}",
+                }
+            )
+        for metric in ("test_loss", "test_accuracy"):
+            definitions.append(
+                {
+                    "Name": f"{phase}:{metric}",
+                    "Regex": rf"\[test\] phase={phase} .*\b{metric}={number}",
+                }
+            )
+    return definitions
+
+
+SDK_ROLE_CHECK = "SAGEMAKER_VALIDATE_ROLE"
+CODE_IGNORE = ["__pycache__", "*.pyc", ".pytest_cache", ".DS_Store", "*.egg-info", ".git"]
+
+
+@contextlib.contextmanager
+def sdk_role_check_off():
+    """Turns the SDK's own role check off while our trainer is built, and only then.
+
+    ``ModelTrainer`` simulates ``ecr:GetAuthorizationToken``, ``cloudwatch:PutMetricData`` and nine
+    ``ec2:*`` actions on the role (sagemaker.train.defaults → iam_role_resolver). The stack's
+    least-privilege role holds no ec2 rights (the job runs in no VPC) and scopes the others with
+    conditions the simulation cannot read, so any caller allowed ``iam:SimulatePrincipalPolicy``
+    (whoever ran `make infra-up`) would be refused. Preflight has already checked that the role
+    exists; the SDK offers no argument, only this variable, so it is set and restored here."""
+    previous = os.environ.get(SDK_ROLE_CHECK)
+    os.environ[SDK_ROLE_CHECK] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SDK_ROLE_CHECK, None)
+        else:
+            os.environ[SDK_ROLE_CHECK] = previous
+
+
+def project_trainer_class():
+    """ModelTrainer that stages the code in the project bucket's code/ prefix, always.
+
+    The SDK picks the staging place by simulating the role's s3:PutObject on the whole bucket:
+    a caller who may call iam:SimulatePrincipalPolicy gets the output prefix, one who may not
+    gets the default bucket, so the code would land in different places depending on who
+    launches. The role reads code/, and the Session's default bucket and prefix say where."""
+    from sagemaker.train import ModelTrainer
+
+    class ProjectModelTrainer(ModelTrainer):
+        def _resolve_staging_bucket(self) -> tuple[str, str | None]:
+            return self.sagemaker_session.default_bucket(), None
+
+    return ProjectModelTrainer
+
+
+def build_trainer(spec: JobSpec, session: boto3.Session):
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.core.shapes import CheckpointConfig, OutputDataConfig
+    from sagemaker.train.configs import (
+        Compute,
+        InputData,
+        MetricDefinition,
+        Networking,
+        SourceCode,
+        StoppingCondition,
+        Tag,
+    )
+
+    experiment = spec.experiment
+    channels = [
+        InputData(channel_name=channel, data_source=location)
+        for channel, location in spec.channels.items()
+    ]
+    # The project bucket is the SDK's default bucket, so no sagemaker-<region>-<account> bucket
+    # appears; the code it uploads lands under the code/ prefix the role may read.
+    sm_session = Session(
+        boto_session=session,
+        default_bucket=spec.code_bucket,
+        default_bucket_prefix=spec.code_prefix,
+    )
+    with sdk_role_check_off():
+        trainer = project_trainer_class()(
+            sagemaker_session=sm_session,
+            role=spec.role_arn,
+            base_job_name=spec.name,  # the SDK appends a timestamp
+            training_image=spec.image,
+            source_code=SourceCode(
+                source_dir=str(common.JOB_DIR),
+                entry_script=common.ENTRY_SCRIPT,
+                ignore_patterns=CODE_IGNORE,
+            ),
+            compute=Compute(
+                instance_type=spec.instance_type,
+                instance_count=spec.instance_count,
+                volume_size_in_gb=50,
+                enable_managed_spot_training=experiment.spot,
+            ),
+            stopping_condition=StoppingCondition(
+                max_runtime_in_seconds=experiment.max_runtime_minutes * 60,
+                max_wait_time_in_seconds=experiment.max_wait_minutes * 60
+                if experiment.spot
+                else None,
+            ),
+            output_data_config=OutputDataConfig(s3_output_path=spec.output),
+            checkpoint_config=CheckpointConfig(
+                s3_uri=spec.checkpoint, local_path=CHECKPOINT_LOCAL_PATH
+            ),
+            networking=Networking(enable_network_isolation=True)
+            if spec.network_isolation
+            else None,
+            hyperparameters={k: to_hyperparameter(v) for k, v in spec.hyperparameters.items()},
+            environment={
+                "VGG_EXPERIMENT": experiment.name,
+                "VGG_GIT_COMMIT": spec.tags.get("git_commit", "unknown"),
+            },
+            tags=[Tag(key=key, value=value) for key, value in spec.tags.items()],
+        )
+    return trainer.with_metric_definitions(
+        [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in metric_definitions()]
+    ), channels
+
+
+def submit(spec: JobSpec, session: boto3.Session) -> str:
+    """Creates the training job; returns its name."""
+    try:
+        trainer, channels = build_trainer(spec, session)
+    except UserError:
+        raise
+    except AWS_OR_NETWORK_ERRORS as error:
+        raise aws_error(error, "preparing the training job") from error
+    except Exception as error:  # the SDK validates with its own exception types
+        raise UserError(
+            f"the SageMaker SDK refused the training job: {type(error).__name__}: "
+            f"{one_line(error, 300)}"
+        ) from error
+    try:
+        trainer.train(input_data_config=channels, wait=False, logs=False)
+    except AWS_OR_NETWORK_ERRORS as error:
+        raise aws_error(error, "creating the training job") from error
+    except (ValueError, OSError) as error:
+        raise UserError(f"creating the training job failed: {one_line(error, 300)}") from error
+    # output_data is s3://<bucket>/<outputs prefix>/<job name>/output/output.tar.gz
+    name = trainer.output_data.split("/")[-3]
+    print(f"submitted {name}; checkpoints: {spec.checkpoint}")
+    return name
