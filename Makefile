@@ -16,6 +16,16 @@ DATA ?=
 SPLITS ?= data/splits
 # training job name (make results)
 JOB ?=
+# make tune: training jobs in all, and at once
+MAX_JOBS ?= 10
+# make tune: training jobs running at once (each needs quota for one instance)
+PARALLEL ?= 2
+# tuning job name (make tune-results)
+TUNING_JOB ?=
+# make predict: a run folder (runs/<job>) and the images: a folder, one image, or Kaggle's test.zip
+RUN ?=
+# make predict: the images to classify
+IMAGES ?=
 # 1: submit and return at once (make train-cloud)
 DETACH ?=
 # 1: a new checkpoint folder, so a finished experiment trains again from the start (train-cloud)
@@ -50,7 +60,7 @@ export UV_CACHE_DIR ?= $(HOME)/.cache/uv
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-compat lock check-platforms lint format test test-fast data data-sample \
-        data-upload train-local train-cloud results report infra-preview \
+        data-upload train-local train-cloud results tune tune-results predict report infra-preview \
         infra-up infra-down bench cost clean
 
 help: ## list the targets and the settings they take
@@ -157,6 +167,18 @@ train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch result
 
 results: setup ## fetch a SageMaker job's results and write its report: make results JOB=<name>
 	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK)
+
+tune: setup ## tune the recipe on SageMaker: make tune EXPERIMENT=small MAX_JOBS=10 PARALLEL=2
+	$(PY) -m training.launch tune $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
+	    $(if $(INSTANCE),--instance $(INSTANCE)) $(if $(WEIGHTS),--weights-file $(WEIGHTS)) \
+	    --max-jobs $(MAX_JOBS) --parallel $(PARALLEL) --splits $(SPLITS) --stack $(STACK) \
+	    $(if $(DETACH),--detach)
+
+tune-results: setup ## follow a tuning job, then its table, plot and best model: TUNING_JOB=<name>
+	$(PY) -m training.launch tune-results $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB)) --stack $(STACK)
+
+predict: setup ## classify images with a run's model: make predict RUN=runs/<job> IMAGES=<folder|image|zip>
+	$(PY) -m training.predict $(if $(RUN),--run $(RUN)) $(if $(IMAGES),--images "$(IMAGES)")
 
 report: setup ## one table comparing every run under runs/ with the seed
 	$(PY) -m training.report.compare runs

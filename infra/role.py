@@ -40,6 +40,10 @@ class Scope:
         return self.arn("sagemaker", "training-job/*")
 
     @property
+    def tuning_jobs(self) -> str:
+        return self.arn("sagemaker", "hyper-parameter-tuning-job/*")
+
+    @property
     def training_log_groups(self) -> str:
         return self.arn("logs", f"log-group:{TRAINING_LOG_GROUP}*")
 
@@ -162,6 +166,18 @@ def launcher_policy(
                 "sagemaker:AddTags",
             ],
             "Resource": scope.training_jobs,
+        },
+        {
+            "Sid": "TuningJobs",  # make tune: its training jobs fall under TrainingJobs
+            "Effect": "Allow",
+            "Action": [
+                "sagemaker:CreateHyperParameterTuningJob",
+                "sagemaker:DescribeHyperParameterTuningJob",
+                "sagemaker:StopHyperParameterTuningJob",
+                "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                "sagemaker:AddTags",
+            ],
+            "Resource": scope.tuning_jobs,
         },
         {
             "Sid": "ListTrainingJobs",  # a List action has no resource ARN

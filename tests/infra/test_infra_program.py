@@ -5,7 +5,7 @@ import json
 import pytest
 
 from infra import dlc
-from training.launch.infra_outputs import OUTPUT_KEYS, load_outputs, save_outputs
+from training.infra_outputs import OUTPUT_KEYS, load_outputs, save_outputs
 
 BUCKET = "aws:s3/bucket:Bucket"
 ROLE = "aws:iam/role:Role"
@@ -243,3 +243,15 @@ def test_launcher_may_use_the_buckets_customer_key_only_when_there_is_one(
         (statement,) = kms
         assert set(statement["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
         assert statement["Resource"] == expected, f"launcher policy: KMS on {statement['Resource']}"
+
+
+def test_launcher_may_run_tuning_jobs_of_this_account_only(run_program):
+    mocks, _ = run_program()
+    (tuning,) = [
+        s
+        for s in statements(mocks.policy(LAUNCHER))
+        if "sagemaker:CreateHyperParameterTuningJob" in as_list(s["Action"])
+    ]
+    assert tuning["Resource"].endswith(":123456789012:hyper-parameter-tuning-job/*"), tuning
+    for action in ("Describe", "Stop", "ListTrainingJobsFor"):
+        assert any(action in a for a in tuning["Action"]), f"launcher policy lacks {action}"

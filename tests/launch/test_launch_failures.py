@@ -99,6 +99,10 @@ def test_a_digest_that_looks_like_json_reaches_train_py_unchanged(digest):
     assert (hp.image_size, hp.augment, hp.learning_rate_fine_tuned) == (150, True, 1e-5)
     assert hp.weights == "imagenet"
     assert to_argument(digest) == digest
+    # a tuning job's training jobs run the image's own toolkit, which decodes once
+    from common.utils import safe_deserialize, safe_serialize
+
+    assert safe_serialize(safe_deserialize(to_hyperparameter(digest, decodes=1))) == digest
 
 
 def completed_job(name: str, role_arn: str) -> None:

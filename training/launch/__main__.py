@@ -3,6 +3,8 @@
 python -m training.launch local  [--experiment smoke] [--hp key=value ...]
 python -m training.launch cloud  [--experiment small] [--instance ml.p2.xlarge|auto] [--detach] [--fresh]
 python -m training.launch results --job <name>
+python -m training.launch tune   [--experiment small] [--max-jobs 10] [--parallel 2] [--detach]
+python -m training.launch tune-results --tuning-job <name>
 python -m training.launch cost   [--experiment small] [--instance ml.g4dn.xlarge]
 """
 
@@ -48,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.add_argument(
         "--fresh", action="store_true", help="new checkpoint folder: start over, don't resume"
     )
+    tune = commands.add_parser("tune")
+    tune.add_argument("--experiment", help="default: small")
+    tune.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
+    tune.add_argument("--instance", help="SageMaker instance type, or auto")
+    tune.add_argument("--splits", type=Path, default=Path("data/splits"))
+    tune.add_argument("--stack", default="dev")
+    tune.add_argument("--weights-file", type=Path)
+    tune.add_argument("--runs", type=Path, default=common.RUNS_DIR)
+    tune.add_argument("--max-jobs", type=positive_int, default=10, help="training jobs in all")
+    tune.add_argument("--parallel", type=positive_int, default=2, help="training jobs at once")
+    tune.add_argument("--detach", action="store_true", help="submit and return at once")
+    tune_results = commands.add_parser("tune-results")
+    tune_results.add_argument("--tuning-job")
+    tune_results.add_argument("--stack", default="dev")
+    tune_results.add_argument("--runs", type=Path, default=common.RUNS_DIR)
     results = commands.add_parser("results")
     results.add_argument("--job")
     results.add_argument("--stack", default="dev")
@@ -123,6 +140,58 @@ def run_results(args) -> int:
     return 0
 
 
+def run_tune(args) -> int:
+    from training.launch import preflight, staging, tune
+
+    experiment = experiments.load(args.experiment or "small", args.hp)
+    if args.parallel > args.max_jobs:
+        raise UserError(f"PARALLEL={args.parallel} exceeds MAX_JOBS={args.max_jobs}")
+    tune.tuning_ranges(experiment)  # a bad range is refused before anything else
+    instance_type = args.instance or experiment.instance_type
+    preflight.validate_request(experiment, instance_type, 1, args.weights_file, False)
+    outputs = load_outputs(args.stack, INFRA_DIR)
+    session = common.boto_session(outputs.region)
+    # Each training job gets its own checkpoint folder under a fresh one (no resuming here).
+    plan = preflight.preflight(
+        experiment,
+        outputs,
+        args.splits,
+        session,
+        args.instance,
+        1,
+        args.weights_file,
+        fresh=True,
+        concurrent=args.parallel,
+    )
+    cost = plan.cost
+    expected = cost.expected()
+    print(
+        f"  tuning: up to {args.max_jobs} jobs, {args.parallel} at once: "
+        + (f"expected ≈ ${expected * args.max_jobs:.2f}, " if expected is not None else "")
+        + f"ceiling ≈ ${cost.ceiling() * args.max_jobs:.2f} (each job's ceiling × MAX_JOBS)"
+    )
+    spec = staging.stage(plan, args.splits, session)
+    name = tune.launch(spec, session, args.max_jobs, args.parallel)
+    if args.detach:
+        print(f"detached; follow it later with `make tune-results TUNING_JOB={name}`")
+        return 0
+    description, jobs = tune.follow(session, name)
+    print(f"results: {tune.fetch(session, name, args.runs, description, jobs)}")
+    return 0
+
+
+def run_tune_results(args) -> int:
+    from training.launch import tune
+
+    if not args.tuning_job:
+        raise UserError("which tuning job? make tune-results TUNING_JOB=<tuning job name>")
+    outputs = load_outputs(args.stack, INFRA_DIR)
+    session = common.boto_session(outputs.region)
+    description, jobs = tune.follow(session, args.tuning_job)
+    print(f"results: {tune.fetch(session, args.tuning_job, args.runs, description, jobs)}")
+    return 0
+
+
 def run_cost(args) -> int:
     experiment = experiments.load(args.experiment or "small", args.hp)
     if args.instance == AUTO:
@@ -155,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "local": run_local,
         "cloud": run_cloud,
         "results": run_results,
+        "tune": run_tune,
+        "tune-results": run_tune_results,
         "cost": run_cost,
     }
     return handler[args.command](args)

@@ -26,6 +26,7 @@ SETTINGS = (
     "max_runtime_minutes",
     "max_wait_minutes",
     "hyperparameters",
+    "tuning",
 )
 
 
@@ -108,16 +109,18 @@ def _json_decodes(text: str) -> bool:
         return False
 
 
-def to_hyperparameter(value) -> str:
+def to_hyperparameter(value, decodes: int = 2) -> str:
     """A value as CreateTrainingJob must carry it so that train.py receives ``to_argument``.
 
-    The SDK's container drivers JSON-decode every hyperparameter twice on the way to the command
-    line (scripts/environment.py, then common/utils.hyperparameters_to_cli_args) and re-encode
-    what decoded as JSON: "1e5" would arrive as "100000.0". A string that would decode is
-    therefore JSON-encoded twice, so both decodes peel one layer off."""
+    The container JSON-decodes each hyperparameter on its way to the command line and re-encodes
+    what decoded as JSON: "1e5" would arrive as "100000.0". A ModelTrainer job decodes twice (the
+    SDK's scripts/environment.py, then common/utils.hyperparameters_to_cli_args); a tuning job's
+    training jobs run the image's own toolkit, which decodes once. A string that would decode is
+    JSON-encoded that many times, so each decode peels one layer off."""
     text = to_argument(value)
     if isinstance(value, str) and _json_decodes(text):
-        return json.dumps(json.dumps(text))
+        for _ in range(decodes):
+            text = json.dumps(text)
     return text
 
 

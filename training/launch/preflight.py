@@ -213,19 +213,24 @@ def preflight(
     weights_file: Path | None = None,
     network_isolation: bool = False,
     fresh: bool = False,
+    concurrent: int | None = None,
 ) -> Plan:
-    """Everything that can fail before money is spent, cheapest first. Nothing is uploaded."""
+    """Everything that can fail before money is spent, cheapest first. Nothing is uploaded.
+
+    ``concurrent``: instances running at once, for the quota (tuning: PARALLEL jobs); default:
+    the job's own count."""
     instance_type = instance_type or experiment.instance_type
     count = experiment.instance_count if instance_count is None else instance_count
+    at_once = concurrent or count
     validate_request(experiment, instance_type, count, weights_file, network_isolation)
     manifest = common.require_splits(splits_dir, experiment)
     print(f"preflight for {experiment.name} on {count}x {instance_type} ({outputs.region}):")
     print(f"  identity: {check_identity(session)} ✓")
     quotas = training_quota(session)
-    instance = resolve_instance(instance_type, quotas, experiment.spot, count)
+    instance = resolve_instance(instance_type, quotas, experiment.spot, at_once)
     if instance_type == AUTO:
         validate_request(experiment, instance.name, count, weights_file, network_isolation)
-    check_quota(quotas, experiment, instance, count)
+    check_quota(quotas, experiment, instance, at_once)
     warning = p2_warning(instance)
     if warning:
         print(f"  warning: {warning}")

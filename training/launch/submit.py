@@ -78,7 +78,17 @@ def project_trainer_class():
     return ProjectModelTrainer
 
 
-def build_trainer(spec: JobSpec, session: boto3.Session):
+def build_trainer(
+    spec: JobSpec,
+    session: boto3.Session,
+    source_dir: str | None = None,
+    hyperparameter_decodes: int = 2,
+):
+    """The ModelTrainer for the spec, and its input channels.
+
+    ``source_dir``: the job folder (default), or an S3 URI of its tarball (tuning);
+    ``hyperparameter_decodes``: how often the container decodes each hyperparameter on its way
+    to train.py (see experiments.to_hyperparameter)."""
     from sagemaker.core.helper.session_helper import Session
     from sagemaker.core.shapes import CheckpointConfig, OutputDataConfig
     from sagemaker.train.configs import (
@@ -110,7 +120,7 @@ def build_trainer(spec: JobSpec, session: boto3.Session):
             base_job_name=spec.name,  # the SDK appends a timestamp
             training_image=spec.image,
             source_code=SourceCode(
-                source_dir=str(common.JOB_DIR),
+                source_dir=source_dir or str(common.JOB_DIR),
                 entry_script=common.ENTRY_SCRIPT,
                 ignore_patterns=CODE_IGNORE,
             ),
@@ -133,7 +143,10 @@ def build_trainer(spec: JobSpec, session: boto3.Session):
             networking=Networking(enable_network_isolation=True)
             if spec.network_isolation
             else None,
-            hyperparameters={k: to_hyperparameter(v) for k, v in spec.hyperparameters.items()},
+            hyperparameters={
+                key: to_hyperparameter(value, hyperparameter_decodes)
+                for key, value in spec.hyperparameters.items()
+            },
             environment={
                 "VGG_EXPERIMENT": experiment.name,
                 "VGG_GIT_COMMIT": spec.tags.get("git_commit", "unknown"),

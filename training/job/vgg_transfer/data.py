@@ -158,9 +158,15 @@ def decode(data: tf.Tensor, image_size: int) -> tf.Tensor:
 
 
 def decode_resized(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """One image as the model sees it before augmentation: uint8, ``image_size`` square
-    (bilinear resize of the decode), as flow_from_directory resized on load."""
-    image = decode(tf.io.read_file(path), image_size)
+    """One image file as the model sees it before augmentation (see image_from_bytes)."""
+    return image_from_bytes(tf.io.read_file(path), image_size)
+
+
+def image_from_bytes(data, image_size: int) -> tf.Tensor:
+    """Encoded image bytes as the model sees them before augmentation: uint8, ``image_size``
+    square (bilinear resize of the decode), as flow_from_directory resized on load. Training,
+    evaluation and ``make predict`` all go through here."""
+    image = decode(tf.convert_to_tensor(data, dtype=tf.string), image_size)
     image = tf.image.resize(image, (image_size, image_size))
     image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
     image.set_shape((image_size, image_size, 3))

@@ -1,0 +1,201 @@
+"""make tune against moto: the CreateHyperParameterTuningJob request as sent, the preflight, and
+the results table and plot from tuning-job data the test provides."""
+
+import copy
+import io
+import json
+import tarfile
+
+import boto3
+import pytest
+from launch_helpers import BUCKET, TINY, quotas_for
+
+from training.launch import common, preflight, tune
+from training.launch.__main__ import main as launch
+from training.launch.experiments import load
+
+
+@pytest.fixture
+def tuning_requests(monkeypatch):
+    requests = []
+    real_session = common.boto_session
+
+    def session(region):
+        boto_session = real_session(region)
+        boto_session.events.register(
+            "provide-client-params.sagemaker.CreateHyperParameterTuningJob",
+            lambda params, **kwargs: requests.append(copy.deepcopy(params)),
+        )
+        return boto_session
+
+    monkeypatch.setattr(common, "boto_session", session)
+    return requests
+
+
+def launch_tune(tiny_splits, *extra: str) -> int:
+    return launch(["tune", "--experiment", "smoke", "--hp", *TINY, "--splits", str(tiny_splits),
+                   "--stack", "test", "--detach", *extra])  # fmt: skip
+
+
+def test_the_tuning_request_carries_the_training_definition_ranges_and_limits(
+    aws, tuning_requests, tiny_splits, monkeypatch, capsys
+):
+    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(4.0))
+    assert launch_tune(tiny_splits, "--max-jobs", "6", "--parallel", "3") == 0, (
+        capsys.readouterr().err
+    )
+    out = capsys.readouterr().out
+    assert "preflight for smoke" in out and "tuning: up to 6 jobs, 3 at once" in out
+    (request,) = tuning_requests
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Bayesian"
+    assert config["HyperParameterTuningJobObjective"] == {
+        "Type": "Maximize",
+        "MetricName": "fine_tuned:val_accuracy",
+    }
+    assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 6
+    assert config["ResourceLimits"]["MaxParallelTrainingJobs"] == 3
+    assert config["TrainingJobEarlyStoppingType"] == "Auto"
+    ranges = config["ParameterRanges"]
+    continuous = {r["Name"]: r for r in ranges["ContinuousParameterRanges"]}
+    assert continuous["learning_rate_fine_tuned"]["ScalingType"] == "Logarithmic"
+    assert float(continuous["learning_rate_fine_tuned"]["MinValue"]) == 1e-6
+    assert float(continuous["learning_rate_fine_tuned"]["MaxValue"]) == 1e-4
+    assert float(continuous["learning_rate_frozen"]["MaxValue"]) == 1e-2
+    (categorical,) = ranges["CategoricalParameterRanges"]
+    assert categorical == {
+        "Name": "unfreeze_from",
+        "Values": ["block3_conv1", "block4_conv1", "block5_conv1"],
+    }
+
+    definition = request["TrainingJobDefinition"]
+    algorithm = definition["AlgorithmSpecification"]
+    assert algorithm["TrainingImage"].endswith("tensorflow-training:2.19-cpu-py312")
+    assert "fine_tuned:val_accuracy" in {d["Name"] for d in algorithm["MetricDefinitions"]}
+    assert definition["RoleArn"] == aws["role_arn"]
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                for c in definition["InputDataConfig"]}  # fmt: skip
+    assert {"train", "validation", "test", "sm_drivers"} <= set(channels)
+    assert channels["train"].startswith(f"s3://{BUCKET}/datasets/")
+    assert channels["sm_drivers"].startswith(f"s3://{BUCKET}/code/")
+    static = definition["StaticHyperParameters"]
+    # The tuning API takes no container entrypoint: the image's toolkit runs sagemaker_program
+    # from the code tarball, which must lie under code/ (the role reads nothing else) and hold
+    # no __pycache__.
+    assert static["sagemaker_program"] == "train.py"
+    bucket, key = common.split_s3_uri(static["sagemaker_submit_directory"])
+    assert bucket == BUCKET and key.startswith("code/") and key.endswith("sourcedir.tar.gz")
+    with tarfile.open(
+        fileobj=io.BytesIO(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+    ) as tar:
+        names = tar.getnames()
+    assert "train.py" in names and "vgg_transfer/data.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert static["image_size"] == "32" and static["epochs_fine_tuned"] == "1"
+    assert "learning_rate_fine_tuned" not in static and "unfreeze_from" not in static
+    assert definition["EnableManagedSpotTraining"] is True
+    assert definition["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/checkpoints/smoke-")
+    assert "-fresh-" in definition["CheckpointConfig"]["S3Uri"]  # a new folder for the tuning
+    stopping = definition["StoppingCondition"]
+    assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"]
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["experiment"] == "smoke" and tags["project"] == "vgg-dogs-cats"
+    assert len(request["HyperParameterTuningJobName"]) <= 32
+
+
+def test_quota_for_parallel_jobs_is_checked_before_anything_is_staged(
+    aws, tuning_requests, tiny_splits, monkeypatch, capsys
+):
+    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(1.0))
+    assert launch_tune(tiny_splits, "--max-jobs", "4", "--parallel", "2") == 2
+    assert "quota for ml.m5.xlarge is 1 but the job needs 2" in capsys.readouterr().err
+    assert tuning_requests == []
+    assert launch_tune(tiny_splits, "--max-jobs", "2", "--parallel", "3") == 2
+    assert "PARALLEL=3 exceeds MAX_JOBS=2" in capsys.readouterr().err
+
+
+def test_ranges_come_from_the_experiment_file_and_are_checked():
+    experiment = load("small")
+    assert tune.tuning_ranges(experiment) == tune.DEFAULT_RANGES
+    experiment.tuning = {"learning_rate_fine_tuned": {"min": 1e-5, "max": 1e-3}}
+    assert tune.tuning_ranges(experiment) == experiment.tuning
+    experiment.tuning = {"unfreeze_from": ["block9_conv1"]}
+    with pytest.raises(tune.UserError, match="not a VGG16 layer"):
+        tune.tuning_ranges(experiment)
+    experiment.tuning = {"learning_rate_fine_tuned": {"min": 1e-5}}
+    with pytest.raises(tune.UserError, match="give {min"):
+        tune.tuning_ranges(experiment)
+
+
+def tuning_data() -> tuple[dict, list[dict]]:
+    description = {
+        "HyperParameterTuningJobName": "vgg-small-1130-120000",
+        "HyperParameterTuningJobStatus": "Completed",
+        "HyperParameterTuningJobConfig": {
+            "ParameterRanges": {
+                "ContinuousParameterRanges": [
+                    {"Name": "learning_rate_fine_tuned", "MinValue": "1e-6", "MaxValue": "1e-4"}
+                ],
+                "CategoricalParameterRanges": [
+                    {"Name": "unfreeze_from", "Values": ["block3_conv1", "block4_conv1"]}
+                ],
+                "IntegerParameterRanges": [],
+            }
+        },
+        "BestTrainingJob": {"TrainingJobName": "vgg-small-1130-120000-002-b"},
+    }
+    jobs = [
+        {"TrainingJobName": f"vgg-small-1130-120000-00{i}-{c}", "TrainingJobStatus": status,
+         "TunedHyperParameters": {"learning_rate_fine_tuned": lr, "unfreeze_from": block},
+         **({"FinalHyperParameterTuningJobObjectiveMetric": {
+             "MetricName": "fine_tuned:val_accuracy", "Value": value}} if value else {})}
+        for i, c, status, lr, block, value in [
+            (1, "a", "Completed", "2.1e-05", "block4_conv1", 0.961),
+            (2, "b", "Completed", "1.0e-05", "block3_conv1", 0.9705),
+            (3, "c", "Stopped", "9.5e-05", "block4_conv1", None),
+        ]
+    ]  # fmt: skip
+    return description, jobs
+
+
+def test_results_table_and_plot_come_from_the_tuning_jobs_data(tmp_path, monkeypatch):
+    description, jobs = tuning_data()
+    best_report = {"phases": {
+        "frozen": {"test_accuracy": 0.901, "seed": {"test_accuracy": 0.898}},
+        "fine_tuned": {"test_accuracy": 0.9702, "seed": {"test_accuracy": 0.9665}},
+    }}  # fmt: skip
+    path = tune.write_results(tmp_path / "runs" / "vgg-small-1130-120000", description, jobs,
+                              best_report)  # fmt: skip
+    summary = json.loads((path.parent / "tuning.json").read_text())
+    assert summary["tuned"] == ["learning_rate_fine_tuned", "unfreeze_from"]
+    assert [row["objective"] for row in summary["training_jobs"]] == [0.9705, 0.961, None]
+    assert summary["best_training_job"] == "vgg-small-1130-120000-002-b"
+    table = path.read_text()
+    assert (
+        "| vgg-small-1130-120000-002-b **(best)** | Completed | 0.9705 | 1.0e-05 | block3_conv1 |"
+        in table
+    )
+    assert (
+        "| fine_tuned | 0.9702 | 0.9665 |" in table
+    )  # the best job's test accuracy and the seed's
+    assert (path.parent / "tuning.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["vgg-small-1130-120000"]
+
+
+def test_fetching_tuning_results_pulls_the_best_jobs_report(tmp_path, monkeypatch):
+    description, jobs = tuning_data()
+    fetched = []
+
+    def fetch_results(session, job, runs_dir, end=None):
+        fetched.append(job)
+        report = runs_dir / job / "report.md"
+        report.parent.mkdir(parents=True)
+        report.with_suffix(".json").write_text(json.dumps(
+            {"phases": {"fine_tuned": {"test_accuracy": 0.97, "seed": {"test_accuracy": 0.9665}}}}
+        ))  # fmt: skip
+        return report
+
+    monkeypatch.setattr(tune.results, "fetch_results", fetch_results)
+    path = tune.fetch(None, "vgg-small-1130-120000", tmp_path, description, jobs)
+    assert fetched == ["vgg-small-1130-120000-002-b"]
+    assert "| fine_tuned | 0.9700 | 0.9665 |" in path.read_text()

@@ -1,0 +1,361 @@
+"""``make tune``: SageMaker automatic model tuning of the recipe's sensitive settings, and its results.
+
+The tuner is SDK v3's ``HyperparameterTuner`` over the very ``ModelTrainer`` that ``make
+train-cloud`` builds (same image, channels, spot, checkpoints, tags), after the same preflight.
+The objective is the fine-tuned phase's best validation accuracy as the job logs it
+(``fine_tuned:val_accuracy``; never the test set). Ranges come from the experiment file's
+``tuning:`` section, or DEFAULT_RANGES:
+
+    tuning:
+      learning_rate_fine_tuned: {min: 1.0e-6, max: 1.0e-4, scale: Logarithmic}
+      unfreeze_from: [block3_conv1, block4_conv1, block5_conv1]
+
+Results: ``runs/<tuning job>/tuning.json``, ``tuning.md`` (every training job's settings and
+objective) and ``tuning.png`` (the objective against each tuned setting), and the best job's
+model and report fetched as ``make results`` fetches them.
+"""
+
+import fnmatch
+import json
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+
+from training.aws_errors import AWS_ERRORS, AWS_OR_NETWORK_ERRORS, aws_error, error_code, one_line
+from training.errors import Interrupted, UserError
+from training.launch import common, results, submit
+from training.launch.experiments import Experiment, validate_hyperparameters
+from training.launch.spec import JobSpec
+from training.report import seed
+
+OBJECTIVE = "fine_tuned:val_accuracy"  # validation, never test
+DEFAULT_RANGES = {
+    "learning_rate_fine_tuned": {"min": 1e-6, "max": 1e-4, "scale": "Logarithmic"},
+    "unfreeze_from": ["block3_conv1", "block4_conv1", "block5_conv1"],
+    "learning_rate_frozen": {"min": 1e-4, "max": 1e-2, "scale": "Logarithmic"},
+}
+TERMINAL = ("Completed", "Failed", "Stopped")
+NAME_LIMIT = 32  # SageMaker's limit on a tuning job's name
+
+
+def tuning_ranges(experiment: Experiment) -> dict:
+    """The experiment's ranges (or the defaults), each checked against the job's own parser."""
+    ranges = experiment.tuning or DEFAULT_RANGES
+    for name, spec in ranges.items():
+        values = spec if isinstance(spec, list) else [spec.get("min"), spec.get("max")]
+        if not isinstance(spec, list) and (
+            None in values or spec.get("scale", "Auto") not in ("Auto", "Linear", "Logarithmic")
+        ):
+            raise UserError(
+                f"tuning range {name}: give {{min: .., max: .., scale: Linear|Logarithmic}} or a "
+                f"list of values, not {spec!r}"
+            )
+        for value in values:
+            validate_hyperparameters({name: value})
+    return ranges
+
+
+def sdk_ranges(ranges: dict) -> dict:
+    from sagemaker.core.parameter import (
+        CategoricalParameter,
+        ContinuousParameter,
+        IntegerParameter,
+    )
+
+    converted = {}
+    for name, spec in ranges.items():
+        if isinstance(spec, list):
+            converted[name] = CategoricalParameter(spec)
+            continue
+        kind = IntegerParameter if isinstance(spec["min"], int) else ContinuousParameter
+        converted[name] = kind(spec["min"], spec["max"], scaling_type=spec.get("scale", "Auto"))
+    return converted
+
+
+def tuning_job_name(experiment: Experiment) -> str:
+    """vgg-<experiment>-<MMDD-HHMMSS>, within SageMaker's 32 characters."""
+    stamp = time.strftime("%m%d-%H%M%S")
+    return f"vgg-{experiment.name}"[: NAME_LIMIT - len(stamp) - 1] + f"-{stamp}"
+
+
+def upload_code(session: boto3.Session, spec: JobSpec, name: str) -> str:
+    """The job folder as sourcedir.tar.gz under the stack's code/ prefix; returns its S3 URI.
+
+    The tuning API takes no container entrypoint, so the image's own toolkit fetches the code from
+    the ``sagemaker_submit_directory`` hyperparameter. Left to itself the SDK would upload that
+    tarball outside code/, where the execution role may not read, with __pycache__ inside."""
+    key = f"{spec.code_prefix}/{name}/sourcedir.tar.gz"
+    with tempfile.TemporaryDirectory() as folder:
+        archive = Path(folder) / "sourcedir.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted(common.JOB_DIR.rglob("*")):
+                relative = path.relative_to(common.JOB_DIR)
+                if path.is_file() and not any(
+                    fnmatch.fnmatch(part, pattern)
+                    for part in relative.parts
+                    for pattern in submit.CODE_IGNORE
+                ):
+                    tar.add(path, arcname=str(relative))
+        try:
+            session.client("s3").upload_file(str(archive), spec.code_bucket, key)
+        except AWS_OR_NETWORK_ERRORS as error:
+            where = f"s3://{spec.code_bucket}/{key}"
+            raise aws_error(error, f"uploading the job's code to {where}") from error
+    return f"s3://{spec.code_bucket}/{key}"
+
+
+def launch(spec: JobSpec, session: boto3.Session, max_jobs: int, parallel: int) -> str:
+    """Creates the tuning job over the spec's trainer; returns its name."""
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    ranges = tuning_ranges(spec.experiment)
+    name = tuning_job_name(spec.experiment)
+    code = upload_code(session, spec, name)
+    try:
+        trainer, channels = submit.build_trainer(
+            spec, session, source_dir=code, hyperparameter_decodes=1
+        )
+        tuner = HyperparameterTuner(
+            model_trainer=trainer,
+            objective_metric_name=OBJECTIVE,
+            hyperparameter_ranges=sdk_ranges(ranges),
+            metric_definitions=submit.metric_definitions(),
+            strategy="Bayesian",
+            objective_type="Maximize",
+            max_jobs=max_jobs,
+            max_parallel_jobs=parallel,
+            early_stopping_type="Auto",
+            tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()],
+        )
+        with submit.sdk_role_check_off():
+            tuner.tune(inputs=channels, job_name=name, wait=False)
+    except UserError:
+        raise
+    except AWS_OR_NETWORK_ERRORS as error:
+        raise aws_error(error, "creating the tuning job") from error
+    except Exception as error:  # the SDK validates with its own exception types
+        raise UserError(
+            f"the SageMaker SDK refused the tuning job: {type(error).__name__}: "
+            f"{one_line(error, 300)}"
+        ) from error
+    print(
+        f"submitted tuning job {name}: up to {max_jobs} training jobs, {parallel} at once, "
+        f"objective {OBJECTIVE}, tuning {', '.join(ranges)}"
+    )
+    return name
+
+
+# --- following -----------------------------------------------------------------------------------
+def describe(sm, name: str) -> dict:
+    try:
+        return sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    except AWS_ERRORS as error:
+        if error_code(error) in ("ValidationException", "ResourceNotFound"):
+            raise UserError(
+                f"no tuning job named {name} in {sm.meta.region_name}: check the name "
+                "(`aws sagemaker list-hyper-parameter-tuning-jobs`)"
+            ) from error
+        raise aws_error(error, f"describing tuning job {name}") from error
+
+
+def training_jobs(sm, name: str) -> list[dict]:
+    """Every training job the tuning job started, with its hyperparameters and objective."""
+    jobs = []
+    try:
+        paginator = sm.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
+        for page in paginator.paginate(HyperParameterTuningJobName=name):
+            jobs.extend(page.get("TrainingJobSummaries", []))
+    except AWS_OR_NETWORK_ERRORS as error:
+        raise aws_error(error, f"listing the training jobs of {name}") from error
+    return sorted(jobs, key=lambda job: job.get("TrainingJobName", ""))
+
+
+def objective_of(job: dict) -> float | None:
+    value = job.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value")
+    return None if value is None else float(value)
+
+
+def follow(session: boto3.Session, name: str, poll_seconds: float = 30.0, write=print):
+    """Prints each training job's status and objective as it lands, until the tuning ends.
+    Returns (description, training jobs). Ctrl-C offers to stop the tuning job."""
+    sm = session.client("sagemaker")
+    seen: dict[str, tuple] = {}
+    try:
+        while True:
+            description = describe(sm, name)
+            jobs = training_jobs(sm, name)
+            for job in jobs:
+                state = (job.get("TrainingJobStatus"), objective_of(job))
+                if seen.get(job["TrainingJobName"]) != state:
+                    seen[job["TrainingJobName"]] = state
+                    objective = "—" if state[1] is None else f"{state[1]:.4f}"
+                    write(f"[{name}] {job['TrainingJobName']}: {state[0]}, {OBJECTIVE} {objective}")
+            if description["HyperParameterTuningJobStatus"] in TERMINAL:
+                write(f"[{name}] {description['HyperParameterTuningJobStatus']}")
+                return description, jobs
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        offer_stop(sm, name)
+        raise Interrupted(
+            f"stopped following {name}; pick it up again with `make tune-results TUNING_JOB={name}`"
+        ) from None
+
+
+def offer_stop(sm, name: str) -> None:
+    keeps_running = (
+        f"{name} keeps running; stop it with `aws sagemaker stop-hyper-parameter-tuning-job "
+        f"--hyper-parameter-tuning-job-name {name}`"
+    )
+    if not sys.stdin.isatty():
+        print(f"\n{keeps_running}")
+        return
+    try:
+        answer = input(f"\nStop tuning job {name} and its training jobs? [y/N] ")
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        print(keeps_running)
+        return
+    try:
+        sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        print(f"stop requested for {name}")
+    except AWS_OR_NETWORK_ERRORS as error:
+        print(f"{name} could not be stopped: {aws_error(error, 'stopping it')}")
+
+
+# --- results -------------------------------------------------------------------------------------
+def table(description: dict, jobs: list[dict]) -> dict:
+    """tuning.json's content: the tuned settings and every training job's values and objective."""
+    ranges = description.get("HyperParameterTuningJobConfig", {}).get("ParameterRanges", {})
+    tuned = sorted(r["Name"] for kind in ranges.values() for r in kind)
+    rows = []
+    for job in jobs:
+        values = job.get("TunedHyperParameters", {})
+        rows.append(
+            {
+                "training_job": job["TrainingJobName"],
+                "status": job.get("TrainingJobStatus"),
+                "objective": objective_of(job),
+                **{name: values.get(name) for name in tuned},
+            }
+        )
+    rows.sort(key=lambda row: (row["objective"] is None, -(row["objective"] or 0.0)))
+    best = description.get("BestTrainingJob", {}).get("TrainingJobName")
+    return {
+        "tuning_job": description["HyperParameterTuningJobName"],
+        "status": description["HyperParameterTuningJobStatus"],
+        "objective": OBJECTIVE,
+        "tuned": tuned,
+        "best_training_job": best,
+        "training_jobs": rows,
+    }
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tuned = summary["tuned"]
+    fig, axes = plt.subplots(1, len(tuned), figsize=(4.5 * len(tuned), 3.6), squeeze=False)
+    done = [row for row in summary["training_jobs"] if row["objective"] is not None]
+    for axis, name in zip(axes[0], tuned, strict=True):
+        values = [row[name] for row in done]
+        objectives = [row["objective"] for row in done]
+        numeric = all(_is_number(v) for v in values)
+        xs = [float(v) for v in values] if numeric else values
+        axis.scatter(xs, objectives, color="tab:blue")
+        best = [row for row in done if row["training_job"] == summary["best_training_job"]]
+        if best:
+            x = float(best[0][name]) if numeric else best[0][name]
+            axis.scatter([x], [best[0]["objective"]], color="tab:red", label="best")
+            axis.legend(loc="best")
+        if numeric and xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+            axis.set_xscale("log")
+        axis.set_xlabel(name)
+        axis.set_ylabel(summary["objective"])
+        axis.margins(0.15)
+        axis.grid(alpha=0.3)
+    fig.suptitle(f"{summary['tuning_job']}: objective against each tuned setting")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def markdown(summary: dict, best_report: dict | None) -> str:
+    names = summary["tuned"]
+    lines = [
+        f"# Tuning job {summary['tuning_job']} ({summary['status']})",
+        "",
+        f"Objective: `{summary['objective']}` (best validation accuracy of the fine-tuned phase; "
+        "the test set plays no part). Best job first.",
+        "",
+        "| training job | status | objective | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for row in summary["training_jobs"]:
+        objective = "—" if row["objective"] is None else f"{row['objective']:.4f}"
+        mark = " **(best)**" if row["training_job"] == summary["best_training_job"] else ""
+        cells = " | ".join(str(row[name]) for name in names)
+        lines.append(f"| {row['training_job']}{mark} | {row['status']} | {objective} | {cells} |")
+    lines += ["", "![objective against each tuned setting](tuning.png)", ""]
+    if best_report:
+        lines.append(f"## Best job: {summary['best_training_job']}")
+        lines.append("")
+        lines.append("| phase | test accuracy | the seed's |")
+        lines.append("|---|---|---|")
+        for phase, row in best_report["phases"].items():
+            reference = (row.get("seed") or {}).get("test_accuracy")
+            ours = f"{row['test_accuracy']:.4f}"
+            lines.append(f"| {phase} | {ours} | {'—' if reference is None else reference} |")
+        lines += ["", f"Its report: [../{summary['best_training_job']}/report.md]"
+                  f"(../{summary['best_training_job']}/report.md) ({seed.SOURCE})."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    run_dir: Path, description: dict, jobs: list[dict], best_report: dict | None
+) -> Path:
+    """tuning.json, tuning.md and tuning.png in ``run_dir``, which appears only when complete."""
+    summary = table(description, jobs)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
+    try:
+        (partial / "tuning.json").write_text(json.dumps(summary, indent=2))
+        plot(summary, partial / "tuning.png")
+        (partial / "tuning.md").write_text(markdown(summary, best_report))
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    partial.rename(run_dir)
+    return run_dir / "tuning.md"
+
+
+def fetch(session: boto3.Session, name: str, runs_dir: Path, description=None, jobs=None) -> Path:
+    """The table and plot of every training job, and the best job's results and report."""
+    if description is None or jobs is None:
+        sm = session.client("sagemaker")
+        description = description or describe(sm, name)
+        jobs = jobs if jobs is not None else training_jobs(sm, name)
+    best = description.get("BestTrainingJob", {}).get("TrainingJobName")
+    best_report = None
+    if best:
+        report = results.fetch_results(session, best, runs_dir)
+        best_report = json.loads(report.with_suffix(".json").read_text())
+    return write_results(runs_dir / name, description, jobs, best_report)
