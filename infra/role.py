@@ -133,15 +133,18 @@ def execution_policy(bucket_arn: str, scope: Scope, kms_key_arn: str | None = No
         },
     ]
     if kms_key_arn:
-        statements.append(
-            {
-                "Sid": "BucketKey",
-                "Effect": "Allow",
-                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                "Resource": kms_key_arn,
-            }
-        )
+        statements.append(bucket_key(kms_key_arn))
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def bucket_key(kms_key_arn: str) -> dict:
+    """Use of the bucket's customer KMS key: reading and writing objects encrypted with it."""
+    return {
+        "Sid": "BucketKey",
+        "Effect": "Allow",
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+        "Resource": kms_key_arn,
+    }
 
 
 def launcher_policy(
@@ -231,14 +234,7 @@ def launcher_policy(
     ]
     if kms_key_arn:
         # Staging, the SDK's code upload and artifact downloads encrypt/decrypt with the key.
-        statements.append(
-            {
-                "Sid": "BucketKey",
-                "Effect": "Allow",
-                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                "Resource": kms_key_arn,
-            }
-        )
+        statements.append(bucket_key(kms_key_arn))
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 

@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+import boto3
+
 from training.launch.instances import INSTANCES
 from training.launch.quotas import QuotaReading, quota_name
 
@@ -49,3 +51,15 @@ def simulate_as(caller: str):
         return answer(200, {"EvaluationResults": results, "IsTruncated": False})
 
     return hook, calls
+
+
+def create_job(name: str, role_arn: str, instance_type: str = "ml.p2.xlarge") -> None:
+    """A training job in moto (which marks it Completed at once; tests change that as needed)."""
+    boto3.client("sagemaker", region_name=REGION).create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+        RoleArn=role_arn,
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/outputs/"},
+        ResourceConfig={"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": 50},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )

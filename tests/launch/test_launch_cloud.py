@@ -11,7 +11,7 @@ import boto3
 import pytest
 import train  # the job's entry script (training/job is on pytest's path)
 from botocore.stub import Stubber
-from launch_helpers import BUCKET, REGION, TINY, quotas_for, simulate_as
+from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for, simulate_as
 
 from training.launch import common, follow, instances, preflight, quotas, submit
 from training.launch.__main__ import main as launch
@@ -141,17 +141,6 @@ def test_cloud_path_end_to_end(aws, captured, tiny_splits, tmp_path, capsys):
     for name in ("report.md", "accuracy.png", "loss.png", "confusion.png", "model/model.h5"):
         assert (run_dir / name).exists(), name
     assert "test accuracy: frozen" in capsys.readouterr().out
-
-
-def create_job(name: str, role_arn: str) -> None:
-    boto3.client("sagemaker", region_name=REGION).create_training_job(
-        TrainingJobName=name,
-        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
-        RoleArn=role_arn,
-        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/outputs/"},
-        ResourceConfig={"InstanceType": "ml.p2.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
-        StoppingCondition={"MaxRuntimeInSeconds": 3600},
-    )
 
 
 def test_a_failed_job_shows_its_reason_and_log_tail(aws, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from launch_helpers import BUCKET, REGION, TINY, quotas_for
+from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for
 from vgg_transfer import config as job_config
 
 from training.infra_outputs import load_outputs
@@ -105,19 +105,8 @@ def test_a_digest_that_looks_like_json_reaches_train_py_unchanged(digest):
     assert safe_serialize(safe_deserialize(to_hyperparameter(digest, decodes=1))) == digest
 
 
-def completed_job(name: str, role_arn: str) -> None:
-    boto3.client("sagemaker", region_name=REGION).create_training_job(
-        TrainingJobName=name,
-        AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
-        RoleArn=role_arn,
-        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/outputs/"},
-        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
-        StoppingCondition={"MaxRuntimeInSeconds": 3600},
-    )  # moto marks it Completed at once
-
-
 def test_results_without_artifacts_say_what_is_missing_and_write_nothing(aws, tmp_path, capsys):
-    completed_job("vgg-small-20260101-000000", aws["role_arn"])
+    create_job("vgg-small-20260101-000000", aws["role_arn"], "ml.g4dn.xlarge")
     runs = tmp_path / "runs"
     code = launch(["results", "--job", "vgg-small-20260101-000000", "--stack", "test", "--runs",
                    str(runs)])  # fmt: skip

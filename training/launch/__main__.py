@@ -94,7 +94,7 @@ def run_local(args) -> int:
 
 
 def run_cloud(args) -> int:
-    from training.launch import follow, preflight, results, staging, submit
+    from training.launch import preflight, staging, submit
 
     experiment = experiments.load(args.experiment or "small", args.hp)
     instance_type = args.instance or experiment.instance_type
@@ -121,23 +121,22 @@ def run_cloud(args) -> int:
     if args.detach:
         print(f"detached; follow it later with `make results JOB={job}`")
         return 0
+    return follow_and_fetch(session, job, args.runs)
+
+
+def follow_and_fetch(session, job: str, runs: Path) -> int:
+    from training.launch import follow, results
+
     end = follow.follow(session, job)
-    report = results.fetch_results(session, job, args.runs, end)
-    print(summary_line(report))
+    print(summary_line(results.fetch_results(session, job, runs, end)))
     return 0
 
 
 def run_results(args) -> int:
-    from training.launch import follow, results
-
     if not args.job:
         raise UserError("which job? make results JOB=<training job name>")
     outputs = load_outputs(args.stack, INFRA_DIR)
-    session = common.boto_session(outputs.region)
-    end = follow.follow(session, args.job)
-    report = results.fetch_results(session, args.job, args.runs, end)
-    print(summary_line(report))
-    return 0
+    return follow_and_fetch(common.boto_session(outputs.region), args.job, args.runs)
 
 
 def run_tune(args) -> int:

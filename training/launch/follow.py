@@ -102,18 +102,15 @@ def follow(session: boto3.Session, job: str, poll_seconds: float = 15.0, write=p
         ) from None
 
 
-def offer_stop(sm, job: str) -> None:
-    keeps_running = (
-        f"{job} keeps running; stop it with "
-        f"`aws sagemaker stop-training-job --training-job-name {job}`"
-    )
+def ask_to_stop(what: str, name: str, stop, command: str) -> None:
+    """After Ctrl-C: ask whether to stop ``name`` (it keeps running and billing otherwise).
+    Every outcome is one line: no terminal, no answer, a refusal, or a stop that fails."""
+    keeps_running = f"{name} keeps running; stop it with `{command}`"
     if not sys.stdin.isatty():
         print(f"\n{keeps_running}")
         return
     try:
-        answer = input(
-            f"\nStop training job {job}? It keeps running (and billing) otherwise [y/N] "
-        )
+        answer = input(f"\nStop {what} {name}? It keeps running (and billing) otherwise [y/N] ")
     except (EOFError, KeyboardInterrupt):
         print(f"\n{keeps_running}")
         return
@@ -121,14 +118,23 @@ def offer_stop(sm, job: str) -> None:
         print(keeps_running)
         return
     try:
-        sm.stop_training_job(TrainingJobName=job)
+        stop()
     except AWS_OR_NETWORK_ERRORS as error:
         if error_code(error) == "ValidationException":
-            print(f"{job} could not be stopped: {one_line(error)} (it may have ended already)")
+            print(f"{name} could not be stopped: {one_line(error)} (it may have ended already)")
         else:
-            print(f"{job} could not be stopped: {aws_error(error, 'stopping it')}")
+            print(f"{name} could not be stopped: {aws_error(error, 'stopping it')}")
         return
-    print(f"stop requested for {job}")
+    print(f"stop requested for {name}")
+
+
+def offer_stop(sm, job: str) -> None:
+    ask_to_stop(
+        "training job",
+        job,
+        lambda: sm.stop_training_job(TrainingJobName=job),
+        f"aws sagemaker stop-training-job --training-job-name {job}",
+    )
 
 
 def explain_failure(description: dict, log_tail: list[str]) -> UserError:

@@ -62,6 +62,22 @@ def sdk_role_check_off():
             os.environ[SDK_ROLE_CHECK] = previous
 
 
+@contextlib.contextmanager
+def sdk_errors(what: str):
+    """Whatever building or submitting ``what`` raises becomes one line: AWS and network errors
+    say what to do; the SDK validates with exception types of its own."""
+    try:
+        yield
+    except UserError:
+        raise
+    except AWS_OR_NETWORK_ERRORS as error:
+        raise aws_error(error, f"creating {what}") from error
+    except Exception as error:
+        raise UserError(
+            f"the SageMaker SDK refused {what}: {type(error).__name__}: {one_line(error, 300)}"
+        ) from error
+
+
 def project_trainer_class():
     """ModelTrainer that stages the code in the project bucket's code/ prefix, always.
 
@@ -160,23 +176,9 @@ def build_trainer(
 
 def submit(spec: JobSpec, session: boto3.Session) -> str:
     """Creates the training job; returns its name."""
-    try:
+    with sdk_errors("the training job"):
         trainer, channels = build_trainer(spec, session)
-    except UserError:
-        raise
-    except AWS_OR_NETWORK_ERRORS as error:
-        raise aws_error(error, "preparing the training job") from error
-    except Exception as error:  # the SDK validates with its own exception types
-        raise UserError(
-            f"the SageMaker SDK refused the training job: {type(error).__name__}: "
-            f"{one_line(error, 300)}"
-        ) from error
-    try:
         trainer.train(input_data_config=channels, wait=False, logs=False)
-    except AWS_OR_NETWORK_ERRORS as error:
-        raise aws_error(error, "creating the training job") from error
-    except (ValueError, OSError) as error:
-        raise UserError(f"creating the training job failed: {one_line(error, 300)}") from error
     # output_data is s3://<bucket>/<outputs prefix>/<job name>/output/output.tar.gz
     name = trainer.output_data.split("/")[-3]
     print(f"submitted {name}; checkpoints: {spec.checkpoint}")

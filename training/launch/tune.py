@@ -18,7 +18,6 @@ model and report fetched as ``make results`` fetches them.
 import fnmatch
 import json
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
@@ -26,10 +25,11 @@ from pathlib import Path
 
 import boto3
 
-from training.aws_errors import AWS_ERRORS, AWS_OR_NETWORK_ERRORS, aws_error, error_code, one_line
+from training.aws_errors import AWS_ERRORS, AWS_OR_NETWORK_ERRORS, aws_error, error_code
 from training.errors import Interrupted, UserError
 from training.launch import common, results, submit
 from training.launch.experiments import Experiment, validate_hyperparameters
+from training.launch.follow import ask_to_stop
 from training.launch.spec import JobSpec
 from training.report import seed
 
@@ -116,7 +116,7 @@ def launch(spec: JobSpec, session: boto3.Session, max_jobs: int, parallel: int) 
     ranges = tuning_ranges(spec.experiment)
     name = tuning_job_name(spec.experiment)
     code = upload_code(session, spec, name)
-    try:
+    with submit.sdk_errors("the tuning job"):
         trainer, channels = submit.build_trainer(
             spec, session, source_dir=code, hyperparameter_decodes=1
         )
@@ -134,15 +134,6 @@ def launch(spec: JobSpec, session: boto3.Session, max_jobs: int, parallel: int) 
         )
         with submit.sdk_role_check_off():
             tuner.tune(inputs=channels, job_name=name, wait=False)
-    except UserError:
-        raise
-    except AWS_OR_NETWORK_ERRORS as error:
-        raise aws_error(error, "creating the tuning job") from error
-    except Exception as error:  # the SDK validates with its own exception types
-        raise UserError(
-            f"the SageMaker SDK refused the tuning job: {type(error).__name__}: "
-            f"{one_line(error, 300)}"
-        ) from error
     print(
         f"submitted tuning job {name}: up to {max_jobs} training jobs, {parallel} at once, "
         f"objective {OBJECTIVE}, tuning {', '.join(ranges)}"
@@ -207,25 +198,12 @@ def follow(session: boto3.Session, name: str, poll_seconds: float = 30.0, write=
 
 
 def offer_stop(sm, name: str) -> None:
-    keeps_running = (
-        f"{name} keeps running; stop it with `aws sagemaker stop-hyper-parameter-tuning-job "
-        f"--hyper-parameter-tuning-job-name {name}`"
+    ask_to_stop(
+        "tuning job (and its training jobs)",
+        name,
+        lambda: sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
+        f"aws sagemaker stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {name}",
     )
-    if not sys.stdin.isatty():
-        print(f"\n{keeps_running}")
-        return
-    try:
-        answer = input(f"\nStop tuning job {name} and its training jobs? [y/N] ")
-    except (EOFError, KeyboardInterrupt):
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
-        print(keeps_running)
-        return
-    try:
-        sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-        print(f"stop requested for {name}")
-    except AWS_OR_NETWORK_ERRORS as error:
-        print(f"{name} could not be stopped: {aws_error(error, 'stopping it')}")
 
 
 # --- results -------------------------------------------------------------------------------------
