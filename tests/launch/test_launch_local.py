@@ -32,7 +32,7 @@ def test_local_run_emulates_the_container_and_writes_a_report(tiny_splits, tmp_p
     import tensorflow as tf
 
     expected = "CPU" if not tf.config.list_physical_devices("GPU") else "NVIDIA"
-    assert report["devices"] and f"on {expected}" in markdown  # which device ran
+    assert report["devices"] and f"device(s): {expected}" in markdown  # which device ran
     assert "[epoch] phase=frozen epoch=1/1" in (run_dir / "train.log").read_text()
     assert "report:" in capsys.readouterr().out
 

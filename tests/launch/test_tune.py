@@ -199,3 +199,42 @@ def test_fetching_tuning_results_pulls_the_best_jobs_report(tmp_path, monkeypatc
     path = tune.fetch(None, "vgg-small-1130-120000", tmp_path, description, jobs)
     assert fetched == ["vgg-small-1130-120000-002-b"]
     assert "| fine_tuned | 0.9700 | 0.9665 |" in path.read_text()
+
+
+class FakeTuningSageMaker:
+    """DescribeHyperParameterTuningJob and its training jobs, two polls: one job still running,
+    then both done."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.meta = type("Meta", (), {"region_name": "us-east-1"})()
+
+    def describe_hyper_parameter_tuning_job(self, HyperParameterTuningJobName):  # noqa: N803
+        self.polls += 1
+        description, _ = tuning_data()
+        description["HyperParameterTuningJobStatus"] = (
+            "InProgress" if self.polls == 1 else "Completed"
+        )
+        return description
+
+    def get_paginator(self, operation):
+        assert operation == "list_training_jobs_for_hyper_parameter_tuning_job"
+        _, jobs = tuning_data()
+        if self.polls == 1:
+            jobs = [dict(jobs[0], TrainingJobStatus="InProgress")]
+            jobs[0].pop("FinalHyperParameterTuningJobObjectiveMetric")
+        return type("Paginator", (), {"paginate": lambda self, **kwargs: [
+            {"TrainingJobSummaries": jobs}]})()  # fmt: skip
+
+
+def test_following_prints_each_training_job_as_it_lands(monkeypatch):
+    fake = FakeTuningSageMaker()
+    session = type("Session", (), {"client": lambda self, name: fake})()
+    monkeypatch.setattr(tune.time, "sleep", lambda seconds: None)
+    lines = []
+    description, jobs = tune.follow(session, "vgg-small-1130-120000", write=lines.append)
+    assert description["HyperParameterTuningJobStatus"] == "Completed" and len(jobs) == 3
+    assert lines[0].endswith("vgg-small-1130-120000-001-a: InProgress, fine_tuned:val_accuracy —")
+    assert "vgg-small-1130-120000-001-a: Completed, fine_tuned:val_accuracy 0.9610" in lines[1]
+    assert "vgg-small-1130-120000-002-b: Completed, fine_tuned:val_accuracy 0.9705" in lines[2]
+    assert lines[-1] == "[vgg-small-1130-120000] Completed"

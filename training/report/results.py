@@ -224,8 +224,8 @@ def render_markdown(report: dict, plots: list[str]) -> str:
         f"{fmt(report['billable_seconds'], '.0f')}, cost: "
         f"{'—' if cost is None else f'${cost:.2f}'}",
         f"- image: `{report['image_uri']}`",
-        f"- distribution: {report['distribution']} on {', '.join(report['devices'] or ['?'])}, "
-        f"precision: {report['precision_policy']}, "
+        f"- distribution: {report['distribution']}; device(s): "
+        f"{', '.join(report['devices'] or ['?'])}; precision: {report['precision_policy']}, "
         f"frozen phase augmented: {report['frozen_phase_augmented']}",
         f"- versions: {report['versions']}",
         "",
