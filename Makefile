@@ -30,6 +30,8 @@ IMAGES ?=
 DETACH ?=
 # 1: a new checkpoint folder, so a finished experiment trains again from the start (train-cloud)
 FRESH ?=
+# 1: make rehearse adds a spot interruption after the first fine-tuning epoch
+INTERRUPT ?=
 # local VGG16 no-top .h5 to ship through the weights channel
 WEIGHTS ?=
 # train-local: "docker" runs the real SageMaker TF image through the SDK's local-container mode
@@ -60,7 +62,7 @@ export UV_CACHE_DIR ?= $(HOME)/.cache/uv
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-compat lock check-platforms lint format test test-fast data data-sample \
-        data-upload train-local train-cloud results tune tune-results predict report infra-preview \
+        data-upload train-local train-cloud rehearse results tune tune-results predict report infra-preview \
         infra-up infra-down bench cost clean
 
 help: ## list the targets and the settings they take
@@ -76,7 +78,7 @@ $(UV):
 
 # The stamp names the lock it came from, so GPU=1 and back re-syncs.
 $(VENV)/.synced-$(MAIN_LOCK): $(MAIN_LOCK) training/job/pyproject.toml | $(UV)
-	@test -x $(PY) || $(UV) venv --quiet --python "$(MAIN_PYTHON)" $(VENV) || { echo "error: .venv needs \
+	@test -x $(PY) || $(UV) venv --quiet --seed --python "$(MAIN_PYTHON)" $(VENV) || { echo "error: .venv needs \
 	Python $(MAIN_PYTHON): install one (python.org, brew, apt) or run \`$(UV) python install 3.11\`" >&2; exit 1; }
 	$(UV) pip sync --quiet --python $(PY) $(MAIN_LOCK)
 	$(UV) pip install --quiet --python $(PY) --no-deps --editable training/job
@@ -85,7 +87,7 @@ $(VENV)/.synced-$(MAIN_LOCK): $(MAIN_LOCK) training/job/pyproject.toml | $(UV)
 	print("TensorFlow", tf.__version__, "sees", len(tf.config.list_physical_devices("GPU")), "GPU(s)")' 2>/dev/null))"
 
 $(COMPAT_VENV)/.synced: $(COMPAT_LOCK) training/job/pyproject.toml | $(UV)
-	@test -x $(COMPAT_PY) || $(UV) venv --quiet --python "$(COMPAT_PYTHON)" $(COMPAT_VENV) || { echo \
+	@test -x $(COMPAT_PY) || $(UV) venv --quiet --seed --python "$(COMPAT_PYTHON)" $(COMPAT_VENV) || { echo \
 	"error: .venv-compat needs Python $(COMPAT_PYTHON) (TF 2.12/2.13 support no newer one): install it \
 	(python.org, brew install python@3.11, apt install python3.11) or run \`$(UV) python install 3.11\`" >&2; exit 1; }
 	$(UV) pip sync --quiet --python $(COMPAT_PY) $(COMPAT_LOCK)
@@ -164,6 +166,10 @@ train-local: setup ## run an experiment on this machine, SageMaker contract emul
 
 train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch results (default: small)
 	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(if $(DETACH),--detach) $(if $(FRESH),--fresh)
+
+rehearse: setup setup-compat ## the whole train-cloud path offline: emulated AWS, SageMaker stand-in (default: smoke)
+	$(PY) -m training.rehearse $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
+	    --splits $(SPLITS) $(if $(INTERRUPT),--interrupt)
 
 results: setup ## fetch a SageMaker job's results and write its report: make results JOB=<name>
 	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK)

@@ -1,0 +1,440 @@
+"""A SageMaker stand-in over moto: it runs each CreateTrainingJob request the way SageMaker would,
+so that the whole cloud path can be rehearsed offline (``make rehearse``) and tested.
+
+For every training job moto records, in this process, the stand-in:
+- downloads every channel from S3 into ``<run>/opt_ml/input/data/<channel>``, the SDK's ``code``
+  and ``sm_drivers`` channels included, and writes ``input/config/hyperparameters.json``,
+  ``inputdataconfig.json`` and ``resourceconfig.json`` as SageMaker does;
+- restores ``CheckpointConfig.S3Uri`` into ``<run>/opt_ml/checkpoints``, and while the job runs
+  uploads what appears there in a background thread, in no set order, mirroring deletes;
+- runs the request's ``ContainerEntrypoint`` + ``ContainerArguments`` (the SDK's own
+  ``sm_train.sh`` → ``environment.py`` → ``basic_script_driver.py`` → ``train.py``) unchanged,
+  streaming the output to CloudWatch Logs (``/aws/sagemaker/TrainingJobs``, stream
+  ``<job>/algo-1-<epoch seconds>``);
+- packs ``model.tar.gz`` and ``output.tar.gz`` under ``S3OutputPath/<job>/output/`` and sets the
+  job's status, ``SecondaryStatus``, ``FailureReason`` (from ``/opt/ml/output/failure``),
+  ``TrainingTimeInSeconds`` and ``BillableTimeInSeconds``;
+- on request, interrupts the job as a spot reclaim does (SIGTERM to the container's process 1,
+  SIGKILL after a grace period), restarts it on a fresh volume with the checkpoints restored from
+  S3, and bills only the seconds that ran.
+
+How ``/opt/ml`` maps to the run folder: each container runs in its own mount namespace
+(``unshare --mount``; Linux, as root or with unprivileged user namespaces), where a private tmpfs
+covers ``/opt`` (its entries bound back in) and ``<run>/opt_ml`` is bind-mounted at ``/opt/ml``.
+The container's processes see SageMaker's paths; nothing changes on the host. The "image" is a
+Python environment of this project: ``.venv-compat`` (TF 2.12, Keras 2) for TF 2.11 images,
+``.venv`` otherwise.
+
+Not yet: several instances per job (the containers would need their own network namespaces for
+the workers' fixed port), and moto's IAM enforcement for the execution role's S3 traffic.
+"""
+
+import contextlib
+import json
+import os
+import queue
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+REPO = Path(__file__).resolve().parents[1]
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+GRACE_SECONDS = 5  # SageMaker gives a reclaimed spot instance 120 s; a rehearsal needs less
+SYNC_SECONDS = 0.5
+MOUNT_SCRIPT = r"""
+set -e
+scratch=$(mktemp -d)
+mkdir -p "$scratch/opt"
+mount --rbind /opt "$scratch/opt"
+mount -t tmpfs tmpfs /opt
+for entry in "$scratch"/opt/* ; do
+  [ -e "$entry" ] || continue
+  name=$(basename "$entry")
+  if [ -d "$entry" ]; then mkdir "/opt/$name"; else touch "/opt/$name"; fi
+  mount --rbind "$entry" "/opt/$name"
+done
+mkdir /opt/ml
+mount --bind "$STANDIN_OPT_ML" /opt/ml
+exec "$@"
+"""
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def python_for(image: str) -> Path:
+    """The environment that plays the image: Keras 2 for the P2 image's TF 2.11, else Keras 3."""
+    venv = ".venv-compat" if ":2.11-" in image else ".venv"
+    return REPO / venv / "bin"
+
+
+@dataclass
+class Interruption:
+    """A spot reclaim: after ``after_line`` appears in the job's output (once)."""
+
+    after_line: str
+    done: bool = False
+
+
+@dataclass
+class JobRun:
+    name: str
+    request: dict
+    root: Path
+    billable: float = 0.0
+    attempts: int = 0
+    log_stream: str = ""
+    lines: list = field(default_factory=list)
+
+
+class StandIn:
+    """Runs the training jobs that moto records in this process (see the module docstring)."""
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        runs_dir: Path,
+        region: str = "us-east-1",
+        interruption: Interruption | None = None,
+        echo=None,
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.runs_dir = Path(runs_dir)
+        self.interruption = interruption
+        self.echo = echo
+        self.jobs: queue.Queue = queue.Queue()
+        self.finished: dict[str, JobRun] = {}
+        self._thread: threading.Thread | None = None
+        self._unpatch = None
+
+    # --- wiring into moto ---------------------------------------------------------------------
+    def start(self) -> "StandIn":
+        from moto.sagemaker.models import SageMakerModelBackend
+
+        original = SageMakerModelBackend.create_training_job
+        stand_in = self
+
+        def create_training_job(backend, training_job_name, *args, **kwargs):
+            job = original(backend, training_job_name, *args, **kwargs)
+            # moto marks a job Completed at once; SageMaker starts it.
+            job.training_job_status, job.secondary_status = "InProgress", "Starting"
+            stand_in.jobs.put((backend, job))
+            return job
+
+        SageMakerModelBackend.create_training_job = create_training_job
+        self._unpatch = lambda: setattr(SageMakerModelBackend, "create_training_job", original)
+        self._thread = threading.Thread(target=self._work, daemon=True, name="sagemaker-standin")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        if self._thread:
+            self._thread.join(timeout=600)
+        if self._unpatch:
+            self._unpatch()
+
+    def _client(self, service: str):
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url)
+
+    def _work(self) -> None:
+        while True:
+            item = self.jobs.get()
+            if item is None:
+                return
+            backend, job = item
+            try:
+                self.run_job(job)
+            except Exception as error:  # the stand-in's own failure becomes the job's
+                self._set(job, "Failed", "Failed", failure=f"stand-in error: {error}")
+
+    # --- one job --------------------------------------------------------------------------------
+    def _set(self, job, status: str, secondary: str, failure: str | None = None) -> None:
+        job.training_job_status, job.secondary_status = status, secondary
+        if failure is not None:
+            job.failure_reason = failure
+
+    def request_of(self, job) -> dict:
+        return {
+            "TrainingJobName": job.training_job_name,
+            "AlgorithmSpecification": job.algorithm_specification,
+            "HyperParameters": job.hyper_parameters or {},
+            "InputDataConfig": job.input_data_config or [],
+            "OutputDataConfig": job.output_data_config,
+            "ResourceConfig": job.resource_config,
+            "CheckpointConfig": job.checkpoint_config or {},
+            "EnableManagedSpotTraining": bool(job.enable_managed_spot_training),
+        }
+
+    def run_job(self, job) -> JobRun:
+        request = self.request_of(job)
+        run = JobRun(
+            request["TrainingJobName"], request, self.runs_dir / request["TrainingJobName"]
+        )
+        self.finished[run.name] = run
+        started = time.time()
+        code = None
+        while True:
+            run.attempts += 1
+            self._set(job, "InProgress", "Downloading")
+            opt_ml = self.prepare(run)
+            self._set(job, "InProgress", "Training")
+            interrupt = (
+                self.interruption
+                if self.interruption
+                and not self.interruption.done
+                and request["EnableManagedSpotTraining"]
+                else None
+            )
+            attempt_started = time.time()
+            code, interrupted = self.run_container(run, opt_ml, interrupt)
+            run.billable += time.time() - attempt_started
+            if not interrupted:
+                break
+            self._set(job, "InProgress", "Interrupted")
+            self._echo(f"[stand-in] {run.name}: spot interruption; restarting from S3 checkpoints")
+        self._set(job, "InProgress", "Uploading")
+        failure_file = opt_ml / "output" / "failure"
+        if code == 0:
+            self.upload_artifacts(run, opt_ml)
+            status, failure = "Completed", None
+        else:
+            status = "Failed"
+            reason = failure_file.read_text().strip() if failure_file.exists() else ""
+            failure = f"AlgorithmError: {reason or f'exit code {code}'}"[:1024]
+        job.training_time_in_seconds = int(round(time.time() - started))
+        job.billable_time_in_seconds = int(round(run.billable))
+        self._set(job, status, status, failure)
+        return run
+
+    def prepare(self, run: JobRun) -> Path:
+        """A fresh volume: channels, config files and the restored checkpoints."""
+        opt_ml = run.root / f"attempt-{run.attempts}" / "opt_ml"
+        for folder in ("input/config", "input/data", "model", "output/data", "checkpoints"):
+            (opt_ml / folder).mkdir(parents=True, exist_ok=True)
+        s3 = self._client("s3")
+        request = run.request
+        channels = {}
+        for channel in request["InputDataConfig"]:
+            name = channel["ChannelName"]
+            bucket, prefix = split_s3_uri(channel["DataSource"]["S3DataSource"]["S3Uri"])
+            self._download(s3, bucket, prefix, opt_ml / "input" / "data" / name)
+            channels[name] = {
+                "TrainingInputMode": channel.get("InputMode", "File"),
+                "S3DistributionType": channel["DataSource"]["S3DataSource"].get(
+                    "S3DataDistributionType", "FullyReplicated"
+                ),
+                "RecordWrapperType": "None",
+            }
+        config = opt_ml / "input" / "config"
+        (config / "hyperparameters.json").write_text(json.dumps(request["HyperParameters"]))
+        (config / "inputdataconfig.json").write_text(json.dumps(channels))
+        resources = request["ResourceConfig"]
+        (config / "resourceconfig.json").write_text(
+            json.dumps(
+                {
+                    "current_host": "algo-1",
+                    "current_instance_type": resources["InstanceType"],
+                    "current_group_name": "homogeneousCluster",
+                    "hosts": ["algo-1"],
+                    "instance_groups": [
+                        {
+                            "instance_group_name": "homogeneousCluster",
+                            "instance_type": resources["InstanceType"],
+                            "hosts": ["algo-1"],
+                        }
+                    ],
+                    "network_interface_name": "eth0",
+                }
+            )
+        )
+        checkpoint = request["CheckpointConfig"].get("S3Uri")
+        if checkpoint:
+            bucket, prefix = split_s3_uri(checkpoint)
+            self._download(s3, bucket, prefix, opt_ml / "checkpoints")
+        return opt_ml
+
+    @staticmethod
+    def _download(s3, bucket: str, prefix: str, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix) :].lstrip("/")
+                if not relative:
+                    continue
+                path = target / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, item["Key"], str(path))
+
+    # --- the container --------------------------------------------------------------------------
+    def run_container(self, run: JobRun, opt_ml: Path, interrupt: Interruption | None):
+        """Runs the request's entrypoint; returns (exit code, interrupted)."""
+        algorithm = run.request["AlgorithmSpecification"]
+        command = list(algorithm.get("ContainerEntrypoint") or []) + list(
+            algorithm.get("ContainerArguments") or []
+        )
+        if not command:
+            raise RuntimeError("the request has no ContainerEntrypoint (script mode needs one)")
+        bin_dir = python_for(algorithm["TrainingImage"])
+        env = dict(
+            os.environ,
+            PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            TRAINING_JOB_NAME=run.name,
+            STANDIN_OPT_ML=str(opt_ml.resolve()),
+            PYTHONUNBUFFERED="1",
+        )
+        env.pop("VIRTUAL_ENV", None)
+        wrapper = ["unshare", "--mount", "--propagation", "private"]
+        if os.geteuid() != 0:
+            wrapper[1:1] = ["--user", "--map-root-user"]
+        process = subprocess.Popen(
+            [*wrapper, "bash", "-c", MOUNT_SCRIPT, "container", *command],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        logs = self._client("logs")
+        run.log_stream = f"{run.name}/algo-1-{int(time.time())}"
+        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+            logs.create_log_group(logGroupName=LOG_GROUP)
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=run.log_stream)
+        sync = CheckpointSync(self._client("s3"), run.request["CheckpointConfig"], opt_ml)
+        sync.start()
+        interrupted = False
+        pending: list[str] = []
+        last_flush = time.time()
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            run.lines.append(line)
+            if line.strip():  # CloudWatch takes no empty events
+                pending.append(line)
+            if self.echo:
+                self.echo(line)
+            if time.time() - last_flush > 0.5:
+                self._put_logs(logs, run, pending)
+                pending, last_flush = [], time.time()
+            if interrupt and not interrupt.done and interrupt.after_line in line:
+                interrupt.done = interrupted = True
+                self._reclaim(process)
+        code = process.wait()
+        self._put_logs(logs, run, pending)
+        if interrupted:
+            sync.stop(flush=False)  # the instance is gone: what was not uploaded is lost
+        else:
+            sync.stop(flush=True)
+        return code, interrupted
+
+    @staticmethod
+    def _reclaim(process: subprocess.Popen) -> None:
+        """A spot reclaim: SIGTERM to the container's process 1, SIGKILL after the grace."""
+        process.send_signal(signal.SIGTERM)
+        deadline = time.time() + GRACE_SECONDS
+        while process.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        # Then the instance goes: every process of the container, whatever PID 1 did.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def _put_logs(self, logs, run: JobRun, lines: list[str]) -> None:
+        if not lines:
+            return
+        now = int(time.time() * 1000)
+        logs.put_log_events(
+            logGroupName=LOG_GROUP,
+            logStreamName=run.log_stream,
+            logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)],
+        )
+
+    def _echo(self, line: str) -> None:
+        if self.echo:
+            self.echo(line)
+
+    # --- the end --------------------------------------------------------------------------------
+    def upload_artifacts(self, run: JobRun, opt_ml: Path) -> None:
+        bucket, prefix = split_s3_uri(run.request["OutputDataConfig"]["S3OutputPath"])
+        s3 = self._client("s3")
+        for folder, archive in (("model", "model.tar.gz"), ("output/data", "output.tar.gz")):
+            path = opt_ml.parent / archive
+            with tarfile.open(path, "w:gz") as tar:
+                for item in sorted((opt_ml / folder).iterdir()):
+                    tar.add(item, arcname=item.name)
+            key = f"{prefix.rstrip('/')}/{run.name}/output/{archive}".lstrip("/")
+            s3.upload_file(str(path), bucket, key)
+
+
+class CheckpointSync:
+    """SageMaker's checkpoint upload: in the background, new and changed files go up in no set
+    order, deleted files are deleted in S3 too."""
+
+    def __init__(self, s3, checkpoint_config: dict, opt_ml: Path) -> None:
+        self.s3 = s3
+        self.uri = checkpoint_config.get("S3Uri")
+        self.folder = opt_ml / "checkpoints"
+        self.uploaded: dict[str, float] = {p: 0.0 for p in self._files()}  # restored ones
+        for relative in self.uploaded:
+            self.uploaded[relative] = (self.folder / relative).stat().st_mtime
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _files(self) -> list[str]:
+        return [
+            str(path.relative_to(self.folder)) for path in self.folder.rglob("*") if path.is_file()
+        ]
+
+    def start(self) -> None:
+        if self.uri:
+            self._thread.start()
+
+    def stop(self, flush: bool) -> None:
+        if not self.uri:
+            return
+        self._stop.set()
+        self._thread.join(timeout=60)
+        if flush:
+            self.sync_once(shuffle=False)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SYNC_SECONDS):
+            self.sync_once(shuffle=True)
+
+    def sync_once(self, shuffle: bool) -> None:
+        bucket, prefix = split_s3_uri(self.uri)
+        present = self._files()
+        changed = []
+        for relative in present:
+            try:
+                mtime = (self.folder / relative).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if self.uploaded.get(relative) != mtime:
+                changed.append((relative, mtime))
+        if shuffle:
+            random.shuffle(changed)
+        for relative, mtime in changed:
+            try:
+                self.s3.upload_file(str(self.folder / relative), bucket, prefix + relative)
+                self.uploaded[relative] = mtime
+            except (FileNotFoundError, OSError):
+                continue  # replaced while uploading: the next round takes the new one
+        for relative in set(self.uploaded) - set(present):
+            self.s3.delete_object(Bucket=bucket, Key=prefix + relative)
+            del self.uploaded[relative]
+
+
+def check_can_run() -> None:
+    if shutil.which("unshare") is None or not sys.platform.startswith("linux"):
+        raise RuntimeError("the SageMaker stand-in needs Linux and `unshare` (util-linux)")
