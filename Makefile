@@ -169,7 +169,8 @@ train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch result
 
 rehearse: setup setup-compat ## the whole train-cloud path offline: emulated AWS, SageMaker stand-in (default: smoke)
 	$(PY) -m training.rehearse $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
-	    --splits $(SPLITS) $(if $(INTERRUPT),--interrupt)
+	    --splits $(SPLITS) $(if $(INTERRUPT),--interrupt) \
+	    $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT))
 
 results: setup ## fetch a SageMaker job's results and write its report: make results JOB=<name>
 	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK)

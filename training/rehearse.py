@@ -114,6 +114,7 @@ def rehearse(
     runs: Path,
     interrupt: bool = False,
     infra_dir: Path = INFRA_DIR,
+    instance_count: int = 1,
 ) -> Path:
     from training.data.sample import ensure_sample
     from training.launch.__main__ import main as launch
@@ -134,6 +135,8 @@ def rehearse(
         try:
             args = ["cloud", "--experiment", experiment, "--stack", STACK, "--splits", str(splits),
                     "--runs", str(runs)]  # fmt: skip
+            if instance_count > 1:
+                args += ["--instance-count", str(instance_count)]
             if overrides:
                 args += ["--hp", *overrides]
             code = launch(args)
@@ -153,10 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="smoke")
     parser.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--interrupt", action="store_true", help="a spot interruption mid-phase")
+    parser.add_argument("--instance-count", type=int, default=1, help="instances (algo-1…N)")
     parser.add_argument("--splits", type=Path, default=Path("data/splits"))
     parser.add_argument("--runs", type=Path, default=Path("runs/rehearse"))
     args = parser.parse_args(argv)
-    rehearse(args.experiment, args.hp, args.splits, args.runs, args.interrupt)
+    rehearse(
+        args.experiment,
+        args.hp,
+        args.splits,
+        args.runs,
+        args.interrupt,
+        instance_count=args.instance_count,
+    )
     return 0
 
 

@@ -25,8 +25,10 @@ The container's processes see SageMaker's paths; nothing changes on the host. Th
 Python environment of this project: ``.venv-compat`` (TF 2.12, Keras 2) for TF 2.11 images,
 ``.venv`` otherwise.
 
-Not yet: several instances per job (the containers would need their own network namespaces for
-the workers' fixed port), and moto's IAM enforcement for the execution role's S3 traffic.
+Several instances (``InstanceCount`` > 1) run as one container per host, ``algo-1``…``algo-N``, each
+with its own ``resourceconfig.json`` and volume, in a network namespace of its own (as root) linked
+to the others by a bridge, with an ``/etc/hosts`` naming them; the chief's model and outputs are
+packed. Not yet: moto's IAM enforcement for the execution role's S3 traffic.
 """
 
 import contextlib
@@ -39,8 +41,10 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +68,7 @@ for entry in "$scratch"/opt/* ; do
 done
 mkdir /opt/ml
 mount --bind "$STANDIN_OPT_ML" /opt/ml
+if [ -n "$STANDIN_HOSTS" ]; then mount --bind "$STANDIN_HOSTS" /etc/hosts; fi
 exec "$@"
 """
 
@@ -184,44 +189,49 @@ class StandIn:
             request["TrainingJobName"], request, self.runs_dir / request["TrainingJobName"]
         )
         self.finished[run.name] = run
+        count = int(request["ResourceConfig"].get("InstanceCount", 1))
+        hosts = [f"algo-{i}" for i in range(1, count + 1)]
         started = time.time()
-        code = None
-        while True:
-            run.attempts += 1
-            self._set(job, "InProgress", "Downloading")
-            opt_ml = self.prepare(run)
-            self._set(job, "InProgress", "Training")
-            interrupt = (
-                self.interruption
-                if self.interruption
-                and not self.interruption.done
-                and request["EnableManagedSpotTraining"]
-                else None
-            )
-            attempt_started = time.time()
-            code, interrupted = self.run_container(run, opt_ml, interrupt)
-            run.billable += time.time() - attempt_started
-            if not interrupted:
-                break
-            self._set(job, "InProgress", "Interrupted")
-            self._echo(f"[stand-in] {run.name}: spot interruption; restarting from S3 checkpoints")
+        with HostNetwork(run.name, hosts) as network:
+            while True:
+                run.attempts += 1
+                self._set(job, "InProgress", "Downloading")
+                volumes = {host: self.prepare(run, host, hosts) for host in hosts}
+                self._set(job, "InProgress", "Training")
+                interrupt = (
+                    self.interruption
+                    if self.interruption
+                    and not self.interruption.done
+                    and request["EnableManagedSpotTraining"]
+                    else None
+                )
+                attempt_started = time.time()
+                codes, interrupted = self.run_containers(run, volumes, network, interrupt)
+                run.billable += time.time() - attempt_started  # per instance, as SageMaker counts
+                if not interrupted:
+                    break
+                self._set(job, "InProgress", "Interrupted")
+                self._echo(
+                    f"[stand-in] {run.name}: spot interruption; restarting from S3 checkpoints"
+                )
         self._set(job, "InProgress", "Uploading")
-        failure_file = opt_ml / "output" / "failure"
-        if code == 0:
-            self.upload_artifacts(run, opt_ml)
+        failed = [host for host, code in codes.items() if code != 0]
+        if not failed:
+            self.upload_artifacts(run, volumes[hosts[0]])  # the chief's model and outputs
             status, failure = "Completed", None
         else:
             status = "Failed"
+            failure_file = volumes[failed[0]] / "output" / "failure"
             reason = failure_file.read_text().strip() if failure_file.exists() else ""
-            failure = f"AlgorithmError: {reason or f'exit code {code}'}"[:1024]
+            failure = f"AlgorithmError: {reason or f'exit code {codes[failed[0]]}'}"[:1024]
         job.training_time_in_seconds = int(round(time.time() - started))
         job.billable_time_in_seconds = int(round(run.billable))
         self._set(job, status, status, failure)
         return run
 
-    def prepare(self, run: JobRun) -> Path:
-        """A fresh volume: channels, config files and the restored checkpoints."""
-        opt_ml = run.root / f"attempt-{run.attempts}" / "opt_ml"
+    def prepare(self, run: JobRun, host: str, hosts: list[str]) -> Path:
+        """A fresh volume for one host: channels, config files and the restored checkpoints."""
+        opt_ml = run.root / f"attempt-{run.attempts}" / host / "opt_ml"
         for folder in ("input/config", "input/data", "model", "output/data", "checkpoints"):
             (opt_ml / folder).mkdir(parents=True, exist_ok=True)
         s3 = self._client("s3")
@@ -241,19 +251,19 @@ class StandIn:
         config = opt_ml / "input" / "config"
         (config / "hyperparameters.json").write_text(json.dumps(request["HyperParameters"]))
         (config / "inputdataconfig.json").write_text(json.dumps(channels))
-        resources = request["ResourceConfig"]
+        instance_type = request["ResourceConfig"]["InstanceType"]
         (config / "resourceconfig.json").write_text(
             json.dumps(
                 {
-                    "current_host": "algo-1",
-                    "current_instance_type": resources["InstanceType"],
+                    "current_host": host,
+                    "current_instance_type": instance_type,
                     "current_group_name": "homogeneousCluster",
-                    "hosts": ["algo-1"],
+                    "hosts": hosts,
                     "instance_groups": [
                         {
                             "instance_group_name": "homogeneousCluster",
-                            "instance_type": resources["InstanceType"],
-                            "hosts": ["algo-1"],
+                            "instance_type": instance_type,
+                            "hosts": hosts,
                         }
                     ],
                     "network_interface_name": "eth0",
@@ -278,9 +288,8 @@ class StandIn:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 s3.download_file(bucket, item["Key"], str(path))
 
-    # --- the container --------------------------------------------------------------------------
-    def run_container(self, run: JobRun, opt_ml: Path, interrupt: Interruption | None):
-        """Runs the request's entrypoint; returns (exit code, interrupted)."""
+    # --- the containers -------------------------------------------------------------------------
+    def start_container(self, run: JobRun, host: str, opt_ml: Path, network) -> subprocess.Popen:
         algorithm = run.request["AlgorithmSpecification"]
         command = list(algorithm.get("ContainerEntrypoint") or []) + list(
             algorithm.get("ContainerArguments") or []
@@ -293,13 +302,17 @@ class StandIn:
             PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             TRAINING_JOB_NAME=run.name,
             STANDIN_OPT_ML=str(opt_ml.resolve()),
+            STANDIN_HOSTS=str(network.hosts_file) if network.hosts_file else "",
             PYTHONUNBUFFERED="1",
         )
         env.pop("VIRTUAL_ENV", None)
         wrapper = ["unshare", "--mount", "--propagation", "private"]
         if os.geteuid() != 0:
             wrapper[1:1] = ["--user", "--map-root-user"]
-        process = subprocess.Popen(
+        namespace = network.namespace(host)
+        if namespace:
+            wrapper = ["ip", "netns", "exec", namespace, *wrapper]
+        return subprocess.Popen(
             [*wrapper, "bash", "-c", MOUNT_SCRIPT, "container", *command],
             env=env,
             stdout=subprocess.PIPE,
@@ -307,36 +320,63 @@ class StandIn:
             text=True,
             start_new_session=True,
         )
+
+    def run_containers(
+        self, run: JobRun, volumes: dict[str, Path], network, interrupt: Interruption | None
+    ):
+        """Runs one container per host; returns ({host: exit code}, interrupted)."""
         logs = self._client("logs")
-        run.log_stream = f"{run.name}/algo-1-{int(time.time())}"
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=LOG_GROUP)
-        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=run.log_stream)
-        sync = CheckpointSync(self._client("s3"), run.request["CheckpointConfig"], opt_ml)
+        chief = next(iter(volumes))
+        processes, streams = {}, {}
+        lines: queue.Queue = queue.Queue()
+        for host, opt_ml in volumes.items():
+            processes[host] = self.start_container(run, host, opt_ml, network)
+            streams[host] = f"{run.name}/{host}-{int(time.time())}"
+            logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=streams[host])
+            threading.Thread(
+                target=_pump, args=(host, processes[host].stdout, lines), daemon=True
+            ).start()
+        run.log_stream = streams[chief]
+        # SageMaker syncs each host's folder; only the chief writes checkpoints in this job.
+        sync = CheckpointSync(self._client("s3"), run.request["CheckpointConfig"], volumes[chief])
         sync.start()
         interrupted = False
-        pending: list[str] = []
-        last_flush = time.time()
-        for line in process.stdout:
-            line = line.rstrip("\n")
+        pending: dict[str, list[str]] = {host: [] for host in volumes}
+        open_pipes, last_flush = len(processes), time.time()
+        while open_pipes:
+            host, line = lines.get()
+            if line is None:
+                open_pipes -= 1
+                continue
             run.lines.append(line)
             if line.strip():  # CloudWatch takes no empty events
-                pending.append(line)
+                pending[host].append(line)
             if self.echo:
                 self.echo(line)
             if time.time() - last_flush > 0.5:
-                self._put_logs(logs, run, pending)
-                pending, last_flush = [], time.time()
+                self._flush(logs, streams, pending)
+                last_flush = time.time()
             if interrupt and not interrupt.done and interrupt.after_line in line:
                 interrupt.done = interrupted = True
-                self._reclaim(process)
-        code = process.wait()
-        self._put_logs(logs, run, pending)
-        if interrupted:
-            sync.stop(flush=False)  # the instance is gone: what was not uploaded is lost
-        else:
-            sync.stop(flush=True)
-        return code, interrupted
+                for process in processes.values():
+                    self._reclaim(process)
+        codes = {host: process.wait() for host, process in processes.items()}
+        self._flush(logs, streams, pending)
+        sync.stop(flush=not interrupted)  # reclaimed: what was not uploaded is lost
+        return codes, interrupted
+
+    def _flush(self, logs, streams: dict[str, str], pending: dict[str, list[str]]) -> None:
+        now = int(time.time() * 1000)
+        for host, lines in pending.items():
+            if lines:
+                logs.put_log_events(
+                    logGroupName=LOG_GROUP,
+                    logStreamName=streams[host],
+                    logEvents=[{"timestamp": now + i, "message": m} for i, m in enumerate(lines)],
+                )
+                lines.clear()
 
     @staticmethod
     def _reclaim(process: subprocess.Popen) -> None:
@@ -348,16 +388,6 @@ class StandIn:
         # Then the instance goes: every process of the container, whatever PID 1 did.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-
-    def _put_logs(self, logs, run: JobRun, lines: list[str]) -> None:
-        if not lines:
-            return
-        now = int(time.time() * 1000)
-        logs.put_log_events(
-            logGroupName=LOG_GROUP,
-            logStreamName=run.log_stream,
-            logEvents=[{"timestamp": now + i, "message": line} for i, line in enumerate(lines)],
-        )
 
     def _echo(self, line: str) -> None:
         if self.echo:
@@ -374,6 +404,69 @@ class StandIn:
                     tar.add(item, arcname=item.name)
             key = f"{prefix.rstrip('/')}/{run.name}/output/{archive}".lstrip("/")
             s3.upload_file(str(path), bucket, key)
+
+
+def _pump(host: str, pipe, lines: queue.Queue) -> None:
+    for line in pipe:
+        lines.put((host, line.rstrip("\n")))
+    lines.put((host, None))
+
+
+class HostNetwork:
+    """Several instances: a network namespace per host, linked by a bridge in a switch namespace,
+    and an /etc/hosts naming algo-1…algo-N, so each host's workers can bind the same fixed port
+    and reach the others by name, as on SageMaker. One instance needs none of it."""
+
+    def __init__(self, job: str, hosts: list[str]) -> None:
+        self.hosts = hosts
+        tag = f"{zlib.crc32(job.encode()) % 100000:05d}"
+        self.switch = f"sm{tag}-sw"
+        self.names = {host: f"sm{tag}-{i}" for i, host in enumerate(hosts, 1)}
+        self.subnet = f"10.213.{zlib.crc32(job.encode()) % 250}"
+        self.hosts_file: Path | None = None
+        self._folder: tempfile.TemporaryDirectory | None = None
+
+    def namespace(self, host: str) -> str | None:
+        return self.names[host] if len(self.hosts) > 1 else None
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+    def __enter__(self) -> "HostNetwork":
+        if len(self.hosts) == 1:
+            return self
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            raise RuntimeError(
+                "rehearsing several instances needs root and iproute2 (a network namespace per "
+                "host); rehearse with INSTANCE_COUNT=1"
+            )
+        self._ip("netns", "add", self.switch)
+        self._ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+        self._ip("-n", self.switch, "link", "set", "br0", "up")
+        entries = ["127.0.0.1 localhost"]
+        for i, host in enumerate(self.hosts, 1):
+            namespace, address = self.names[host], f"{self.subnet}.{i}"
+            self._ip("netns", "add", namespace)
+            self._ip("link", "add", f"{namespace}-v", "netns", self.switch, "type", "veth",
+                     "peer", "name", "eth0", "netns", namespace)  # fmt: skip
+            self._ip("-n", self.switch, "link", "set", f"{namespace}-v", "master", "br0", "up")
+            self._ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
+            self._ip("-n", namespace, "link", "set", "eth0", "up")
+            self._ip("-n", namespace, "link", "set", "lo", "up")
+            entries.append(f"{address} {host}")
+        self._folder = tempfile.TemporaryDirectory(prefix="standin-hosts-")
+        self.hosts_file = Path(self._folder.name) / "hosts"
+        self.hosts_file.write_text("\n".join(entries) + "\n")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if len(self.hosts) == 1:
+            return
+        for namespace in [*self.names.values(), self.switch]:
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        if self._folder:
+            self._folder.cleanup()
 
 
 class CheckpointSync:

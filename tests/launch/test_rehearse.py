@@ -3,6 +3,7 @@ SDK's own container drivers and train.py with /opt/ml mapped to a run folder."""
 
 import csv
 import json
+import os
 import shutil
 
 import pytest
@@ -72,3 +73,33 @@ def test_a_job_that_fails_in_the_container_shows_its_reason_and_log_tail(
     assert "Failed: AlgorithmError:" in err and "/nonexistent/vgg16.h5" in err
     assert "last log lines:" in err
     assert not list((workdir / "runs").glob("vgg-smoke-*")), "a failed job left a run folder"
+
+
+@pytest.fixture(scope="module")
+def two_host_splits(tmp_path_factory):
+    """Enough images that each host's share of every split fills a batch piece per replica."""
+    from training.data.prepare import prepare
+    from training.data.sample import generate
+
+    root = tmp_path_factory.mktemp("two-hosts")
+    return prepare(generate(root / "raw", per_class=60), root / "splits", per_class=60).out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="several instances need network namespaces (root)")
+def test_a_two_instance_rehearsal_trains_one_model_written_by_algo_1(
+    workdir, two_host_splits, capsys
+):
+    report = rehearse("smoke", TINY, two_host_splits, workdir / "runs", instance_count=2)
+    out = capsys.readouterr().out
+    assert "multi_worker x2" in out  # both hosts joined one MultiWorkerMirroredStrategy
+    summary = json.loads(report.with_suffix(".json").read_text())
+    assert summary["instance_count"] == 2
+    (attempt,) = (workdir / "runs" / "standin" / report.parent.name).iterdir()
+    chief, worker = attempt / "algo-1" / "opt_ml", attempt / "algo-2" / "opt_ml"
+    assert (chief / "model" / "model.h5").exists() and (
+        chief / "output" / "data" / "metrics.json"
+    ).exists()
+    assert not list((worker / "model").iterdir()), "algo-2 wrote a model"
+    assert not list((worker / "output" / "data").iterdir()), "algo-2 wrote outputs"
+    metrics = json.loads((chief / "output" / "data" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2 and metrics["distribution"] == "multi_worker x2"
