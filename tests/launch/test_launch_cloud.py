@@ -246,13 +246,13 @@ def test_the_sdks_role_check_neither_blocks_nor_leaks(aws, captured, tiny_splits
     """ModelTrainer simulates ec2:* on the role: an admin caller would see our least-privilege
     role refused. The launcher turns that check off for its own trainer only, and stages the
     code in code/ whoever the caller is."""
-    assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ
+    assert submit.SDK_ROLE_CHECK not in os.environ
     code = launch(["cloud", "--experiment", "smoke", "--hp", *TINY, "--splits", str(tiny_splits),
                    "--stack", "test", "--detach"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Traceback" not in err
-    assert "SAGEMAKER_VALIDATE_ROLE" not in os.environ, "the launcher left the SDK check off"
+    assert submit.SDK_ROLE_CHECK not in os.environ, "the launcher left the SDK check off"
     assert captured.simulations == [], f"the SDK simulated IAM as {caller}"
     (request,) = captured
     uris = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
