@@ -45,10 +45,12 @@ import tempfile
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+
+from training.launch.common import split_s3_uri
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -73,11 +75,6 @@ exec "$@"
 """
 
 
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 def python_for(image: str) -> Path:
     """The environment that plays the image: Keras 2 for the P2 image's TF 2.11, else Keras 3."""
     venv = ".venv-compat" if ":2.11-" in image else ".venv"
@@ -99,8 +96,6 @@ class JobRun:
     root: Path
     billable: float = 0.0
     attempts: int = 0
-    log_stream: str = ""
-    lines: list = field(default_factory=list)
 
 
 class StandIn:
@@ -112,13 +107,11 @@ class StandIn:
         runs_dir: Path,
         region: str = "us-east-1",
         interruption: Interruption | None = None,
-        echo=None,
     ) -> None:
         self.endpoint_url = endpoint_url
         self.region = region
         self.runs_dir = Path(runs_dir)
         self.interruption = interruption
-        self.echo = echo
         self.jobs: queue.Queue = queue.Queue()
         self.finished: dict[str, JobRun] = {}
         self._thread: threading.Thread | None = None
@@ -211,9 +204,6 @@ class StandIn:
                 if not interrupted:
                     break
                 self._set(job, "InProgress", "Interrupted")
-                self._echo(
-                    f"[stand-in] {run.name}: spot interruption; restarting from S3 checkpoints"
-                )
         self._set(job, "InProgress", "Uploading")
         failed = [host for host, code in codes.items() if code != 0]
         if not failed:
@@ -338,7 +328,6 @@ class StandIn:
             threading.Thread(
                 target=_pump, args=(host, processes[host].stdout, lines), daemon=True
             ).start()
-        run.log_stream = streams[chief]
         # SageMaker syncs each host's folder; only the chief writes checkpoints in this job.
         sync = CheckpointSync(self._client("s3"), run.request["CheckpointConfig"], volumes[chief])
         sync.start()
@@ -350,11 +339,8 @@ class StandIn:
             if line is None:
                 open_pipes -= 1
                 continue
-            run.lines.append(line)
             if line.strip():  # CloudWatch takes no empty events
                 pending[host].append(line)
-            if self.echo:
-                self.echo(line)
             if time.time() - last_flush > 0.5:
                 self._flush(logs, streams, pending)
                 last_flush = time.time()
@@ -388,10 +374,6 @@ class StandIn:
         # Then the instance goes: every process of the container, whatever PID 1 did.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-
-    def _echo(self, line: str) -> None:
-        if self.echo:
-            self.echo(line)
 
     # --- the end --------------------------------------------------------------------------------
     def upload_artifacts(self, run: JobRun, opt_ml: Path) -> None:

@@ -30,10 +30,6 @@ class CostEstimate:
     max_seconds: float
     spot: bool
 
-    @property
-    def price_per_hour(self) -> float:
-        return self.price.per_hour
-
     def on_demand(self, seconds: float) -> float:
         return seconds / 3600 * self.price.per_hour * self.instance_count
 
