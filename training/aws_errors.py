@@ -32,6 +32,17 @@ def error_code(error: Exception) -> str:
     return error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
 
 
+def denial_detail(error: Exception) -> str:
+    """What AWS said beyond "Access Denied": most services name the missing action (say
+    iam:PassRole, which the request's own action does not reveal)."""
+    message = (
+        error.response.get("Error", {}).get("Message", "") if isinstance(error, ClientError) else ""
+    )
+    if not message or message.strip(". ").lower() in ("access denied", "forbidden"):
+        return ""
+    return f" ({one_line(error, 400)})"
+
+
 def one_line(error: Exception, limit: int = 160) -> str:
     """The error's gist on one line: an HTML error page (some endpoints and emulators answer
     with one) shrinks to its text, long messages are cut."""
@@ -63,8 +74,8 @@ def aws_error(error: Exception, doing: str) -> UserError:
         return UserError(f"invalid request while {doing}: {one_line(error, 300)}")
     if error_code(error) in ACCESS_DENIED:
         return UserError(
-            f"access denied while {doing}: attach the stack's launcher policy "
-            "(pulumi output launcher_policy_arn) to your user or role"
+            f"access denied while {doing}{denial_detail(error)}: attach the stack's launcher "
+            "policy (pulumi output launcher_policy_arn) to your user or role"
         )
     if error_code(error) in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
         return UserError(f"your AWS session expired while {doing}: log in again and re-run")

@@ -6,7 +6,8 @@ Starts an AWS emulator (moto) on 127.0.0.1 in this process, creates the stack's 
 role and launcher policy from the Pulumi program's own policy documents, and lets the SageMaker
 stand-in (training/standin.py) run whatever training job arrives. Then it runs the unchanged
 ``make train-cloud`` path against it: preflight, staging, submission, following with streamed logs,
-fetching the results and the report. ``--interrupt`` adds a spot interruption after the first
+fetching the results and the report. IAM is enforced (training/standin_iam.py): the launcher signs
+as a user holding only the launcher policy, the stand-in acts as the execution role. ``--interrupt`` adds a spot interruption after the first
 fine-tuning epoch. At the end it prints what the run would have cost on AWS.
 """
 
@@ -28,6 +29,7 @@ STACK = "rehearse"
 ACCOUNT_REGION = "us-east-1"
 BUCKET = "vgg-dogs-cats-rehearse"
 ROLE = "sagemaker-execution-rehearse"
+LAUNCHER = "launcher-rehearse"  # a user holding the launcher policy and nothing else
 
 
 def free_port() -> int:
@@ -68,7 +70,8 @@ def emulator():
 
 
 def create_stack(infra_dir: Path) -> dict:
-    """The bucket, role and launcher policy, with the Pulumi program's policy documents."""
+    """The bucket, role and launcher policy, with the Pulumi program's policy documents, and a
+    user holding that policy alone (the identity the rehearsal launches as)."""
     from infra.bucket import PREFIXES
     from infra.role import Scope, execution_policy, launcher_policy, trust_policy
 
@@ -87,6 +90,8 @@ def create_stack(infra_dir: Path) -> dict:
         PolicyName="launcher-rehearse",
         PolicyDocument=launcher_policy(bucket_arn, role["Arn"], scope),
     )["Policy"]
+    iam.create_user(UserName=LAUNCHER)
+    iam.attach_user_policy(UserName=LAUNCHER, PolicyArn=launcher["Arn"])
     outputs = {
         "bucket_name": BUCKET,
         "role_arn": role["Arn"],
@@ -96,6 +101,14 @@ def create_stack(infra_dir: Path) -> dict:
     outputs.update({f"{purpose}_prefix": prefix for purpose, prefix in PREFIXES.items()})
     save_outputs(outputs, STACK, infra_dir)
     return outputs
+
+
+def act_as_launcher() -> None:
+    """From here on this process signs as the launcher user, with the launcher policy only."""
+    key = boto3.client("iam").create_access_key(UserName=LAUNCHER)["AccessKey"]
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"]
+    )
 
 
 def what_it_would_cost(report: Path) -> str:
@@ -120,6 +133,7 @@ def rehearse(
     from training.launch.__main__ import main as launch
     from training.launch.experiments import load
     from training.standin import Interruption, StandIn, check_can_run
+    from training.standin_iam import enforced
 
     load(experiment, overrides)  # a bad name or setting is one line, before anything starts
     try:
@@ -130,16 +144,18 @@ def rehearse(
         ensure_sample(splits)
     with emulator() as endpoint:
         create_stack(infra_dir)
+        act_as_launcher()
         interruption = Interruption("[epoch] phase=fine_tuned epoch=1/") if interrupt else None
         stand_in = StandIn(endpoint, runs / "standin", interruption=interruption).start()
+        args = ["cloud", "--experiment", experiment, "--stack", STACK, "--splits", str(splits),
+                "--runs", str(runs)]  # fmt: skip
+        if instance_count > 1:
+            args += ["--instance-count", str(instance_count)]
+        if overrides:
+            args += ["--hp", *overrides]
         try:
-            args = ["cloud", "--experiment", experiment, "--stack", STACK, "--splits", str(splits),
-                    "--runs", str(runs)]  # fmt: skip
-            if instance_count > 1:
-                args += ["--instance-count", str(instance_count)]
-            if overrides:
-                args += ["--hp", *overrides]
-            code = launch(args)
+            with enforced():  # from here every request is checked against its caller's policies
+                code = launch(args)
         finally:
             stand_in.stop()
         if code != 0:

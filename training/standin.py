@@ -28,7 +28,13 @@ Python environment of this project: ``.venv-compat`` (TF 2.12, Keras 2) for TF 2
 Several instances (``InstanceCount`` > 1) run as one container per host, ``algo-1``…``algo-N``, each
 with its own ``resourceconfig.json`` and volume, in a network namespace of its own (as root) linked
 to the others by a bridge, with an ``/etc/hosts`` naming them; the chief's model and outputs are
-packed. Not yet: moto's IAM enforcement for the execution role's S3 traffic.
+packed.
+
+Everything the stand-in does on AWS it does as the job's execution role: it assumes the role when
+the job is created (as SageMaker does, refusing a role whose trust policy does not admit it) and
+uses those credentials for channels, checkpoints, artifacts and logs, and hands them, not the
+launcher's, to the container. With ``standin_iam.enforced()`` moto then checks each of those
+requests against the role's policies.
 """
 
 import contextlib
@@ -49,13 +55,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+from botocore.exceptions import ClientError
 
 from training.launch.common import split_s3_uri
+from training.standin_iam import CannotAssumeRole, role_credentials
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 GRACE_SECONDS = 5  # SageMaker gives a reclaimed spot instance 120 s; a rehearsal needs less
 SYNC_SECONDS = 0.5
+CALLER_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+)
 MOUNT_SCRIPT = r"""
 set -e
 scratch=$(mktemp -d)
@@ -89,11 +103,22 @@ class Interruption:
     done: bool = False
 
 
+class DownloadFailed(Exception):
+    def __init__(self, bucket: str, key: str, error: ClientError) -> None:
+        response = error.response
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = response.get("Error", {}).get("Code", "")
+        if code in ("403", "Forbidden"):  # a HEAD answer carries no body, so no error code
+            code = "AccessDenied"
+        super().__init__(f"Data download failed: {code} ({status}) on s3://{bucket}/{key}")
+
+
 @dataclass
 class JobRun:
     name: str
     request: dict
     root: Path
+    credentials: dict  # the execution role's, for everything the job does on AWS
     billable: float = 0.0
     attempts: int = 0
 
@@ -119,6 +144,7 @@ class StandIn:
 
     # --- wiring into moto ---------------------------------------------------------------------
     def start(self) -> "StandIn":
+        from moto.sagemaker.exceptions import ValidationError
         from moto.sagemaker.models import SageMakerModelBackend
 
         original = SageMakerModelBackend.create_training_job
@@ -126,9 +152,14 @@ class StandIn:
 
         def create_training_job(backend, training_job_name, *args, **kwargs):
             job = original(backend, training_job_name, *args, **kwargs)
+            try:  # SageMaker refuses a role it cannot assume at once, before the job exists
+                credentials = role_credentials(job.role_arn, job.arn, stand_in.region)
+            except CannotAssumeRole as refusal:
+                del backend.training_jobs[training_job_name]
+                raise ValidationError(str(refusal)) from refusal
             # moto marks a job Completed at once; SageMaker starts it.
             job.training_job_status, job.secondary_status = "InProgress", "Starting"
-            stand_in.jobs.put((backend, job))
+            stand_in.jobs.put((job, credentials))
             return job
 
         SageMakerModelBackend.create_training_job = create_training_job
@@ -144,17 +175,22 @@ class StandIn:
         if self._unpatch:
             self._unpatch()
 
-    def _client(self, service: str):
-        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url)
+    def _client(self, service: str, credentials: dict):
+        """A client acting as the job's execution role, as SageMaker does for its instances."""
+        return boto3.client(
+            service, region_name=self.region, endpoint_url=self.endpoint_url, **credentials
+        )
 
     def _work(self) -> None:
         while True:
             item = self.jobs.get()
             if item is None:
                 return
-            backend, job = item
+            job, credentials = item
             try:
-                self.run_job(job)
+                self.run_job(job, credentials)
+            except (ClientError, DownloadFailed) as error:  # AWS refused the role something
+                self._set(job, "Failed", "Failed", failure=f"ClientError: {error}"[:1024])
             except Exception as error:  # the stand-in's own failure becomes the job's
                 self._set(job, "Failed", "Failed", failure=f"stand-in error: {error}")
 
@@ -176,10 +212,13 @@ class StandIn:
             "EnableManagedSpotTraining": bool(job.enable_managed_spot_training),
         }
 
-    def run_job(self, job) -> JobRun:
+    def run_job(self, job, credentials: dict) -> JobRun:
         request = self.request_of(job)
         run = JobRun(
-            request["TrainingJobName"], request, self.runs_dir / request["TrainingJobName"]
+            request["TrainingJobName"],
+            request,
+            self.runs_dir / request["TrainingJobName"],
+            credentials,
         )
         self.finished[run.name] = run
         count = int(request["ResourceConfig"].get("InstanceCount", 1))
@@ -224,7 +263,7 @@ class StandIn:
         opt_ml = run.root / f"attempt-{run.attempts}" / host / "opt_ml"
         for folder in ("input/config", "input/data", "model", "output/data", "checkpoints"):
             (opt_ml / folder).mkdir(parents=True, exist_ok=True)
-        s3 = self._client("s3")
+        s3 = self._client("s3", run.credentials)
         request = run.request
         channels = {}
         for channel in request["InputDataConfig"]:
@@ -276,7 +315,10 @@ class StandIn:
                     continue
                 path = target / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, item["Key"], str(path))
+                try:
+                    s3.download_file(bucket, item["Key"], str(path))
+                except ClientError as error:
+                    raise DownloadFailed(bucket, item["Key"], error) from error
 
     # --- the containers -------------------------------------------------------------------------
     def start_container(self, run: JobRun, host: str, opt_ml: Path, network) -> subprocess.Popen:
@@ -287,8 +329,12 @@ class StandIn:
         if not command:
             raise RuntimeError("the request has no ContainerEntrypoint (script mode needs one)")
         bin_dir = python_for(algorithm["TrainingImage"])
-        env = dict(
-            os.environ,
+        env = {key: value for key, value in os.environ.items() if key not in CALLER_CREDENTIALS}
+        env.update(
+            # The container acts as the execution role (SageMaker serves the role's credentials
+            # to it), never as whoever launched the job.
+            {key.upper(): value for key, value in run.credentials.items()},
+            AWS_REGION=self.region,
             PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             TRAINING_JOB_NAME=run.name,
             STANDIN_OPT_ML=str(opt_ml.resolve()),
@@ -315,7 +361,7 @@ class StandIn:
         self, run: JobRun, volumes: dict[str, Path], network, interrupt: Interruption | None
     ):
         """Runs one container per host; returns ({host: exit code}, interrupted)."""
-        logs = self._client("logs")
+        logs = self._client("logs", run.credentials)
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=LOG_GROUP)
         chief = next(iter(volumes))
@@ -329,7 +375,9 @@ class StandIn:
                 target=_pump, args=(host, processes[host].stdout, lines), daemon=True
             ).start()
         # SageMaker syncs each host's folder; only the chief writes checkpoints in this job.
-        sync = CheckpointSync(self._client("s3"), run.request["CheckpointConfig"], volumes[chief])
+        sync = CheckpointSync(
+            self._client("s3", run.credentials), run.request["CheckpointConfig"], volumes[chief]
+        )
         sync.start()
         interrupted = False
         pending: dict[str, list[str]] = {host: [] for host in volumes}
@@ -378,7 +426,7 @@ class StandIn:
     # --- the end --------------------------------------------------------------------------------
     def upload_artifacts(self, run: JobRun, opt_ml: Path) -> None:
         bucket, prefix = split_s3_uri(run.request["OutputDataConfig"]["S3OutputPath"])
-        s3 = self._client("s3")
+        s3 = self._client("s3", run.credentials)
         for folder, archive in (("model", "model.tar.gz"), ("output/data", "output.tar.gz")):
             path = opt_ml.parent / archive
             with tarfile.open(path, "w:gz") as tar:
