@@ -99,8 +99,9 @@ def test_the_execution_role_reads_inputs_and_writes_only_outputs_checkpoints_and
         )
 
 
+@pytest.mark.parametrize("command", ["cloud", "tune"])
 def test_submitting_needs_pass_role_on_the_execution_role(
-    tmp_path, monkeypatch, tiny_splits, capsys
+    command, tmp_path, monkeypatch, tiny_splits, capsys
 ):
     def drop_pass_role(iam, outputs):
         policy = iam.get_policy(PolicyArn=outputs["launcher_policy_arn"])["Policy"]
@@ -115,7 +116,8 @@ def test_submitting_needs_pass_role_on_the_execution_role(
         )
 
     with stack(tmp_path, monkeypatch, change=drop_pass_role):
-        assert launch_cloud(tiny_splits, tmp_path, "--detach") == 2
+        assert launch([command, "--experiment", "smoke", "--hp", *TINY, "--splits",
+                       str(tiny_splits), "--stack", "rehearse", "--detach"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "iam:PassRole" in err and "Traceback" not in err
 
@@ -184,3 +186,14 @@ def test_the_trust_policy_holds_sagemaker_to_this_accounts_training_jobs():
             "aws:SourceArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/x",
         },
     )
+
+
+def test_the_launcher_policy_is_enough_to_start_a_tuning_job(
+    tmp_path, monkeypatch, tiny_splits, capsys
+):
+    with stack(tmp_path, monkeypatch):
+        code = launch(["tune", "--experiment", "smoke", "--hp", *TINY, "--splits",
+                       str(tiny_splits), "--stack", "rehearse", "--detach"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "tuning" in captured.out
