@@ -1,9 +1,14 @@
 """Channel checks and the input pipeline."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import train
+from job_helpers import JOB_DIR
 from vgg_transfer import data
 
 
@@ -123,6 +128,96 @@ def test_two_workers_together_read_every_training_image_once_per_epoch():
         assert sorted(seen[0] + seen[1]) == list(range(24)), "an image is missing or repeated"
         epochs.append(seen[0] + seen[1])
     assert epochs[0] != epochs[1], "the training order does not change between epochs"
+
+
+def test_workers_get_equal_shares_and_the_odd_images_sit_out_in_turn():
+    shards = [data.image_order(25, True, seed=7, num_shards=2, shard_index=i) for i in (0, 1)]
+    left_out = set()
+    for _ in range(6):
+        seen = [list(shard.as_numpy_iterator()) for shard in shards]
+        assert len(seen[0]) == len(seen[1]) == 12, "workers would run different step counts"
+        assert not set(seen[0]) & set(seen[1]), "workers' shards overlap"
+        (missing,) = set(range(25)) - set(seen[0] + seen[1])
+        left_out.add(missing)
+    assert len(left_out) > 1, "the same image sits out every epoch"
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "replicas", "expected"),
+    [
+        (9, 4, 1, 4),  # one replica: the batch size as given
+        (10, 4, 2, 4),  # last batch 2: a piece each
+        (9, 4, 2, 6),  # 4 would leave 1 image for 2 replicas, 2 too; 6 leaves 3
+        (2000, 64, 8, 64),  # full's test split on 8 GPUs: last batch 16
+        (2000, 64, 24, 48),  # 64 is no multiple of 24; 48 leaves 32
+    ],
+)
+def test_evaluation_batches_give_every_replica_an_image(count, batch_size, replicas, expected):
+    size = data.evaluation_batch_size(count, batch_size, replicas)
+    assert size == expected
+    assert size % replicas == 0 and not data.short_last_batch(count, size, replicas)
+
+
+def test_batching_that_cannot_feed_every_replica_is_refused_with_the_remedy():
+    order = tf.data.Dataset.range(10)
+    with pytest.raises(data.BatchingError, match="use a multiple of 4"):
+        data.batch_images(order, 10, 6, training=True, replicas=4)
+    with pytest.raises(data.BatchingError, match="3 images cannot be batched"):
+        data.evaluation_batch_size(3, 8, 4, "test")
+
+
+def test_training_drops_only_a_last_batch_too_small_to_split():
+    def sizes(count, replicas):
+        order = tf.data.Dataset.range(count)
+        batches = data.batch_images(order, count, 4, training=True, replicas=replicas)
+        return [len(batch) for batch in batches.as_numpy_iterator()]
+
+    assert sizes(13, 1) == [4, 4, 4, 1]  # one replica: every image, as the seed
+    assert sizes(13, 2) == [4, 4, 4]  # one image sits out this epoch
+    assert sizes(14, 2) == [4, 4, 4, 2]
+
+
+TWO_REPLICAS = """
+import sys
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tensorflow import keras
+from vgg_transfer import data
+
+class Cache:
+    def __init__(self, count):
+        self.images = np.random.RandomState(0).randint(0, 255, (count, 8, 8, 3)).astype("uint8")
+        self.labels = (np.arange(count) % 2).astype("float32")
+        self.split = data.Split("test", [], [])
+    def __len__(self):
+        return len(self.labels)
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
+    model.compile("sgd", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+train = data.make_dataset(Cache(13), 4, training=True, seed=1, replicas=2)
+model.fit(train, epochs=2, verbose=0)
+test = data.make_dataset(Cache(9), 4, training=False, seed=1, replicas=2)
+images = sum(len(labels) for _, labels in test)
+model.evaluate(test, verbose=0)
+print("ok", images)
+"""
+
+
+def test_two_replicas_train_and_evaluate_splits_that_do_not_divide_evenly(tmp_path):
+    # 13 training images in batches of 4 end in a batch of 1, and 9 test images likewise: each
+    # would hand a replica an empty piece, which failed mid-epoch under Keras 2 and 3.
+    env = dict(os.environ, PYTHONPATH=str(JOB_DIR), TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_REPLICAS], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["ok", "9"], "evaluation skipped test images"
 
 
 # --- the seed's augmentation -----------------------------------------------------------------

@@ -209,4 +209,6 @@ def test_two_worker_processes_train_one_model(job_args, tmp_path):
     assert metrics["phases"]["fine_tuned"]["epochs_run"] == 1
     confusion = metrics["phases"]["fine_tuned"]["confusion_matrix"]["rows_true_columns_predicted"]
     assert sum(map(sum, confusion)) == 12, "the test set was not counted once across workers"
+    correct = confusion[0][0] + confusion[1][1]
+    assert metrics["phases"]["fine_tuned"]["test_accuracy"] == pytest.approx(correct / 12)
     assert not (tmp_path / "output-1" / "metrics.json").exists(), "a non-chief worker wrote outputs"

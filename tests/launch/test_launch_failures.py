@@ -76,6 +76,14 @@ def test_xla_on_several_k80s_is_refused_before_any_aws_call(tiny_splits, tmp_pat
     preflight.validate_request(load("small", ["xla=true"]), "ml.g5.12xlarge", 2, None, False)
 
 
+def test_a_batch_size_the_replicas_cannot_share_is_refused_before_any_aws_call(tiny_splits, capsys):
+    assert launch(["cloud", "--experiment", "smoke", "--instance", "ml.g5.12xlarge", "--hp",
+                   "batch_size=30", "--splits", str(tiny_splits), "--stack", "test"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "batch_size=30 does not split evenly over 4 replicas: use a multiple of 4" in err
+    preflight.validate_request(load("smoke", ["batch_size=32"]), "ml.g5.12xlarge", 1, None, False)
+
+
 @pytest.mark.parametrize("digest", ["12e4", "1234", "0012", "true", "null", "3.5", "9ab8"])
 def test_a_digest_that_looks_like_json_reaches_train_py_unchanged(digest):
     """Runs the SDK's own container-driver steps: hyperparameters.json → environment.py's

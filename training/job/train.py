@@ -67,6 +67,11 @@ class Runtime:
         with self.strategy.scope():
             vgg.compile_model(model, optimizer, self.hp.xla, extra_metrics)
 
+    @property
+    def replicas(self) -> int:
+        """How many pieces the strategy cuts each batch into (all workers' replicas)."""
+        return int(self.strategy.num_replicas_in_sync)
+
     def phase_directory(self, phase: str) -> str:
         return phases.phase_directory(self.paths.checkpoint_dir, phase, self.is_chief)
 
@@ -135,16 +140,19 @@ def cached_feature_datasets(runtime: Runtime, model, plain_train, validation_dat
         head = vgg.head_model(model, train_features.shape[1:])
     train_labels = data.labels_array(splits["train"])
     validation_labels = data.labels_array(splits["validation"])
-    train = (
-        tf.data.Dataset.from_tensor_slices((train_features, train_labels))
-        .shuffle(len(train_labels), seed=hp.seed)
-        .batch(hp.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
+    train = tf.data.Dataset.from_tensor_slices((train_features, train_labels)).shuffle(
+        len(train_labels), seed=hp.seed
     )
-    validation = (
-        tf.data.Dataset.from_tensor_slices((validation_features, validation_labels))
-        .batch(hp.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
+    validation = tf.data.Dataset.from_tensor_slices((validation_features, validation_labels))
+    # Cannot fail: the image datasets of the same splits were batched the same way.
+    train, validation = (
+        data.batch_images(
+            features, len(labels), hp.batch_size, training, runtime.replicas
+        ).prefetch(tf.data.AUTOTUNE)
+        for features, labels, training in (
+            (train, train_labels, True),
+            (validation, validation_labels, False),
+        )
     )
     return head, train, validation
 
@@ -162,7 +170,11 @@ def evaluate(runtime: Runtime, model, test_data, phase: str) -> dict:
     result = model.evaluate(test_data, return_dict=True, verbose=0)
     metrics = {"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"])}
     print(phases.TEST_LINE.format(phase=phase, **metrics), flush=True)
-    counts = {key: int(round(float(result[key]))) for key in ("tn", "fp", "fn", "tp")}
+    # Every worker evaluates the whole split (data.make_dataset), so the strategy's sums count
+    # each image once per worker; loss and accuracy are ratios and need no correction.
+    counts = {
+        key: int(round(float(result[key]) / runtime.workers)) for key in ("tn", "fp", "fn", "tp")
+    }
     metrics["confusion_matrix"] = {
         "labels": ["cat", "dog"],
         "rows_true_columns_predicted": [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]],
@@ -281,11 +293,17 @@ def main(argv: Optional[list] = None) -> int:
             num_shards=runtime.workers,
             shard_index=runtime.worker_index,
             augment=augment,
+            replicas=runtime.replicas,
         )
 
-    train_data = dataset("train", training=True, augment=augment_in_pipeline)
-    validation_data = dataset("validation")
-    test_data = dataset("test")
+    try:
+        train_data = dataset("train", training=True, augment=augment_in_pipeline)
+        validation_data = dataset("validation")
+        test_data = dataset("test")
+        # In order and whole, for cache_features' one pass of the conv base over it.
+        plain_train = dataset("train") if hp.cache_features else None
+    except data.BatchingError as error:
+        return fail(str(error))
 
     # --- model: VGG16 conv base + the seed's head; preprocessing inside, augmentation in front --
     try:
@@ -307,7 +325,7 @@ def main(argv: Optional[list] = None) -> int:
         # augmented, so this phase then trains without augmentation (recorded in metrics.json).
         started = time.time()
         frozen_fit_model, frozen_train, frozen_validation = cached_feature_datasets(
-            runtime, model, dataset("train"), validation_data, splits
+            runtime, model, plain_train, validation_data, splits
         )
         cache_seconds = time.time() - started
     frozen = train_phase(

@@ -97,7 +97,9 @@ def validate_request(
         instance = lookup(instance_type)
         check_framework(instance, instance.framework[0])
         replicas = max(instance.gpus, 1) * instance_count
-        problem = job_config.xla_problem(hp["xla"], replicas, keras_major_of(instance))
+        problem = job_config.xla_problem(
+            hp["xla"], replicas, keras_major_of(instance)
+        ) or job_config.batch_problem(hp["batch_size"], replicas)
         if problem:
             raise UserError(f"{problem} ({instance_count}x {instance.name})")
 

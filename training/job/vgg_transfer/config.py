@@ -170,6 +170,17 @@ def xla_problem(xla: bool, replicas: int, keras_major: int) -> Optional[str]:
     return None
 
 
+def batch_problem(batch_size: int, replicas: int) -> Optional[str]:
+    """The strategy cuts each batch into one piece per replica; Keras 2 and 3 both fail mid-epoch
+    on uneven pieces (docs/job-contract.md). The launcher and the job both refuse it up front."""
+    if batch_size % replicas:
+        return (
+            f"batch_size={batch_size} does not split evenly over {replicas} replicas: "
+            f"use a multiple of {replicas}"
+        )
+    return None
+
+
 def to_json(hp: Hyperparameters, paths: Paths) -> str:
     return json.dumps(
         {"hyperparameters": dataclasses.asdict(hp), "paths": dataclasses.asdict(paths)}, indent=2

@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
+from vgg_transfer import config
+
 CLASSES = ("cats", "dogs")  # label 0 = cat, 1 = dog: the order flow_from_directory used
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -350,16 +352,61 @@ def image_order(
     """Indices into a split's cache in the order one worker reads them.
 
     Training order is a fresh shuffle every epoch, the same on every worker (same seed); each
-    worker then keeps every num_shards-th index from its own on, so that across workers every
-    image is read exactly once per epoch. (TensorFlow's auto-sharding by element would shard the
-    output of a non-deterministic parallel pipeline, where workers' orders differ and shards
-    overlap.)"""
+    worker then keeps every num_shards-th index from its own on, so that across workers no image
+    is read twice in an epoch. Every worker gets the same number of images, so that all run the
+    same number of steps (a worker that runs out first would feed its replicas empty batches):
+    the count % num_shards images at the end of each epoch's shuffle sit the epoch out, a
+    different few every epoch. (TensorFlow's auto-sharding by element would shard the output of
+    a non-deterministic parallel pipeline, where workers' orders differ and shards overlap.)"""
     order = tf.data.Dataset.range(count)
     if training:
         order = order.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if num_shards > 1:
-        order = order.shard(num_shards, shard_index)
+        order = order.take(count - count % num_shards).shard(num_shards, shard_index)
     return order
+
+
+class BatchingError(ValueError):
+    """A split or batch size that cannot give every replica at least one image per batch."""
+
+
+# The distribution strategy cuts every batch into one piece per replica in sync (with several
+# workers, all workers' replicas: each worker's batch is taken as a global one). Keras 2 and 3
+# both fail mid-epoch when a full batch does not divide evenly, or when a piece is empty.
+def short_last_batch(count: int, batch_size: int, replicas: int) -> bool:
+    """Would the last batch hold fewer images than there are replicas (an empty piece)?"""
+    return 0 < count % batch_size < replicas
+
+
+def evaluation_batch_size(count: int, batch_size: int, replicas: int, split: str = "") -> int:
+    """A multiple of replicas whose last batch leaves no replica without an image: the largest up
+    to batch_size, else the smallest up to twice that (evaluation keeps no activations for a
+    backward pass, so it has the memory). Evaluation must see every image, and its metrics do not
+    depend on the batch size; with one replica this is batch_size itself."""
+    smaller = range(batch_size - batch_size % replicas, 0, -replicas)
+    larger = range(batch_size - batch_size % replicas + replicas, 2 * batch_size + 1, replicas)
+    for size in (*smaller, *larger):
+        if not short_last_batch(count, size, replicas):
+            return size
+    raise BatchingError(
+        f"the {split or 'evaluation'} split's {count} images cannot be batched so that each of "
+        f"the {replicas} replicas gets an image in every batch (batch_size={batch_size}): "
+        "change batch_size or the number of GPUs or instances"
+    )
+
+
+def batch_images(
+    order: tf.data.Dataset, count: int, batch_size: int, training: bool, replicas: int, split=""
+) -> tf.data.Dataset:
+    """Batches every replica gets a piece of. Training drops a last batch smaller than the
+    replicas (fewer than replicas images an epoch, a different few each epoch); evaluation picks
+    a batch size that needs no drop. One replica: plain batch(batch_size)."""
+    problem = config.batch_problem(batch_size, replicas)
+    if problem:
+        raise BatchingError(problem)
+    if training:
+        return order.batch(batch_size, drop_remainder=short_last_batch(count, batch_size, replicas))
+    return order.batch(evaluation_batch_size(count, batch_size, replicas, split))
 
 
 def make_dataset(
@@ -371,11 +418,22 @@ def make_dataset(
     shard_index: int = 0,
     augment: bool = False,
     threads: int = 0,
+    replicas: int = 1,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 255], labels) from the cache; training order is a fresh
     shuffle of image indices every epoch. ``augment`` warps the batches here, on the CPU, for
-    when the training step cannot (XLA); otherwise the model's SeedAugmentation does it."""
-    order = image_order(len(cache), training, seed, num_shards, shard_index)
+    when the training step cannot (XLA); otherwise the model's SeedAugmentation does it.
+
+    With several workers (``num_shards``) training reads this worker's share; evaluation reads
+    the whole split on every worker, so that all run the same steps and every image counts once
+    per worker: accuracy and loss are the split's own. ``replicas``: the strategy's replicas in
+    sync, all workers' together."""
+    count = len(cache)
+    if training:
+        order = image_order(count, True, seed, num_shards, shard_index)
+        count //= num_shards
+    else:
+        order = image_order(count, False, seed)
     images, labels = cache.images, cache.labels
     size = images.shape[1]
 
@@ -390,7 +448,8 @@ def make_dataset(
         batch = tf.cast(batch, tf.float32)
         return (augment_batch(batch) if augment else batch), batch_labels
 
-    dataset = order.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    batches = batch_images(order, count, batch_size, training, replicas, cache.split.name)
+    dataset = batches.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if num_shards > 1:
         # The strategy splits each batch into one piece per replica, so a worker runs more steps
         # than its dataset has batches; Keras 3 would stop at the dataset's known cardinality
