@@ -212,3 +212,6 @@ def test_two_worker_processes_train_one_model(job_args, tmp_path):
     correct = confusion[0][0] + confusion[1][1]
     assert metrics["phases"]["fine_tuned"]["test_accuracy"] == pytest.approx(correct / 12)
     assert not (tmp_path / "output-1" / "metrics.json").exists(), "a non-chief worker wrote outputs"
+    # Both left together: neither waited out heartbeats to a peer that had already exited.
+    for output in outputs:
+        assert "CoordinationService/Heartbeat" not in output and "tasks have crashed" not in output

@@ -376,6 +376,7 @@ def main(argv: Optional[list] = None) -> int:
     if runtime.is_chief:
         save_outputs(model, paths, hp, metrics, [frozen, fine_tuned])
         print(f"[done] model in {paths.model_dir}; metrics in {paths.output_data_dir}")
+    distribute.finish_together(runtime.workers)  # several hosts: the process ends there
     return 0
 
 

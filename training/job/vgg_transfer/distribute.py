@@ -5,6 +5,7 @@ host (MirroredStrategy) or several hosts (MultiWorkerMirroredStrategy), overrida
 
 import json
 import os
+import sys
 from typing import Optional
 
 import tensorflow as tf
@@ -67,6 +68,28 @@ def worker_shard() -> tuple[int, int]:
         ("worker", i) for i in range(len(cluster.get("worker", [])))
     ]
     return len(order), order.index((task.get("type"), int(task.get("index", 0))))
+
+
+FINISH_BARRIER = "vgg_transfer/finished"
+FINISH_TIMEOUT_MS = 30 * 60 * 1000  # the chief saves the model meanwhile
+
+
+def finish_together(workers: int) -> None:
+    """Several hosts: wait until every worker has finished, then end the process at once.
+
+    The coordination service runs in the chief's process. Whichever process exits first, TF's
+    teardown in the other keeps sending heartbeats to a peer that has gone and exits only when
+    they time out: 10-20 s between two local processes, 1-2 min between rehearsed hosts, billed
+    on every instance. So all workers meet at a barrier after the chief has written its outputs,
+    and then leave without that teardown (nothing is left to flush but stdout and stderr)."""
+    if workers < 2:
+        return
+    from tensorflow.python.eager import context
+
+    context.context().wait_at_barrier(FINISH_BARRIER, FINISH_TIMEOUT_MS)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def keras_major() -> int:
