@@ -98,17 +98,21 @@ def _determine_resource(service: str):
     return resource_of
 
 
-def _json_denial(authorize):
+def access_denied(message: str) -> Exception:
     """A denial as AWS's JSON services send it (moto answers these services in XML)."""
-    from moto.core.exceptions import AccessDeniedError, JsonRESTError
+    from moto.core.exceptions import JsonRESTError
+
+    return JsonRESTError("AccessDeniedException", message)
+
+
+def _json_denial(authorize):
+    from moto.core.exceptions import AccessDeniedError
 
     def check(response, resource: str = "*") -> None:
         try:
             authorize(response, resource)
-        except AccessDeniedError as error:
-            raise JsonRESTError(
-                "AccessDeniedException", f"{error.message} on resource: {resource}"
-            ) from error
+        except AccessDeniedError as error:  # "User: … is not authorized to perform: …"
+            raise access_denied(f"{error.message} on resource: {resource}") from error
 
     return check
 
@@ -123,16 +127,6 @@ def _response_classes() -> dict:
         "logs": LogsResponse,
         "service-quotas": ServiceQuotasResponse,
     }
-
-
-def access_denied(principal: str, action: str, resource: str) -> Exception:
-    from moto.core.exceptions import JsonRESTError
-
-    return JsonRESTError(
-        "AccessDeniedException",
-        f"User: {principal} is not authorized to perform: {action} on resource: {resource} "
-        "because no identity-based policy allows the action",
-    )
 
 
 def check_allowed(response, action: str, resource: str, context: dict | None = None) -> None:
@@ -150,7 +144,9 @@ def check_allowed(response, action: str, resource: str, context: dict | None = N
         for policy in caller.collect_policies()
     ]
     if PermissionResult.DENIED in results or PermissionResult.PERMITTED not in results:
-        raise access_denied(caller.arn, action, resource)
+        raise access_denied(
+            f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource}"
+        )
 
 
 def _with_passed_role(method, job_arn, role_arn_of):
@@ -271,6 +267,7 @@ def trust_allows(trust_policy: str, context: dict) -> bool:
 
 def role_credentials(role_arn: str, job_arn: str, region: str) -> dict:
     """Credentials of the execution role, as SageMaker obtains them for a job's instances."""
+    from moto.iam.exceptions import NotFoundException
     from moto.iam.models import iam_backends
     from moto.sts.models import sts_backends
 
@@ -281,7 +278,7 @@ def role_credentials(role_arn: str, job_arn: str, region: str) -> dict:
     )
     try:
         role = iam_backends[account][partition].get_role_by_arn(role_arn)
-    except Exception as error:  # moto's NotFound
+    except NotFoundException as error:
         raise CannotAssumeRole(refusal) from error
     context = {"aws:SourceAccount": account, "aws:SourceArn": job_arn}
     if not trust_allows(role.assume_role_policy_document, context):

@@ -140,20 +140,23 @@ def cached_feature_datasets(runtime: Runtime, model, plain_train, validation_dat
         head = vgg.head_model(model, train_features.shape[1:])
     train_labels = data.labels_array(splits["train"])
     validation_labels = data.labels_array(splits["validation"])
-    train = tf.data.Dataset.from_tensor_slices((train_features, train_labels)).shuffle(
-        len(train_labels), seed=hp.seed
-    )
-    validation = tf.data.Dataset.from_tensor_slices((validation_features, validation_labels))
-    # Cannot fail: the image datasets of the same splits were batched the same way.
-    train, validation = (
-        data.batch_images(
-            features, len(labels), hp.batch_size, training, runtime.replicas
-        ).prefetch(tf.data.AUTOTUNE)
-        for features, labels, training in (
-            (train, train_labels, True),
-            (validation, validation_labels, False),
-        )
-    )
+    # Batched as the image datasets of the same splits were, which passed the same checks.
+    train = data.batch_images(
+        tf.data.Dataset.from_tensor_slices((train_features, train_labels)).shuffle(
+            len(train_labels), seed=hp.seed
+        ),
+        len(train_labels),
+        hp.batch_size,
+        training=True,
+        replicas=runtime.replicas,
+    ).prefetch(tf.data.AUTOTUNE)
+    validation = data.batch_images(
+        tf.data.Dataset.from_tensor_slices((validation_features, validation_labels)),
+        len(validation_labels),
+        hp.batch_size,
+        training=False,
+        replicas=runtime.replicas,
+    ).prefetch(tf.data.AUTOTUNE)
     return head, train, validation
 
 
