@@ -52,6 +52,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -64,6 +65,14 @@ REPO = Path(__file__).resolve().parents[1]
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 GRACE_SECONDS = 5  # SageMaker gives a reclaimed spot instance 120 s; a rehearsal needs less
 SYNC_SECONDS = 0.5
+MESSAGES = {  # the StatusMessage of each secondary status the stand-in sets
+    "Downloading": "Downloading input data",
+    "Training": "Downloading the training image completed. Training in progress.",
+    "Interrupted": "The spot instance was reclaimed; the job restarts from its S3 checkpoints",
+    "Uploading": "Uploading generated training model",
+    "Completed": "Training job completed",
+    "Failed": "Training job failed",
+}
 CALLER_CREDENTIALS = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -196,9 +205,17 @@ class StandIn:
 
     # --- one job --------------------------------------------------------------------------------
     def _set(self, job, status: str, secondary: str, failure: str | None = None) -> None:
+        """The job's status, and a SecondaryStatusTransitions entry as SageMaker keeps them."""
         job.training_job_status, job.secondary_status = status, secondary
         if failure is not None:
             job.failure_reason = failure
+        now = datetime.now(UTC)
+        transitions = job.secondary_status_transitions
+        if transitions and "EndTime" not in transitions[-1]:
+            transitions[-1]["EndTime"] = now
+        transitions.append(
+            {"Status": secondary, "StartTime": now, "StatusMessage": failure or MESSAGES[secondary]}
+        )
 
     def request_of(self, job) -> dict:
         return {

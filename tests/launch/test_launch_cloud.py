@@ -362,7 +362,44 @@ def test_following_streams_logs_and_ctrl_c_says_how_to_stop_or_resume(aws, monke
     monkeypatch.setattr(follow.time, "sleep", interrupt)
     assert launch(["results", "--job", "vgg-small-running", "--stack", "test"]) == 130
     captured = capsys.readouterr()
-    assert "[vgg-small-running] InProgress / Training" in captured.out
+    assert "[vgg-small-running] InProgress\n" in captured.out
+    assert "[vgg-small-running] Starting: Preparing the instances for training" in captured.out
     assert "[epoch] phase=frozen epoch=1/30" in captured.out  # the log line, streamed
     assert "stop-training-job --training-job-name vgg-small-running" in captured.out  # no tty
     assert "make results JOB=vgg-small-running" in captured.err
+
+
+def test_following_prints_every_status_transition_once_even_between_polls():
+    def description(status: str, *transitions: tuple[str, str]) -> dict:
+        return {
+            "TrainingJobStatus": status,
+            "SecondaryStatus": transitions[-1][0],
+            "SecondaryStatusTransitions": [
+                {"Status": name, "StatusMessage": message} for name, message in transitions
+            ],
+        }
+
+    first = description("InProgress", ("Starting", "Preparing the instances for training"))
+    assert follow.status_lines("j", first, 0, None) == [
+        "[j] InProgress",
+        "[j] Starting: Preparing the instances for training",
+    ]
+    # An interruption and the restart both happen between two polls.
+    second = description(
+        "InProgress",
+        ("Starting", "Preparing the instances for training"),
+        ("Training", "Training in progress."),
+        ("Interrupted", "spot instance reclaimed"),
+        ("Downloading", "Downloading input data"),
+    )
+    assert follow.status_lines("j", second, 1, "InProgress") == [
+        "[j] Training: Training in progress.",
+        "[j] Interrupted: spot instance reclaimed",
+        "[j] Downloading: Downloading input data",
+    ]
+    # The job's own status is not repeated when its newest transition says the same.
+    done = description(
+        "Completed", *[(t["Status"], "") for t in second["SecondaryStatusTransitions"]]
+    )
+    done["SecondaryStatusTransitions"].append({"Status": "Completed"})
+    assert follow.status_lines("j", done, 4, "InProgress") == ["[j] Completed"]

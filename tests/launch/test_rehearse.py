@@ -37,6 +37,7 @@ def test_a_rehearsal_runs_the_sdk_drivers_and_train_py_end_to_end(workdir, tiny_
     assert "Running Basic Script driver" in out  # the SDK's driver, streamed from CloudWatch
     assert "[epoch] phase=fine_tuned epoch=1/1" in out
     assert "on AWS this run would have billed" in out
+    assert "] Completed: Training job completed" in out  # SecondaryStatusTransitions, followed
     run_dir = report.parent
     summary = json.loads(report.with_suffix(".json").read_text())
     assert summary["mode"] == "cloud" and summary["billable_seconds"] > 0
@@ -59,6 +60,7 @@ def test_a_spot_interruption_resumes_from_s3_with_the_same_epochs(workdir, tiny_
     report = rehearse("smoke", settings, tiny_splits, workdir / "runs", interrupt=True)
     out = capsys.readouterr().out
     assert "frozen: finished in an earlier run" in out  # restored from the S3 checkpoints
+    assert "] Interrupted: " in out  # the reclaim, though the restart followed within a poll
     assert history(report.parent) == [("frozen", 1)] + [("fine_tuned", i) for i in (1, 2, 3)]
     summary = json.loads(report.with_suffix(".json").read_text())
     assert 0 < summary["billable_seconds"] < summary["training_seconds"]

@@ -77,22 +77,36 @@ def describe(sm, job: str) -> dict:
         raise aws_error(error, f"describing training job {job}") from error
 
 
+def status_lines(job: str, description: dict, shown: int, last: str | None) -> list[str]:
+    """The job's status when it changed (unless its newest secondary status says the same), then
+    every secondary-status transition after the first ``shown``, with SageMaker's message. Several
+    can pass between two polls (a spot interruption and the restart), and none is skipped."""
+    transitions = (description.get("SecondaryStatusTransitions") or [])[shown:]
+    status = description["TrainingJobStatus"]
+    newest = transitions[-1]["Status"] if transitions else description.get("SecondaryStatus")
+    lines = [f"[{job}] {status}"] if status not in (last, newest) else []
+    for transition in transitions:
+        message = transition.get("StatusMessage")
+        lines.append(f"[{job}] {transition['Status']}" + (f": {message}" if message else ""))
+    return lines
+
+
 def follow(session: boto3.Session, job: str, poll_seconds: float = 15.0, write=print) -> JobEnd:
     """Prints status changes and log lines until the job ends.
 
     Ctrl-C asks whether to stop the job (it would otherwise keep running and billing)."""
     sm = session.client("sagemaker")
     follower = LogFollower(session, job, write)
-    last = None
+    shown, last = 0, None
     try:
         while True:
             description = describe(sm, job)
-            status = (description["TrainingJobStatus"], description.get("SecondaryStatus"))
-            if status != last:
-                write(f"[{job}] {status[0]} / {status[1]}")
-                last = status
+            for line in status_lines(job, description, shown, last):
+                write(line)
+            shown = len(description.get("SecondaryStatusTransitions") or [])
+            last = description["TrainingJobStatus"]
             follower.poll()
-            if status[0] in TERMINAL:
+            if last in TERMINAL:
                 return JobEnd(description, list(follower.tail))
             time.sleep(poll_seconds)
     except KeyboardInterrupt:
