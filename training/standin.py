@@ -38,6 +38,7 @@ requests against the role's policies.
 """
 
 import contextlib
+import io
 import json
 import os
 import queue
@@ -566,10 +567,14 @@ class CheckpointSync:
             random.shuffle(changed)
         for relative, mtime in changed:
             try:
-                self.s3.upload_file(str(self.folder / relative), bucket, prefix + relative)
-                self.uploaded[relative] = mtime
-            except (FileNotFoundError, OSError):
-                continue  # replaced while uploading: the next round takes the new one
+                # One read, then the upload: a file the job rewrites meanwhile may go up torn, as
+                # it could on SageMaker, but never with a checksum of other bytes than it holds
+                # (S3 would refuse that upload; moto stores it and the restore then fails).
+                snapshot = io.BytesIO((self.folder / relative).read_bytes())
+            except OSError:
+                continue  # replaced meanwhile: the next round takes the new one
+            self.s3.upload_fileobj(snapshot, bucket, prefix + relative)
+            self.uploaded[relative] = mtime
         for relative in set(self.uploaded) - set(present):
             self.s3.delete_object(Bucket=bucket, Key=prefix + relative)
             del self.uploaded[relative]
