@@ -1,4 +1,7 @@
-"""Hyperparameter parsing: the seed's defaults, explicit booleans, clear errors."""
+"""Hyperparameter parsing: the seed's defaults, explicit booleans, clear errors, and what the
+platform decides (model folder, reserved names, a tuning job's checkpoint folder)."""
+
+import json
 
 import pytest
 from vgg_transfer import config
@@ -63,3 +66,47 @@ def test_xla_with_several_replicas_is_refused_under_keras_2_only():
     assert config.xla_problem(True, 1, keras_major=2) is None
     assert config.xla_problem(True, 2, keras_major=3) is None
     assert config.xla_problem(False, 8, keras_major=2) is None
+
+
+def test_the_model_goes_to_sm_model_dir_whatever_model_dir_the_toolkit_passes(tmp_path):
+    # AWS's TF toolkit passes a tuning job's training jobs `--model_dir <path or None>/<job>/model`.
+    parsed = config.parse(
+        ["--model_dir", "None/vgg-smoke-1-001-abcd1234/model"],
+        environ={"SM_MODEL_DIR": "/opt/ml/model"},
+    )
+    assert parsed.paths.model_dir == "/opt/ml/model"
+    assert any("model_dir=None/vgg-smoke-1-001-abcd1234/model" in note for note in parsed.notes)
+    # Outside SageMaker (no SM_MODEL_DIR) the flag is the place, as for any local run.
+    local = config.parse(["--model_dir", str(tmp_path / "model")], environ={})
+    assert local.paths.model_dir == str(tmp_path / "model") and not local.notes
+
+
+@pytest.mark.parametrize(
+    "reserved",
+    [
+        ["--_tuning_objective_metric", "fine_tuned:best_val_accuracy"],
+        ["--_tuning_objective_metric=fine_tuned:best_val_accuracy"],
+        ["--sagemaker_program", "train.py"],
+        ["--_flag"],
+    ],
+)
+def test_hyperparameters_sagemaker_reserves_are_set_aside_not_fatal(reserved):
+    parsed = config.parse([*reserved, "--image_size", "64"], environ={})
+    assert parsed.hp.image_size == 64
+    (note,) = parsed.notes
+    assert "reserves" in note
+
+
+def test_a_tuning_jobs_training_job_checkpoints_in_a_folder_of_its_own(tmp_path):
+    (tmp_path / "hyperparameters.json").write_text(
+        json.dumps({"image_size": "64", "_tuning_objective_metric": "fine_tuned:x"})
+    )
+    environ = {"SM_INPUT_CONFIG_DIR": str(tmp_path), "TRAINING_JOB_NAME": "vgg-t-002-0a1b2c3d"}
+    assert config.tuning_job_member(environ) == "vgg-t-002-0a1b2c3d"
+    parsed = config.parse(["--checkpoint_dir", "/opt/ml/checkpoints"], environ=environ)
+    assert parsed.paths.checkpoint_dir == "/opt/ml/checkpoints/vgg-t-002-0a1b2c3d"
+    # A training job of its own (no tuning objective sent) keeps the folder it was given.
+    (tmp_path / "hyperparameters.json").write_text(json.dumps({"image_size": "64"}))
+    assert config.tuning_job_member(environ) is None
+    plain = config.parse(["--checkpoint_dir", "/opt/ml/checkpoints"], environ=environ)
+    assert plain.paths.checkpoint_dir == "/opt/ml/checkpoints"

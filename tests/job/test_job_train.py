@@ -47,6 +47,36 @@ def test_contract_outputs_after_a_one_plus_one_epoch_run(job_args, tmp_path, cap
     assert "[test] phase=fine_tuned test_loss=" in log
 
 
+def test_a_tuning_jobs_training_job_as_aws_toolkit_runs_it(job_args, tmp_path, monkeypatch, capsys):
+    """AWS's TF toolkit runs a tuning job's training job with `--model_dir None/<job>/model`,
+    SageMaker sends `_tuning_objective_metric` in hyperparameters.json, and every training job
+    of the tuning job shares one checkpoint location."""
+    job = "vgg-t-001-0a1b2c3d"
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "hyperparameters.json").write_text(
+        json.dumps({"_tuning_objective_metric": "fine_tuned:best_val_accuracy"})
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "sm-model"))
+    monkeypatch.setenv("SM_INPUT_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("TRAINING_JOB_NAME", job)
+    args = job_args(model_dir=f"None/{job}/model", epochs_fine_tuned=3)
+    assert train.main(args) == 0
+    log = capsys.readouterr().out
+    assert (tmp_path / "sm-model" / "model.h5").exists(), "the model missed SM_MODEL_DIR"
+    assert not (tmp_path / "None").exists(), "the job saved under the toolkit's model_dir"
+    assert f"checkpoints in {tmp_path / 'checkpoints' / job}" in log
+    assert not (tmp_path / "checkpoints" / job).exists(), "a finished tuning job kept its folder"
+    # Every epoch line carries the phase's best val_accuracy so far: the tuning objective.
+    with open(tmp_path / "output" / "history.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["phase"] == "fine_tuned"]
+    logged = [float(line.split("best_val_accuracy=")[1].split()[0]) for line in log.splitlines()
+              if line.startswith("[epoch] phase=fine_tuned")]  # fmt: skip
+    running_best = np.maximum.accumulate([float(r["val_accuracy"]) for r in rows])
+    np.testing.assert_allclose(logged, running_best, atol=1e-6)
+
+
 def test_freezing_is_real_in_both_phases(job_args, tmp_path):
     """keras#8792: frozen layers must not move. Weights come from a file, so we know them."""
     tf.keras.utils.set_random_seed(3)
@@ -212,6 +242,13 @@ def test_two_worker_processes_train_one_model(job_args, tmp_path):
     correct = confusion[0][0] + confusion[1][1]
     assert metrics["phases"]["fine_tuned"]["test_accuracy"] == pytest.approx(correct / 12)
     assert not (tmp_path / "output-1" / "metrics.json").exists(), "a non-chief worker wrote outputs"
+    # Keras warns its input "ran out of data" in a worker's first epoch; each worker still read
+    # its whole share (12 of the 24 training images) in every epoch of both phases.
+    for index, output in enumerate(outputs):
+        counts = [line for line in output.splitlines() if line.startswith("[input]")]
+        assert len(counts) == 2, f"worker {index}: {counts}"
+        assert all(f"worker {index + 1}/2" in c and "read 12 training images (its whole share)"
+                   in c for c in counts), counts  # fmt: skip
     # Both left together: neither waited out heartbeats to a peer that had already exited.
     for output in outputs:
         assert "CoordinationService/Heartbeat" not in output and "tasks have crashed" not in output

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -88,6 +89,7 @@ def train_phase(
     epochs: int,
     patience: int = 0,
     setup_seconds: float = 0.0,
+    callbacks: tuple = (),
 ) -> phases.PhaseState:
     """compile → restore (after an interruption) → fit → keep the best epoch's weights.
 
@@ -116,7 +118,7 @@ def train_phase(
                 validation_data=validation_data,
                 epochs=epochs,
                 initial_epoch=state.epochs_done,
-                callbacks=[phases.PhaseCheckpoint(state, directory, model, patience)],
+                callbacks=[phases.PhaseCheckpoint(state, directory, model, patience), *callbacks],
                 shuffle=False,  # the tf.data pipeline shuffles
                 verbose=0,
             )
@@ -230,9 +232,12 @@ def setup(argv: Optional[list]):
     """Settings, channel checks and the distribution strategy; (runtime, splits) or a failure
     line's exit code. Channels are checked in seconds, before any GPU time is spent."""
     try:
-        hp, paths = config.parse_args(argv)
+        parsed = config.parse(argv)
     except config.ConfigError as error:
         return fail(f"bad hyperparameters: {error}")
+    hp, paths = parsed.hp, parsed.paths
+    for note in parsed.notes:
+        print(f"[setup] {note}", flush=True)
     try:
         splits = data.read_channels(
             {"train": paths.train, "validation": paths.validation, "test": paths.test}
@@ -319,6 +324,17 @@ def main(argv: Optional[list] = None) -> int:
     except vgg.WeightsError as error:
         return fail(str(error))
 
+    # With several workers, a line per epoch shows what Keras' "input ran out of data" warning
+    # does not: every worker trained its whole share (data.InputCount).
+    input_count = ()
+    if runtime.workers > 1:
+        share = data.training_share(
+            len(caches["train"]), hp.batch_size, runtime.workers, runtime.replicas
+        )
+        input_count = (
+            data.InputCount(caches["train"], share, runtime.worker_index, runtime.workers),
+        )
+
     # --- phase "frozen": freeze the conv base, train the head ----------------------------------
     vgg.freeze_conv_base(model)
     frozen_fit_model, frozen_train, frozen_validation = fit_model, train_data, validation_data
@@ -341,6 +357,7 @@ def main(argv: Optional[list] = None) -> int:
         validation_data=frozen_validation,
         epochs=hp.epochs_frozen,
         setup_seconds=cache_seconds,
+        callbacks=() if frozen_train is not train_data else input_count,
     )
     frozen_test = evaluate(runtime, model, test_data, "frozen")
 
@@ -356,6 +373,7 @@ def main(argv: Optional[list] = None) -> int:
         validation_data=validation_data,
         epochs=hp.epochs_fine_tuned,
         patience=hp.early_stopping_patience,
+        callbacks=input_count,
     )
     fine_tuned_test = evaluate(runtime, model, test_data, "fine_tuned")
 
@@ -379,6 +397,12 @@ def main(argv: Optional[list] = None) -> int:
     if runtime.is_chief:
         save_outputs(model, paths, hp, metrics, [frozen, fine_tuned])
         print(f"[done] model in {paths.model_dir}; metrics in {paths.output_data_dir}")
+        if config.tuning_job_member():
+            # Nothing resumes a finished tuning job's training job, and every later one would
+            # restore this folder from the shared checkpoint location (SageMaker mirrors the
+            # delete to S3).
+            shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
+            print(f"[done] checkpoints removed from {paths.checkpoint_dir}", flush=True)
     distribute.finish_together(runtime.workers)  # several hosts: the process ends there
     return 0
 

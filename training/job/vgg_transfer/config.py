@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from typing import Optional
 
 # Layer names of keras.applications.VGG16 without its top; ``unfreeze_from`` must be one of them.
@@ -113,10 +114,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Optional[list[str]] = None):
-    """Returns (Hyperparameters, Paths); raises ConfigError naming the bad key or value."""
-    parser = build_parser()
-    namespace, unknown = parser.parse_known_args(argv)
+# SageMaker reserves hyperparameter names that start with these (``_tuning_objective_metric`` is
+# the one its tuning service adds to every job); they are the platform's, never the recipe's.
+RESERVED_PREFIXES = ("_", "sagemaker_")
+
+
+def _drop_reserved(argv: list) -> tuple:
+    """argv without SageMaker's reserved ``--<name> [value]`` pairs, and a note per one dropped."""
+    kept, notes, index = [], [], 0
+    while index < len(argv):
+        item = str(argv[index])
+        name = item[2:].split("=", 1)[0] if item.startswith("--") else ""
+        if not name.startswith(RESERVED_PREFIXES):
+            kept.append(argv[index])
+            index += 1
+            continue
+        has_value = "=" not in item and index + 1 < len(argv)
+        has_value = has_value and not str(argv[index + 1]).startswith("--")
+        notes.append(f"ignoring {name}: a name SageMaker reserves, not a hyperparameter of the job")
+        index += 2 if has_value else 1
+    return kept, notes
+
+
+def tuning_job_member(environ: Optional[dict] = None) -> Optional[str]:
+    """This training job's name when a tuning job started it, else None.
+
+    SageMaker's tuning service adds ``_tuning_objective_metric`` to the hyperparameters of every
+    training job it starts; AWS's TensorFlow toolkit reads ``hyperparameters.json`` for it too
+    (and keeps it off the script's command line), so the job looks where the toolkit does."""
+    environ = os.environ if environ is None else environ
+    name = environ.get("TRAINING_JOB_NAME")
+    config_dir = environ.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config")
+    try:
+        with open(os.path.join(config_dir, "hyperparameters.json")) as handle:
+            sent = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return name if name and "_tuning_objective_metric" in sent else None
+
+
+@dataclasses.dataclass
+class Parsed:
+    hp: Hyperparameters
+    paths: Paths
+    notes: list  # what the job was given and set aside, one line each, for its log
+
+
+def parse(argv: Optional[list] = None, environ: Optional[dict] = None) -> Parsed:
+    """The job's settings from its command line and SageMaker's environment; raises ConfigError
+    naming a bad key or value.
+
+    Two things the platform decides win over the command line, each with a note:
+    - the model goes to ``SM_MODEL_DIR``, the folder SageMaker packs into model.tar.gz, whatever
+      ``--model_dir`` says (AWS's TensorFlow toolkit passes ``--model_dir <s3 path>/<job>/model``
+      to a tuning job's training jobs, or ``None/<job>/model`` when no such path was sent);
+    - a tuning job's training jobs share one CheckpointConfig, so each checkpoints into a folder
+      of its own, ``<checkpoint_dir>/<training job name>``, which its spot restarts find again.
+    """
+    environ = os.environ if environ is None else environ
+    argv, notes = _drop_reserved(list(sys.argv[1:] if argv is None else argv))
+    namespace, unknown = build_parser().parse_known_args(argv)
     if unknown:
         known = ", ".join(f.name for f in dataclasses.fields(Hyperparameters))
         raise ConfigError(
@@ -126,7 +183,27 @@ def parse_args(argv: Optional[list[str]] = None):
     hp = Hyperparameters(**{f.name: values[f.name] for f in dataclasses.fields(Hyperparameters)})
     paths = Paths(**{f.name: values[f.name] for f in dataclasses.fields(Paths)})
     validate(hp)
-    return hp, paths
+    platform_model_dir = environ.get("SM_MODEL_DIR")
+    if platform_model_dir and paths.model_dir != platform_model_dir:
+        notes.append(
+            f"model_dir={paths.model_dir} from the command line is set aside: the model goes to "
+            f"SM_MODEL_DIR={platform_model_dir}, which SageMaker uploads as model.tar.gz"
+        )
+        paths.model_dir = platform_model_dir
+    member = tuning_job_member(environ)
+    if member:
+        paths.checkpoint_dir = os.path.join(paths.checkpoint_dir, member)
+        notes.append(
+            f"started by a tuning job: checkpoints in {paths.checkpoint_dir}, this training "
+            "job's own folder under the tuning job's shared checkpoint location"
+        )
+    return Parsed(hp, paths, notes)
+
+
+def parse_args(argv: Optional[list] = None):
+    """Returns (Hyperparameters, Paths); raises ConfigError naming the bad key or value."""
+    parsed = parse(argv)
+    return parsed.hp, parsed.paths
 
 
 def validate(hp: Hyperparameters) -> None:

@@ -9,6 +9,7 @@ images.
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -184,6 +185,15 @@ class ImageCache:
         self.images = images
         self.labels = np.array(split.labels, dtype=np.float32)
         self.location = location
+        self.served = 0  # images handed to the input pipeline so far
+        self._lock = threading.Lock()
+
+    def take(self, indices: np.ndarray):
+        """One batch: a fancy-indexing copy (sorting first, for memory-mapped reads, cost more
+        than it saved), counted."""
+        with self._lock:
+            self.served += len(indices)
+        return self.images[indices], self.labels[indices]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -434,15 +444,10 @@ def make_dataset(
         count //= num_shards
     else:
         order = image_order(count, False, seed)
-    images, labels = cache.images, cache.labels
-    size = images.shape[1]
-
-    def gather(indices: np.ndarray):
-        # One fancy-indexing copy; sorting first (for memory-mapped reads) cost more than it saved.
-        return images[indices], labels[indices]
+    size = cache.images.shape[1]
 
     def load(indices):
-        batch, batch_labels = tf.numpy_function(gather, [indices], (tf.uint8, tf.float32))
+        batch, batch_labels = tf.numpy_function(cache.take, [indices], (tf.uint8, tf.float32))
         batch.set_shape((None, size, size, 3))
         batch_labels.set_shape((None,))
         batch = tf.cast(batch, tf.float32)
@@ -462,6 +467,54 @@ def make_dataset(
         options.threading.private_threadpool_size = threads
         options.threading.max_intra_op_parallelism = threads
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def training_share(count: int, batch_size: int, workers: int, replicas: int) -> int:
+    """The training images one worker reads an epoch (image_order, batch_images)."""
+    share = count // workers
+    return share - share % batch_size if short_last_batch(share, batch_size, replicas) else share
+
+
+class InputCount(keras.callbacks.Callback):
+    """With several workers: what this worker read for training each epoch, in how many steps.
+
+    The strategy cuts each worker's batches into pieces for the replicas of all workers, so a
+    worker runs more steps than its dataset has batches, and make_dataset hides the dataset's
+    length from Keras on purpose (it would stop early). Keras then reads the first epoch to its
+    end, warns "Your input ran out of data; interrupting training" there, and runs as many steps
+    every later epoch. These lines show what that warning leaves out: each epoch reads the
+    worker's whole share, in the same number of steps."""
+
+    def __init__(self, cache: ImageCache, share: int, worker: int, workers: int) -> None:
+        super().__init__()
+        self.cache, self.share, self.worker, self.workers = cache, share, worker, workers
+        self.mark = self.steps = 0
+        self.first = True
+
+    def on_train_begin(self, logs=None) -> None:
+        self.mark, self.first = self.cache.served, True
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.steps = 0
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        self.steps += 1
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        read, self.mark = self.cache.served - self.mark, self.cache.served
+        whole = "its whole share" if read == self.share else f"expected {self.share}"
+        note = ""
+        if self.first and read == self.share:
+            note = (
+                "; Keras' warning that the input ran out of data marks where it learned the "
+                "epoch's length: no image was skipped"
+            )
+        self.first = False
+        print(
+            f"[input] worker {self.worker + 1}/{self.workers}, epoch {epoch + 1}: read {read} "
+            f"training images ({whole}) in {self.steps} steps{note}",
+            flush=True,
+        )
 
 
 def labels_array(split: Split) -> np.ndarray:

@@ -168,16 +168,45 @@ def compile_model(
     return model
 
 
+def is_mixed(model: keras.Model) -> bool:
+    return any(_policy_name(layer) != "float32" for layer in model.layers)
+
+
+def _policy_name(layer: keras.layers.Layer) -> str:
+    policy = getattr(layer, "dtype_policy", None) or getattr(layer, "_dtype_policy", None)
+    return getattr(policy, "name", "float32")
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same graph and weights with every layer computing in float32.
+
+    Mixed precision is a training-time choice. A model saved with mixed layer policies runs in
+    float16 or bfloat16 wherever it is loaded (slow and less exact on a CPU), and Keras 3 cannot
+    even read the ``Policy`` objects Keras 2 writes into an .h5 (its loader fails with "'str'
+    object has no attribute 'quantization_mode'"). The variables are float32 either way."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        layer["config"]["dtype"] = "float32"
+    copy = keras.Model.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def save_model(model: keras.Model, model_dir: str) -> str:
-    """HDF5: the one full-model format that Keras 2 (the TF 2.11 image) and Keras 3 both load."""
+    """HDF5: the one full-model format that Keras 2 (the TF 2.11 image) and Keras 3 both load,
+    with float32 layers whatever precision trained it (see float32_copy)."""
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, "model.h5")
-    model.save(path)
+    (float32_copy(model) if is_mixed(model) else model).save(path)
     return path
 
 
 def load_model(path: str, compile: bool = False) -> keras.Model:  # noqa: A002 (Keras' name)
-    return keras.models.load_model(path, compile=compile)
+    """A saved model.h5 with float32 layers, also one saved with mixed policies by an older
+    version of this job (Keras 2 names its policy class ``Policy``, Keras 3 ``DTypePolicy``)."""
+    custom = {"Policy": keras.DTypePolicy} if hasattr(keras, "DTypePolicy") else None
+    model = keras.models.load_model(path, compile=compile, custom_objects=custom)
+    return float32_copy(model) if is_mixed(model) else model
 
 
 def keras_version() -> str:

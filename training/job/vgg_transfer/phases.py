@@ -25,9 +25,12 @@ from typing import Optional
 import numpy as np
 from tensorflow import keras
 
+# best_val_accuracy: the phase's best so far, the weights it keeps. SageMaker's tuning takes the
+# latest value a metric regex matches in the log as a job's objective, so the line carries it.
 EPOCH_LINE = (
     "[epoch] phase={phase} epoch={epoch}/{epochs} loss={loss:.6f} accuracy={accuracy:.6f} "
-    "val_loss={val_loss:.6f} val_accuracy={val_accuracy:.6f} seconds={seconds:.1f}"
+    "val_loss={val_loss:.6f} val_accuracy={val_accuracy:.6f} "
+    "best_val_accuracy={best_val_accuracy:.6f} seconds={seconds:.1f}"
 )
 TEST_LINE = "[test] phase={phase} test_loss={test_loss:.6f} test_accuracy={test_accuracy:.6f}"
 
@@ -221,7 +224,15 @@ class PhaseCheckpoint(keras.callbacks.Callback):
         save_state(self.directory, state)
         _prune(self.directory, "last")
         _prune(self.directory, "best")
-        print(EPOCH_LINE.format(phase=state.phase, epochs=state.epochs, **row), flush=True)
+        print(
+            EPOCH_LINE.format(
+                phase=state.phase,
+                epochs=state.epochs,
+                best_val_accuracy=state.best_val_accuracy,
+                **row,
+            ),
+            flush=True,
+        )
 
 
 METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
