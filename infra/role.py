@@ -53,7 +53,9 @@ def objects(bucket_arn: str, *purposes: str) -> list[str]:
 
 
 def trust_policy(scope: Scope) -> str:
-    """Only SageMaker may assume the role, and only for this account's training jobs."""
+    """Only SageMaker may assume the role, and only for this account's training jobs and the
+    training jobs its tuning jobs start. (Which ARN SageMaker gives as aws:SourceArn for the
+    latter is not documented: the training job's or the tuning job's; both are admitted.)"""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -64,7 +66,7 @@ def trust_policy(scope: Scope) -> str:
                     "Action": "sts:AssumeRole",
                     "Condition": {  # confused-deputy protection
                         "StringEquals": {"aws:SourceAccount": scope.account},
-                        "ArnLike": {"aws:SourceArn": scope.training_jobs},
+                        "ArnLike": {"aws:SourceArn": [scope.training_jobs, scope.tuning_jobs]},
                     },
                 }
             ],

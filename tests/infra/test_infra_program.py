@@ -95,13 +95,18 @@ def test_no_deprecated_v2_resources_and_no_inline_role_policies(run_program):
     assert "managedPolicyArns" not in role.inputs, f"{role.name} sets managed_policy_arns"
 
 
-def test_role_trusts_only_sagemaker_training_jobs_of_this_account(run_program):
+def test_role_trusts_only_sagemaker_training_and_tuning_jobs_of_this_account(run_program):
     mocks, _ = run_program()
     (statement,) = statements(mocks.policy(ROLE))
     assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}, "role trusts others"
     condition = statement["Condition"]
     assert condition["StringEquals"]["aws:SourceAccount"] == "123456789012"
-    assert condition["ArnLike"]["aws:SourceArn"].endswith(":123456789012:training-job/*")
+    sources = condition["ArnLike"]["aws:SourceArn"]
+    assert sorted(arn.split(":", 5)[5] for arn in sources) == [
+        "hyper-parameter-tuning-job/*",
+        "training-job/*",
+    ], f"role trusts {sources}"
+    assert all(":123456789012:" in arn for arn in sources), f"role trusts {sources}"
 
 
 def test_execution_policy_is_least_privilege(run_program):

@@ -14,7 +14,7 @@ from launch_helpers import TINY
 from training.launch.__main__ import main as launch
 from training.rehearse import ROLE, act_as_launcher, create_stack, emulator
 from training.standin import StandIn
-from training.standin_iam import enforced, role_credentials, trust_allows
+from training.standin.iam import enforced, role_credentials, trust_allows
 
 JOB_ARN = "arn:aws:sagemaker:us-east-1:123456789012:training-job/vgg-smoke-1"
 
@@ -169,11 +169,13 @@ def test_a_job_whose_role_cannot_read_its_code_fails_with_access_denied(
     assert "Failed: ClientError:" in err and "AccessDenied" in err
 
 
-def test_the_trust_policy_holds_sagemaker_to_this_accounts_training_jobs():
+def test_the_trust_policy_holds_sagemaker_to_this_accounts_training_and_tuning_jobs():
     from infra.role import Scope, trust_policy
 
     document = trust_policy(Scope(account="123456789012", region="us-east-1", partition="aws"))
     assert trust_allows(document, {"aws:SourceAccount": "123456789012", "aws:SourceArn": JOB_ARN})
+    tuning = "arn:aws:sagemaker:us-east-1:123456789012:hyper-parameter-tuning-job/vgg-smoke-1"
+    assert trust_allows(document, {"aws:SourceAccount": "123456789012", "aws:SourceArn": tuning})
     assert not trust_allows(
         document, {"aws:SourceAccount": "999999999999", "aws:SourceArn": JOB_ARN}
     )

@@ -1,58 +1,37 @@
-"""A SageMaker stand-in over moto: it runs each CreateTrainingJob request the way SageMaker would,
-so that the whole cloud path can be rehearsed offline (``make rehearse``) and tested.
+"""One training job as SageMaker runs it, from CreateTrainingJob to its final status.
 
-For every training job moto records, in this process, the stand-in:
-- downloads every channel from S3 into ``<run>/opt_ml/input/data/<channel>``, the SDK's ``code``
-  and ``sm_drivers`` channels included, and writes ``input/config/hyperparameters.json``,
-  ``inputdataconfig.json`` and ``resourceconfig.json`` as SageMaker does;
-- restores ``CheckpointConfig.S3Uri`` into ``<run>/opt_ml/checkpoints``, and while the job runs
-  uploads what appears there in a background thread, in no set order, mirroring deletes;
-- runs the request's ``ContainerEntrypoint`` + ``ContainerArguments`` (the SDK's own
-  ``sm_train.sh`` → ``environment.py`` → ``basic_script_driver.py`` → ``train.py``) unchanged,
-  streaming the output to CloudWatch Logs (``/aws/sagemaker/TrainingJobs``, stream
-  ``<job>/algo-1-<epoch seconds>``);
-- packs ``model.tar.gz`` and ``output.tar.gz`` under ``S3OutputPath/<job>/output/`` and sets the
-  job's status, ``SecondaryStatus``, ``FailureReason`` (from ``/opt/ml/output/failure``),
-  ``TrainingTimeInSeconds`` and ``BillableTimeInSeconds``;
-- on request, interrupts the job as a spot reclaim does (SIGTERM to the container's process 1,
-  SIGKILL after a grace period), restarts it on a fresh volume with the checkpoints restored from
-  S3, and bills only the seconds that ran.
+For each attempt (a spot reclaim starts another):
+- every channel is downloaded from S3 into ``<run>/opt_ml/input/data/<channel>`` (the SDK's
+  ``code`` and ``sm_drivers`` channels included), ``input/config/hyperparameters.json``,
+  ``inputdataconfig.json`` and ``resourceconfig.json`` are written as SageMaker writes them, and
+  ``CheckpointConfig.S3Uri`` is restored into ``checkpoints/``;
+- one container per host runs the request's ``ContainerEntrypoint`` (the SDK's ``sm_train.sh`` and
+  drivers), or without one the image's own (AWS's toolkits, as tuning jobs run), with the output
+  streamed to CloudWatch Logs (``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-N-<seconds>``)
+  and matched against the request's ``MetricDefinitions``;
+- the checkpoint folder is uploaded in the background (checkpoints.py).
 
-How ``/opt/ml`` maps to the run folder: each container runs in its own mount namespace
-(``unshare --mount``; Linux, as root or with unprivileged user namespaces), where a private tmpfs
-covers ``/opt`` (its entries bound back in) and ``<run>/opt_ml`` is bind-mounted at ``/opt/ml``.
-The container's processes see SageMaker's paths; nothing changes on the host. The "image" is a
-Python environment of this project: ``.venv-compat`` (TF 2.12, Keras 2) for TF 2.11 images,
-``.venv`` otherwise.
-
-Several instances (``InstanceCount`` > 1) run as one container per host, ``algo-1``…``algo-N``, each
-with its own ``resourceconfig.json`` and volume, in a network namespace of its own (as root) linked
-to the others by a bridge, with an ``/etc/hosts`` naming them; the chief's model and outputs are
-packed.
-
-Everything the stand-in does on AWS it does as the job's execution role: it assumes the role when
-the job is created (as SageMaker does, refusing a role whose trust policy does not admit it) and
-uses those credentials for channels, checkpoints, artifacts and logs, and hands them, not the
-launcher's, to the container. With ``standin_iam.enforced()`` moto then checks each of those
-requests against the role's policies.
+``StoppingCondition`` is enforced: past ``MaxRuntimeInSeconds`` of training (or, for spot,
+``MaxWaitTimeInSeconds`` since the job was created) the containers get SIGTERM, then the kill after
+a grace period, and the job ends ``Stopped`` with ``MaxRuntimeExceeded`` (``MaxWaitTimeExceeded``);
+StopTrainingJob does the same with ``Stopped``. What ``/opt/ml/model`` and ``/opt/ml/output/data``
+hold is uploaded as ``model.tar.gz`` and ``output.tar.gz`` whenever the job did not fail, as
+SageMaker does. The job's status, ``SecondaryStatusTransitions``, ``FailureReason`` (from
+``/opt/ml/output/failure``), ``FinalMetricDataList``, ``TrainingTimeInSeconds`` and
+``BillableTimeInSeconds`` are set on moto's record of it.
 """
 
 import contextlib
-import io
 import json
 import os
 import queue
-import random
-import shutil
+import re
 import signal
-import subprocess
-import sys
 import tarfile
-import tempfile
 import threading
 import time
-import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,57 +39,53 @@ import boto3
 from botocore.exceptions import ClientError
 
 from training.launch.common import split_s3_uri
-from training.standin_iam import CannotAssumeRole, role_credentials
+from training.standin import containers
+from training.standin.checkpoints import CheckpointSync
+from training.standin.network import HostNetwork
 
-REPO = Path(__file__).resolve().parents[1]
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-GRACE_SECONDS = 5  # SageMaker gives a reclaimed spot instance 120 s; a rehearsal needs less
-SYNC_SECONDS = 0.5
+GRACE_SECONDS = 5  # SageMaker gives 120 s after SIGTERM; a rehearsal needs less
+WATCH_SECONDS = 0.2
 MESSAGES = {  # the StatusMessage of each secondary status the stand-in sets
+    "Starting": "Preparing the instances for training",
     "Downloading": "Downloading input data",
     "Training": "Downloading the training image completed. Training in progress.",
     "Interrupted": "The spot instance was reclaimed; the job restarts from its S3 checkpoints",
     "Uploading": "Uploading generated training model",
+    "Stopping": "Stopping the training job",
+    "Stopped": "Training job stopped",
+    "MaxRuntimeExceeded": "Training job runtime exceeded MaxRuntimeInSeconds provided",
+    "MaxWaitTimeExceeded": "Training job wait time exceeded MaxWaitTimeInSeconds provided",
     "Completed": "Training job completed",
     "Failed": "Training job failed",
 }
-CALLER_CREDENTIALS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-)
-MOUNT_SCRIPT = r"""
-set -e
-scratch=$(mktemp -d)
-mkdir -p "$scratch/opt"
-mount --rbind /opt "$scratch/opt"
-mount -t tmpfs tmpfs /opt
-for entry in "$scratch"/opt/* ; do
-  [ -e "$entry" ] || continue
-  name=$(basename "$entry")
-  if [ -d "$entry" ]; then mkdir "/opt/$name"; else touch "/opt/$name"; fi
-  mount --rbind "$entry" "/opt/$name"
-done
-mkdir /opt/ml
-mount --bind "$STANDIN_OPT_ML" /opt/ml
-if [ -n "$STANDIN_HOSTS" ]; then mount --bind "$STANDIN_HOSTS" /etc/hosts; fi
-exec "$@"
-"""
-
-
-def python_for(image: str) -> Path:
-    """The environment that plays the image: Keras 2 for the P2 image's TF 2.11, else Keras 3."""
-    venv = ".venv-compat" if ":2.11-" in image else ".venv"
-    return REPO / venv / "bin"
+STOPS = ("Stopped", "MaxRuntimeExceeded", "MaxWaitTimeExceeded")
 
 
 @dataclass
 class Interruption:
-    """A spot reclaim: after ``after_line`` appears in the job's output (once)."""
+    """A spot reclaim, once per rehearsal, when the first fine-tuning epoch has ended.
 
-    after_line: str
+    ``when``: "checkpoint" reclaims right after that epoch's checkpoint reached S3, so the restart
+    resumes inside the phase (the containers are paused for the upload, so the job cannot finish
+    another epoch meanwhile, however short its epochs); "early" reclaims at once, before the
+    checkpoint sync has caught up, so the restart may train that epoch again."""
+
+    when: str = "checkpoint"
+    phase: str = "fine_tuned"
     done: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def due(self, line: str) -> bool:
+        return not self.done and f"[epoch] phase={self.phase} epoch=1/" in line
+
+    def claim(self) -> bool:
+        """True once: the caller reclaims its job's instances."""
+        with self._lock:
+            if self.done:
+                return False
+            self.done = True
+            return True
 
 
 class DownloadFailed(Exception):
@@ -123,94 +98,92 @@ class DownloadFailed(Exception):
         super().__init__(f"Data download failed: {code} ({status}) on s3://{bucket}/{key}")
 
 
-@dataclass
+class Attempt:
+    """The containers of one attempt; ``end(reason)`` takes them down once, as SageMaker does:
+    SIGTERM to each container's first process, then the kill after the grace period."""
+
+    def __init__(self) -> None:
+        self.processes: list = []
+        self.reason: str | None = None  # "Interrupted" or one of STOPS
+        self.over = False  # every container has exited
+        self._lock = threading.Lock()
+
+    def end(self, reason: str) -> None:
+        with self._lock:
+            if self.reason or self.over:
+                return
+            self.reason = reason
+        threading.Thread(target=self._terminate, daemon=True, name=f"end-{reason}").start()
+
+    def close(self) -> None:
+        with self._lock:
+            self.over = True
+
+    def pause(self) -> None:
+        """Freezes every process of every container (SIGSTOP); end() lets them go."""
+        self._signal_groups(signal.SIGSTOP)
+
+    def _signal_groups(self, signum: int) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+
+    def _terminate(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        self._signal_groups(signal.SIGCONT)  # a paused container takes its SIGTERM now
+        deadline = time.time() + GRACE_SECONDS
+        while time.time() < deadline and any(p.poll() is None for p in self.processes):
+            time.sleep(0.1)
+        self._signal_groups(signal.SIGKILL)  # then the instance goes, every process on it
+
+
 class JobRun:
-    name: str
-    request: dict
-    root: Path
-    credentials: dict  # the execution role's, for everything the job does on AWS
-    billable: float = 0.0
-    attempts: int = 0
-
-
-class StandIn:
-    """Runs the training jobs that moto records in this process (see the module docstring)."""
+    """Runs one training job that moto recorded (see the module docstring)."""
 
     def __init__(
         self,
+        job,
+        credentials: dict,
         endpoint_url: str,
+        region: str,
         runs_dir: Path,
-        region: str = "us-east-1",
         interruption: Interruption | None = None,
+        on_end: Callable | None = None,
     ) -> None:
+        self.job = job  # moto's FakeTrainingJob: what DescribeTrainingJob answers
+        self.name = job.training_job_name
+        self.credentials = credentials  # the execution role's, for everything done on AWS
         self.endpoint_url = endpoint_url
         self.region = region
-        self.runs_dir = Path(runs_dir)
+        self.root = Path(runs_dir) / self.name
         self.interruption = interruption
-        self.jobs: queue.Queue = queue.Queue()
-        self.finished: dict[str, JobRun] = {}
-        self._thread: threading.Thread | None = None
-        self._unpatch = None
+        self.on_end = on_end
+        self.attempts = 0
+        self.billable = 0.0
+        self.metrics: dict[str, float] = {}  # each metric's latest value in the log
+        self.stop_requested = threading.Event()
+        self.finished = threading.Event()
+        self.attempt: Attempt | None = None
+        self.created = time.time()
+        request_metrics = job.algorithm_specification.get("MetricDefinitions") or []
+        self.metric_patterns = [(m["Name"], re.compile(m["Regex"])) for m in request_metrics]
+        self.hosts = [f"algo-{i}" for i in range(1, int(job.resource_config["InstanceCount"]) + 1)]
 
-    # --- wiring into moto ---------------------------------------------------------------------
-    def start(self) -> "StandIn":
-        from moto.sagemaker.exceptions import ValidationError
-        from moto.sagemaker.models import SageMakerModelBackend
+    # --- status ---------------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self.job.training_job_status
 
-        original = SageMakerModelBackend.create_training_job
-        stand_in = self
-
-        def create_training_job(backend, training_job_name, *args, **kwargs):
-            job = original(backend, training_job_name, *args, **kwargs)
-            try:  # SageMaker refuses a role it cannot assume at once, before the job exists
-                credentials = role_credentials(job.role_arn, job.arn, stand_in.region)
-            except CannotAssumeRole as refusal:
-                del backend.training_jobs[training_job_name]
-                raise ValidationError(str(refusal)) from refusal
-            # moto marks a job Completed at once; SageMaker starts it.
-            job.training_job_status, job.secondary_status = "InProgress", "Starting"
-            stand_in.jobs.put((job, credentials))
-            return job
-
-        SageMakerModelBackend.create_training_job = create_training_job
-        self._unpatch = lambda: setattr(SageMakerModelBackend, "create_training_job", original)
-        self._thread = threading.Thread(target=self._work, daemon=True, name="sagemaker-standin")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-        if self._thread:
-            self._thread.join(timeout=600)
-        if self._unpatch:
-            self._unpatch()
-
-    def _client(self, service: str, credentials: dict):
-        """A client acting as the job's execution role, as SageMaker does for its instances."""
-        return boto3.client(
-            service, region_name=self.region, endpoint_url=self.endpoint_url, **credentials
-        )
-
-    def _work(self) -> None:
-        while True:
-            item = self.jobs.get()
-            if item is None:
-                return
-            job, credentials = item
-            try:
-                self.run_job(job, credentials)
-            except (ClientError, DownloadFailed) as error:  # AWS refused the role something
-                self._set(job, "Failed", "Failed", failure=f"ClientError: {error}"[:1024])
-            except Exception as error:  # the stand-in's own failure becomes the job's
-                self._set(job, "Failed", "Failed", failure=f"stand-in error: {error}")
-
-    # --- one job --------------------------------------------------------------------------------
-    def _set(self, job, status: str, secondary: str, failure: str | None = None) -> None:
+    def set_status(self, status: str, secondary: str, failure: str | None = None) -> None:
         """The job's status, and a SecondaryStatusTransitions entry as SageMaker keeps them."""
+        job = self.job
         job.training_job_status, job.secondary_status = status, secondary
         if failure is not None:
             job.failure_reason = failure
         now = datetime.now(UTC)
+        job.last_modified_time = now
         transitions = job.secondary_status_transitions
         if transitions and "EndTime" not in transitions[-1]:
             transitions[-1]["EndTime"] = now
@@ -218,113 +191,124 @@ class StandIn:
             {"Status": secondary, "StartTime": now, "StatusMessage": failure or MESSAGES[secondary]}
         )
 
-    def request_of(self, job) -> dict:
-        return {
-            "TrainingJobName": job.training_job_name,
-            "AlgorithmSpecification": job.algorithm_specification,
-            "HyperParameters": job.hyper_parameters or {},
-            "InputDataConfig": job.input_data_config or [],
-            "OutputDataConfig": job.output_data_config,
-            "ResourceConfig": job.resource_config,
-            "CheckpointConfig": job.checkpoint_config or {},
-            "EnableManagedSpotTraining": bool(job.enable_managed_spot_training),
-        }
+    def request_stop(self) -> None:
+        """StopTrainingJob."""
+        self.set_status("Stopping", "Stopping")
+        self.stop_requested.set()
+        if self.attempt:
+            self.attempt.end("Stopped")
 
-    def run_job(self, job, credentials: dict) -> JobRun:
-        request = self.request_of(job)
-        run = JobRun(
-            request["TrainingJobName"],
-            request,
-            self.runs_dir / request["TrainingJobName"],
-            credentials,
+    def client(self, service: str):
+        """A client acting as the job's execution role, as SageMaker does for its instances."""
+        return boto3.client(
+            service, region_name=self.region, endpoint_url=self.endpoint_url, **self.credentials
         )
-        self.finished[run.name] = run
-        count = int(request["ResourceConfig"].get("InstanceCount", 1))
-        hosts = [f"algo-{i}" for i in range(1, count + 1)]
+
+    # --- the job ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._run()
+        except (ClientError, DownloadFailed) as error:  # AWS refused the role something
+            self.set_status("Failed", "Failed", failure=f"ClientError: {error}"[:1024])
+        except Exception as error:  # the stand-in's own failure becomes the job's
+            self.set_status("Failed", "Failed", failure=f"stand-in error: {error}"[:1024])
+        finally:
+            self.job.training_end_time = datetime.now(UTC)
+            self.finished.set()
+            if self.on_end:
+                self.on_end(self)
+
+    def _run(self) -> None:
+        self.job.training_start_time = datetime.now(UTC)
         started = time.time()
-        with HostNetwork(run.name, hosts) as network:
+        with HostNetwork(self.name, self.hosts) as network:
             while True:
-                run.attempts += 1
-                self._set(job, "InProgress", "Downloading")
-                volumes = {host: self.prepare(run, host, hosts) for host in hosts}
-                self._set(job, "InProgress", "Training")
-                interrupt = (
-                    self.interruption
-                    if self.interruption
-                    and not self.interruption.done
-                    and request["EnableManagedSpotTraining"]
-                    else None
-                )
-                attempt_started = time.time()
-                codes, interrupted = self.run_containers(run, volumes, network, interrupt)
-                run.billable += time.time() - attempt_started  # per instance, as SageMaker counts
-                if not interrupted:
+                self.attempts += 1
+                self.set_status("InProgress", "Downloading")
+                volumes = {host: self.prepare(host) for host in self.hosts}
+                if self.stop_requested.is_set():
+                    codes, ended = {}, "Stopped"
                     break
-                self._set(job, "InProgress", "Interrupted")
-        self._set(job, "InProgress", "Uploading")
+                self.set_status("InProgress", "Training")
+                attempt_started = time.time()
+                codes, ended = self.run_containers(volumes, network)
+                self.billable += time.time() - attempt_started  # per instance, as AWS counts
+                if ended != "Interrupted":
+                    break
+                self.set_status("InProgress", "Interrupted")
+        chief = volumes[self.hosts[0]]
         failed = [host for host, code in codes.items() if code != 0]
-        if not failed:
-            self.upload_artifacts(run, volumes[hosts[0]])  # the chief's model and outputs
-            status, failure = "Completed", None
+        self.job.training_time_in_seconds = int(round(time.time() - started))
+        self.job.billable_time_in_seconds = int(round(self.billable))
+        self.job.final_metric_data_list = [
+            {"MetricName": name, "Value": value, "Timestamp": datetime.now(UTC)}
+            for name, value in self.metrics.items()
+        ]
+        if ended in STOPS:
+            # What the job saved before the stop is kept, as SageMaker uploads it after SIGTERM.
+            self.set_status("Stopping", "Uploading")
+            self.upload_artifacts(chief)
+            self.set_status("Stopped", ended)
+        elif not failed:
+            self.set_status("InProgress", "Uploading")
+            self.upload_artifacts(chief)
+            self.set_status("Completed", "Completed")
         else:
-            status = "Failed"
             failure_file = volumes[failed[0]] / "output" / "failure"
             reason = failure_file.read_text().strip() if failure_file.exists() else ""
-            failure = f"AlgorithmError: {reason or f'exit code {codes[failed[0]]}'}"[:1024]
-        job.training_time_in_seconds = int(round(time.time() - started))
-        job.billable_time_in_seconds = int(round(run.billable))
-        self._set(job, status, status, failure)
-        return run
+            failure = f"AlgorithmError: {reason or f'exit code {codes[failed[0]]}'}"
+            self.set_status("Failed", "Failed", failure[:1024])
 
-    def prepare(self, run: JobRun, host: str, hosts: list[str]) -> Path:
+    def prepare(self, host: str) -> Path:
         """A fresh volume for one host: channels, config files and the restored checkpoints."""
-        opt_ml = run.root / f"attempt-{run.attempts}" / host / "opt_ml"
+        opt_ml = self.root / f"attempt-{self.attempts}" / host / "opt_ml"
         for folder in ("input/config", "input/data", "model", "output/data", "checkpoints"):
             (opt_ml / folder).mkdir(parents=True, exist_ok=True)
-        s3 = self._client("s3", run.credentials)
-        request = run.request
+        s3 = self.client("s3")
+        job = self.job
         channels = {}
-        for channel in request["InputDataConfig"]:
+        for channel in job.input_data_config or []:
             name = channel["ChannelName"]
-            bucket, prefix = split_s3_uri(channel["DataSource"]["S3DataSource"]["S3Uri"])
+            source = channel["DataSource"]["S3DataSource"]
+            bucket, prefix = split_s3_uri(source["S3Uri"])
             self._download(s3, bucket, prefix, opt_ml / "input" / "data" / name)
             channels[name] = {
                 "TrainingInputMode": channel.get("InputMode", "File"),
-                "S3DistributionType": channel["DataSource"]["S3DataSource"].get(
-                    "S3DataDistributionType", "FullyReplicated"
-                ),
+                "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
                 "RecordWrapperType": "None",
             }
         config = opt_ml / "input" / "config"
-        (config / "hyperparameters.json").write_text(json.dumps(request["HyperParameters"]))
+        (config / "hyperparameters.json").write_text(json.dumps(job.hyper_parameters or {}))
         (config / "inputdataconfig.json").write_text(json.dumps(channels))
-        instance_type = request["ResourceConfig"]["InstanceType"]
+        instance_type = job.resource_config["InstanceType"]
         (config / "resourceconfig.json").write_text(
             json.dumps(
                 {
                     "current_host": host,
                     "current_instance_type": instance_type,
                     "current_group_name": "homogeneousCluster",
-                    "hosts": hosts,
+                    "hosts": self.hosts,
                     "instance_groups": [
                         {
                             "instance_group_name": "homogeneousCluster",
                             "instance_type": instance_type,
-                            "hosts": hosts,
+                            "hosts": self.hosts,
                         }
                     ],
                     "network_interface_name": "eth0",
                 }
             )
         )
-        checkpoint = request["CheckpointConfig"].get("S3Uri")
+        checkpoint = (job.checkpoint_config or {}).get("S3Uri")
         if checkpoint:
             bucket, prefix = split_s3_uri(checkpoint)
-            self._download(s3, bucket, prefix, opt_ml / "checkpoints")
+            # The tuning jobs' training jobs share one location, and each deletes files there
+            # as it goes: one that vanished since the listing is no longer in the checkpoint.
+            self._download(s3, bucket, prefix, opt_ml / "checkpoints", vanished_ok=True)
         return opt_ml
 
     @staticmethod
-    def _download(s3, bucket: str, prefix: str, target: Path) -> None:
+    def _download(s3, bucket: str, prefix: str, target: Path, vanished_ok: bool = False) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
@@ -336,70 +320,60 @@ class StandIn:
                 try:
                     s3.download_file(bucket, item["Key"], str(path))
                 except ClientError as error:
+                    code = error.response.get("Error", {}).get("Code")
+                    if vanished_ok and code in ("404", "NoSuchKey"):
+                        path.unlink(missing_ok=True)
+                        continue
                     raise DownloadFailed(bucket, item["Key"], error) from error
 
-    # --- the containers -------------------------------------------------------------------------
-    def start_container(self, run: JobRun, host: str, opt_ml: Path, network) -> subprocess.Popen:
-        algorithm = run.request["AlgorithmSpecification"]
-        command = list(algorithm.get("ContainerEntrypoint") or []) + list(
-            algorithm.get("ContainerArguments") or []
-        )
-        if not command:
-            raise RuntimeError("the request has no ContainerEntrypoint (script mode needs one)")
-        bin_dir = python_for(algorithm["TrainingImage"])
-        env = {key: value for key, value in os.environ.items() if key not in CALLER_CREDENTIALS}
-        env.update(
-            # The container acts as the execution role (SageMaker serves the role's credentials
-            # to it), never as whoever launched the job.
-            {key.upper(): value for key, value in run.credentials.items()},
-            AWS_REGION=self.region,
-            PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            TRAINING_JOB_NAME=run.name,
-            STANDIN_OPT_ML=str(opt_ml.resolve()),
-            STANDIN_HOSTS=str(network.hosts_file) if network.hosts_file else "",
-            PYTHONUNBUFFERED="1",
-        )
-        env.pop("VIRTUAL_ENV", None)
-        wrapper = ["unshare", "--mount", "--propagation", "private"]
-        if os.geteuid() != 0:
-            wrapper[1:1] = ["--user", "--map-root-user"]
-        namespace = network.namespace(host)
-        if namespace:
-            wrapper = ["ip", "netns", "exec", namespace, *wrapper]
-        return subprocess.Popen(
-            [*wrapper, "bash", "-c", MOUNT_SCRIPT, "container", *command],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+    # --- the containers ---------------------------------------------------------------------------
+    def sagemaker_environment(self) -> dict[str, str]:
+        """What SageMaker adds to a container's environment, plus the emulator's endpoint."""
+        job = self.job
+        return {
+            **(getattr(job, "environment", None) or {}),
+            "TRAINING_JOB_NAME": self.name,
+            "TRAINING_JOB_ARN": job.arn,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            # On AWS the role's credentials come from the container credentials endpoint.
+            **{key.upper(): value for key, value in self.credentials.items()},
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+        }
 
-    def run_containers(
-        self, run: JobRun, volumes: dict[str, Path], network, interrupt: Interruption | None
-    ):
-        """Runs one container per host; returns ({host: exit code}, interrupted)."""
-        logs = self._client("logs", run.credentials)
+    def run_containers(self, volumes: dict[str, Path], network: HostNetwork):
+        """One container per host until all exit or the attempt is ended; returns ({host: exit
+        code}, how it ended: None, "Interrupted" or one of STOPS)."""
+        logs = self.client("logs")
         with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=LOG_GROUP)
-        chief = next(iter(volumes))
-        processes, streams = {}, {}
+        attempt = self.attempt = Attempt()
         lines: queue.Queue = queue.Queue()
+        streams = {}
+        image = self.job.algorithm_specification["TrainingImage"]
+        command = containers.command_of(self.job.algorithm_specification)
         for host, opt_ml in volumes.items():
-            processes[host] = self.start_container(run, host, opt_ml, network)
-            streams[host] = f"{run.name}/{host}-{int(time.time())}"
+            env = containers.environment(
+                image, opt_ml.parent / "home", self.sagemaker_environment()
+            )
+            process = containers.start(
+                command, env, opt_ml, network.hosts_file, network.namespace(host)
+            )
+            attempt.processes.append(process)
+            streams[host] = f"{self.name}/{host}-{int(time.time())}"
             logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=streams[host])
-            threading.Thread(
-                target=_pump, args=(host, processes[host].stdout, lines), daemon=True
-            ).start()
+            threading.Thread(target=_pump, args=(host, process.stdout, lines), daemon=True).start()
         # SageMaker syncs each host's folder; only the chief writes checkpoints in this job.
         sync = CheckpointSync(
-            self._client("s3", run.credentials), run.request["CheckpointConfig"], volumes[chief]
+            self.client("s3"),
+            (self.job.checkpoint_config or {}).get("S3Uri"),
+            volumes[self.hosts[0]] / "checkpoints",
         )
         sync.start()
-        interrupted = False
+        watch = threading.Thread(target=self._watch, args=(attempt,), daemon=True)
+        watch.start()
         pending: dict[str, list[str]] = {host: [] for host in volumes}
-        open_pipes, last_flush = len(processes), time.time()
+        open_pipes, last_flush = len(volumes), time.time()
         while open_pipes:
             host, line = lines.get()
             if line is None:
@@ -407,17 +381,59 @@ class StandIn:
                 continue
             if line.strip():  # CloudWatch takes no empty events
                 pending[host].append(line)
+                self._match_metrics(line)
             if time.time() - last_flush > 0.5:
                 self._flush(logs, streams, pending)
                 last_flush = time.time()
-            if interrupt and not interrupt.done and interrupt.after_line in line:
-                interrupt.done = interrupted = True
-                for process in processes.values():
-                    self._reclaim(process)
-        codes = {host: process.wait() for host, process in processes.items()}
+            if self.interruption and self.interruption.due(line):
+                self._reclaim(attempt, sync)
+        codes = {h: p.wait() for h, p in zip(volumes, attempt.processes, strict=True)}
+        attempt.close()
         self._flush(logs, streams, pending)
-        sync.stop(flush=not interrupted)  # reclaimed: what was not uploaded is lost
-        return codes, interrupted
+        sync.stop(flush=attempt.reason != "Interrupted")  # reclaimed: what was not uploaded is lost
+        return codes, attempt.reason
+
+    def _reclaim(self, attempt: Attempt, sync: CheckpointSync) -> None:
+        interruption = self.interruption
+        if not self.job.enable_managed_spot_training or not interruption.claim():
+            return
+        if interruption.when == "checkpoint":
+            attempt.pause()
+            sync.sync_once(shuffle=True)
+        epochs = sync.epochs_in_s3(interruption.phase)
+        print(
+            f"[stand-in] reclaiming the spot instance of {self.name}: {interruption.phase} "
+            f"epochs in S3: {epochs}",
+            flush=True,
+        )
+        attempt.end("Interrupted")
+
+    def _watch(self, attempt: Attempt) -> None:
+        """The job's StoppingCondition, and StopTrainingJob, while the attempt runs."""
+        condition = self.job.stopping_condition or {}
+        max_runtime = condition.get("MaxRuntimeInSeconds")
+        max_wait = condition.get("MaxWaitTimeInSeconds")
+        if not self.job.enable_managed_spot_training:
+            max_wait = None  # on-demand jobs wait for no capacity
+        started = time.time()
+        while attempt.reason is None and not attempt.over:
+            if self.stop_requested.is_set():
+                attempt.end("Stopped")
+            elif max_runtime and self.billable + time.time() - started > max_runtime:
+                attempt.end("MaxRuntimeExceeded")
+            elif max_wait and time.time() - self.created > max_wait:
+                attempt.end("MaxWaitTimeExceeded")
+            time.sleep(WATCH_SECONDS)
+
+    def _match_metrics(self, line: str) -> None:
+        """SageMaker keeps the latest value each metric definition matches in the log."""
+        for name, pattern in self.metric_patterns:
+            match = pattern.search(line)
+            if match:
+                try:
+                    self.metrics[name] = float(match.group(1))
+                except (IndexError, ValueError):
+                    continue
 
     def _flush(self, logs, streams: dict[str, str], pending: dict[str, list[str]]) -> None:
         now = int(time.time() * 1000)
@@ -430,27 +446,16 @@ class StandIn:
                 )
                 lines.clear()
 
-    @staticmethod
-    def _reclaim(process: subprocess.Popen) -> None:
-        """A spot reclaim: SIGTERM to the container's process 1, SIGKILL after the grace."""
-        process.send_signal(signal.SIGTERM)
-        deadline = time.time() + GRACE_SECONDS
-        while process.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        # Then the instance goes: every process of the container, whatever PID 1 did.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-    # --- the end --------------------------------------------------------------------------------
-    def upload_artifacts(self, run: JobRun, opt_ml: Path) -> None:
-        bucket, prefix = split_s3_uri(run.request["OutputDataConfig"]["S3OutputPath"])
-        s3 = self._client("s3", run.credentials)
+    # --- the end ------------------------------------------------------------------------------------
+    def upload_artifacts(self, opt_ml: Path) -> None:
+        bucket, prefix = split_s3_uri(self.job.output_data_config["S3OutputPath"])
+        s3 = self.client("s3")
         for folder, archive in (("model", "model.tar.gz"), ("output/data", "output.tar.gz")):
             path = opt_ml.parent / archive
             with tarfile.open(path, "w:gz") as tar:
                 for item in sorted((opt_ml / folder).iterdir()):
                     tar.add(item, arcname=item.name)
-            key = f"{prefix.rstrip('/')}/{run.name}/output/{archive}".lstrip("/")
+            key = f"{prefix.rstrip('/')}/{self.name}/output/{archive}".lstrip("/")
             s3.upload_file(str(path), bucket, key)
 
 
@@ -458,128 +463,3 @@ def _pump(host: str, pipe, lines: queue.Queue) -> None:
     for line in pipe:
         lines.put((host, line.rstrip("\n")))
     lines.put((host, None))
-
-
-class HostNetwork:
-    """Several instances: a network namespace per host, linked by a bridge in a switch namespace,
-    and an /etc/hosts naming algo-1…algo-N, so each host's workers can bind the same fixed port
-    and reach the others by name, as on SageMaker. One instance needs none of it."""
-
-    def __init__(self, job: str, hosts: list[str]) -> None:
-        self.hosts = hosts
-        tag = f"{zlib.crc32(job.encode()) % 100000:05d}"
-        self.switch = f"sm{tag}-sw"
-        self.names = {host: f"sm{tag}-{i}" for i, host in enumerate(hosts, 1)}
-        self.subnet = f"10.213.{zlib.crc32(job.encode()) % 250}"
-        self.hosts_file: Path | None = None
-        self._folder: tempfile.TemporaryDirectory | None = None
-
-    def namespace(self, host: str) -> str | None:
-        return self.names[host] if len(self.hosts) > 1 else None
-
-    @staticmethod
-    def _ip(*args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-    def __enter__(self) -> "HostNetwork":
-        if len(self.hosts) == 1:
-            return self
-        if os.geteuid() != 0 or shutil.which("ip") is None:
-            raise RuntimeError(
-                "rehearsing several instances needs root and iproute2 (a network namespace per "
-                "host); rehearse with INSTANCE_COUNT=1"
-            )
-        self._ip("netns", "add", self.switch)
-        self._ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        self._ip("-n", self.switch, "link", "set", "br0", "up")
-        entries = ["127.0.0.1 localhost"]
-        for i, host in enumerate(self.hosts, 1):
-            namespace, address = self.names[host], f"{self.subnet}.{i}"
-            self._ip("netns", "add", namespace)
-            self._ip("link", "add", f"{namespace}-v", "netns", self.switch, "type", "veth",
-                     "peer", "name", "eth0", "netns", namespace)  # fmt: skip
-            self._ip("-n", self.switch, "link", "set", f"{namespace}-v", "master", "br0", "up")
-            self._ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
-            self._ip("-n", namespace, "link", "set", "eth0", "up")
-            self._ip("-n", namespace, "link", "set", "lo", "up")
-            entries.append(f"{address} {host}")
-        self._folder = tempfile.TemporaryDirectory(prefix="standin-hosts-")
-        self.hosts_file = Path(self._folder.name) / "hosts"
-        self.hosts_file.write_text("\n".join(entries) + "\n")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if len(self.hosts) == 1:
-            return
-        for namespace in [*self.names.values(), self.switch]:
-            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
-        if self._folder:
-            self._folder.cleanup()
-
-
-class CheckpointSync:
-    """SageMaker's checkpoint upload: in the background, new and changed files go up in no set
-    order, deleted files are deleted in S3 too."""
-
-    def __init__(self, s3, checkpoint_config: dict, opt_ml: Path) -> None:
-        self.s3 = s3
-        self.uri = checkpoint_config.get("S3Uri")
-        self.folder = opt_ml / "checkpoints"
-        self.uploaded: dict[str, float] = {p: 0.0 for p in self._files()}  # restored ones
-        for relative in self.uploaded:
-            self.uploaded[relative] = (self.folder / relative).stat().st_mtime
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _files(self) -> list[str]:
-        return [
-            str(path.relative_to(self.folder)) for path in self.folder.rglob("*") if path.is_file()
-        ]
-
-    def start(self) -> None:
-        if self.uri:
-            self._thread.start()
-
-    def stop(self, flush: bool) -> None:
-        if not self.uri:
-            return
-        self._stop.set()
-        self._thread.join(timeout=60)
-        if flush:
-            self.sync_once(shuffle=False)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(SYNC_SECONDS):
-            self.sync_once(shuffle=True)
-
-    def sync_once(self, shuffle: bool) -> None:
-        bucket, prefix = split_s3_uri(self.uri)
-        present = self._files()
-        changed = []
-        for relative in present:
-            try:
-                mtime = (self.folder / relative).stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if self.uploaded.get(relative) != mtime:
-                changed.append((relative, mtime))
-        if shuffle:
-            random.shuffle(changed)
-        for relative, mtime in changed:
-            try:
-                # One read, then the upload: a file the job rewrites meanwhile may go up torn, as
-                # it could on SageMaker, but never with a checksum of other bytes than it holds
-                # (S3 would refuse that upload; moto stores it and the restore then fails).
-                snapshot = io.BytesIO((self.folder / relative).read_bytes())
-            except OSError:
-                continue  # replaced meanwhile: the next round takes the new one
-            self.s3.upload_fileobj(snapshot, bucket, prefix + relative)
-            self.uploaded[relative] = mtime
-        for relative in set(self.uploaded) - set(present):
-            self.s3.delete_object(Bucket=bucket, Key=prefix + relative)
-            del self.uploaded[relative]
-
-
-def check_can_run() -> None:
-    if shutil.which("unshare") is None or not sys.platform.startswith("linux"):
-        raise RuntimeError("the SageMaker stand-in needs Linux and `unshare` (util-linux)")
