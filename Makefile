@@ -16,22 +16,28 @@ DATA ?=
 SPLITS ?= data/splits
 # training job name (make results)
 JOB ?=
-# make tune: training jobs in all, and at once
-MAX_JOBS ?= 10
-# make tune: training jobs running at once (each needs quota for one instance)
-PARALLEL ?= 2
+# make tune: training jobs in all (default 10; make rehearse TUNE=1: 3)
+MAX_JOBS ?=
+# make tune: training jobs running at once, each needs quota for one instance (default 2)
+PARALLEL ?=
+# train-cloud, tune: a job's maximum runtime in minutes (default: the experiment's max_runtime_minutes)
+MAX_RUNTIME_MINUTES ?=
 # tuning job name (make tune-results)
 TUNING_JOB ?=
 # make predict: a run folder (runs/<job>) and the images: a folder, one image, or Kaggle's test.zip
 RUN ?=
 # make predict: the images to classify
 IMAGES ?=
+# make predict: keep each P(dog) inside [CLIP, 1-CLIP] (log loss; e.g. 0.005)
+CLIP ?=
 # 1: submit and return at once (make train-cloud)
 DETACH ?=
 # 1: a new checkpoint folder, so a finished experiment trains again from the start (train-cloud)
 FRESH ?=
-# 1: make rehearse adds a spot interruption after the first fine-tuning epoch
+# make rehearse: 1 reclaims a spot instance once a fine-tuning epoch is in S3; early: before it is
 INTERRUPT ?=
+# 1: make rehearse runs make tune (MAX_JOBS, PARALLEL) instead of make train-cloud
+TUNE ?=
 # local VGG16 no-top .h5 to ship through the weights channel
 WEIGHTS ?=
 # train-local: "docker" runs the real SageMaker TF image through the SDK's local-container mode
@@ -76,12 +82,15 @@ $(UV):
 	$(PYTHON) -m venv .tools/uv
 	.tools/uv/bin/python -m pip install $(PIP_FLAGS) uv==$(UV_VERSION)
 
-# The stamp names the lock it came from, so GPU=1 and back re-syncs.
-$(VENV)/.synced-$(MAIN_LOCK): $(MAIN_LOCK) training/job/pyproject.toml | $(UV)
+# The stamp names the lock it came from, so GPU=1 and back re-syncs. On Linux AWS's container
+# toolkits go in beside the lock, without their dependencies (see requirements-standin.txt).
+$(VENV)/.synced-$(MAIN_LOCK): $(MAIN_LOCK) requirements-standin.txt training/job/pyproject.toml | $(UV)
 	@test -x $(PY) || $(UV) venv --quiet --seed --python "$(MAIN_PYTHON)" $(VENV) || { echo "error: .venv needs \
 	Python $(MAIN_PYTHON): install one (python.org, brew, apt) or run \`$(UV) python install 3.11\`" >&2; exit 1; }
 	$(UV) pip sync --quiet --python $(PY) $(MAIN_LOCK)
 	$(UV) pip install --quiet --python $(PY) --no-deps --editable training/job
+	$(if $(filter Linux,$(shell uname -s)),$(UV) pip install --quiet --python $(PY) --no-deps \
+	    -r requirements-standin.txt)
 	@rm -f $(VENV)/.synced-* && touch $@
 	@echo "$(VENV): $(MAIN_LOCK) installed ($$($(PY) -c 'import tensorflow as tf; \
 	print("TensorFlow", tf.__version__, "sees", len(tf.config.list_physical_devices("GPU")), "GPU(s)")' 2>/dev/null))"
@@ -160,17 +169,21 @@ LAUNCH_ARGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(H
               $(if $(INSTANCE),--instance $(INSTANCE)) \
               $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) \
               $(if $(WEIGHTS),--weights-file $(WEIGHTS)) --splits $(SPLITS) --stack $(STACK)
+RUNTIME_ARGS = $(if $(MAX_RUNTIME_MINUTES),--max-runtime-minutes $(MAX_RUNTIME_MINUTES))
+TUNE_ARGS = $(if $(MAX_JOBS),--max-jobs $(MAX_JOBS)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 train-local: setup ## run an experiment on this machine, SageMaker contract emulated (default: smoke)
 	$(PY) -m training.launch local $(LAUNCH_ARGS) $(if $(MODE),--mode $(MODE))
 
 train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch results (default: small)
-	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(if $(DETACH),--detach) $(if $(FRESH),--fresh)
+	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(RUNTIME_ARGS) $(if $(DETACH),--detach) \
+	    $(if $(FRESH),--fresh)
 
-rehearse: setup setup-compat ## the whole train-cloud path offline: emulated AWS, SageMaker stand-in (default: smoke)
+rehearse: setup setup-compat ## train-cloud (TUNE=1: tune) offline: emulated AWS, SageMaker stand-in (default: smoke)
 	$(PY) -m training.rehearse $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
-	    --splits $(SPLITS) $(if $(INTERRUPT),--interrupt) \
-	    $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT))
+	    --splits $(SPLITS) $(if $(filter early,$(INTERRUPT)),--interrupt early,$(if $(INTERRUPT),--interrupt)) \
+	    $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) $(if $(TUNE),--tune $(TUNE_ARGS)) \
+	    $(RUNTIME_ARGS)
 
 results: setup ## fetch a SageMaker job's results and write its report: make results JOB=<name>
 	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK)
@@ -178,14 +191,14 @@ results: setup ## fetch a SageMaker job's results and write its report: make res
 tune: setup ## tune the recipe on SageMaker: make tune EXPERIMENT=small MAX_JOBS=10 PARALLEL=2
 	$(PY) -m training.launch tune $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
 	    $(if $(INSTANCE),--instance $(INSTANCE)) $(if $(WEIGHTS),--weights-file $(WEIGHTS)) \
-	    --max-jobs $(MAX_JOBS) --parallel $(PARALLEL) --splits $(SPLITS) --stack $(STACK) \
-	    $(if $(DETACH),--detach)
+	    $(TUNE_ARGS) $(RUNTIME_ARGS) --splits $(SPLITS) --stack $(STACK) $(if $(DETACH),--detach)
 
 tune-results: setup ## follow a tuning job, then its table, plot and best model: TUNING_JOB=<name>
 	$(PY) -m training.launch tune-results $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB)) --stack $(STACK)
 
 predict: setup ## classify images with a run's model: make predict RUN=runs/<job> IMAGES=<folder|image|zip>
-	$(PY) -m training.predict $(if $(RUN),--run $(RUN)) $(if $(IMAGES),--images "$(IMAGES)")
+	$(PY) -m training.predict $(if $(RUN),--run $(RUN)) $(if $(IMAGES),--images "$(IMAGES)") \
+	    $(if $(CLIP),--clip $(CLIP))
 
 report: setup ## one table comparing every run under runs/ with the seed
 	$(PY) -m training.report.compare runs

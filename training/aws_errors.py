@@ -6,6 +6,7 @@ Two families reach us from boto3: ``ClientError`` (AWS answered with an error) a
 parameter, an endpoint that answers with an HTML page). Both become one line.
 """
 
+import os
 import re
 
 from botocore.exceptions import (
@@ -54,6 +55,20 @@ def one_line(error: Exception, limit: int = 160) -> str:
         text = str(error)
     text = " ".join(_TAG.sub(" ", text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def endpoint_override(service: str = "") -> str | None:
+    """Where requests go instead of AWS (an emulator such as the rehearsal's, a proxy), as
+    botocore reads it: AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL."""
+    specific = f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}" if service else ""
+    return os.environ.get(specific) or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def not_from_aws(service: str, text: str) -> str:
+    """``text`` about an answer, marked as not AWS's when an endpoint override is set: an
+    emulator's gap must never read as a fact about the user's account."""
+    endpoint = endpoint_override(service)
+    return f"not AWS's answer: {endpoint} (AWS_ENDPOINT_URL) replied {text}" if endpoint else text
 
 
 def aws_error(error: Exception, doing: str) -> UserError:

@@ -1,13 +1,18 @@
 """``make predict``: classify images with a run's model, into a Kaggle Redux submission file.
 
-    python -m training.predict --run runs/<job> --images <folder | image | test.zip> [--out FILE]
+    python -m training.predict --run runs/<job> --images <folder | image | test.zip>
+                               [--out FILE] [--clip 0.005]
 
-Loads ``<run>/model/model.h5`` (saved by the job under Keras 2 or Keras 3), decodes and resizes
-each image exactly as training did (``vgg_transfer.data.image_from_bytes``; preprocessing is inside
-the model), and writes ``id,label`` rows where label is P(dog): the format of Kaggle's *Dogs vs.
-Cats Redux* submissions, ids from the file names (``1.jpg`` → 1). Images stream in batches, so
-memory stays flat for Kaggle's 12,500 test images; an image that does not decode is named and
-skipped, never silently. The CSV appears only when every image has been seen.
+Loads ``<run>/model/model.h5`` (saved by the job under Keras 2 or Keras 3, in float32 or mixed
+precision), decodes and resizes each image exactly as training did
+(``vgg_transfer.data.image_from_bytes``; preprocessing is inside the model), and writes
+``id,label`` rows where label is P(dog): the format of Kaggle's *Dogs vs. Cats Redux* submissions,
+ids from the file names (``1.jpg`` → 1). Redux is scored by log loss and wants a row for every
+test id, so an image that does not decode still gets one, at 0.5 (what log loss charges least for
+knowing nothing), and is named. ``--clip`` keeps every probability inside [clip, 1 - clip]: log
+loss punishes a confident mistake without bound, and 0.005 caps one at about 5.3. Images stream
+in batches, so memory stays flat for Kaggle's 12,500 test images. The CSV appears only when every
+image has been seen.
 """
 
 import argparse
@@ -28,23 +33,27 @@ from training.progress import progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BATCH = 64
+UNDECODED = 0.5  # the row of an image that does not decode: no knowledge either way
 
 
 @dataclass
 class Summary:
     predicted: int = 0
     dogs: int = 0
-    skipped: list[str] = field(default_factory=list)
+    undecoded: list[str] = field(default_factory=list)
     seconds: float = 0.0
     probability_sum: float = 0.0
+    clip: float = 0.0
 
     def line(self, out: Path) -> str:
         cats = self.predicted - self.dogs
         mean = self.probability_sum / self.predicted if self.predicted else float("nan")
         rate = self.predicted / self.seconds if self.seconds else 0.0
+        clipped = f", clipped to [{self.clip:g}, {1 - self.clip:g}]" if self.clip else ""
         return (
-            f"{self.predicted} images → {out}: {self.dogs} dogs, {cats} cats (P(dog) ≥ 0.5), "
-            f"mean P(dog) {mean:.3f}; {len(self.skipped)} skipped; "
+            f"{self.predicted + len(self.undecoded)} rows → {out}: {self.predicted} images "
+            f"classified, {self.dogs} dogs, {cats} cats (P(dog) ≥ 0.5), mean P(dog) {mean:.3f}"
+            f"{clipped}; {len(self.undecoded)} did not decode ({UNDECODED} each); "
             f"{self.seconds:.0f} s ({rate:.1f} images/s)"
         )
 
@@ -112,7 +121,9 @@ def load_model(run: Path):
         raise UserError(f"{path} is not a model this project saved ({error})") from error
 
 
-def predict(run: Path, images: Path, out: Path, batch_size: int = BATCH) -> Summary:
+def predict(
+    run: Path, images: Path, out: Path, batch_size: int = BATCH, clip: float = 0.0
+) -> Summary:
     import numpy as np
     from vgg_transfer import data
 
@@ -121,7 +132,7 @@ def predict(run: Path, images: Path, out: Path, batch_size: int = BATCH) -> Summ
     count, stream = sources(images)
     if count == 0:
         raise UserError(f"no .jpg/.jpeg/.png images in {images}")
-    summary = Summary()
+    summary = Summary(clip=clip)
     started = time.time()
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
@@ -145,12 +156,13 @@ def predict(run: Path, images: Path, out: Path, batch_size: int = BATCH) -> Summ
                 good = [(name, pixels) for name, pixels in decoded if not isinstance(pixels, str)]
                 for name, problem in decoded:
                     if isinstance(problem, str):
-                        summary.skipped.append(f"{name} ({problem})")
+                        summary.undecoded.append(f"{name} ({problem})")
+                        rows.append((image_id(name), UNDECODED))
                 if good:
                     pixels = np.stack([p for _, p in good]).astype(np.float32)
                     probabilities = model.predict(pixels, verbose=0).reshape(-1)
                     for (name, _), p in zip(good, probabilities, strict=True):
-                        p = float(min(max(p, 0.0), 1.0))
+                        p = float(min(max(p, clip), 1.0 - clip))
                         rows.append((image_id(name), p))
                         summary.predicted += 1
                         summary.dogs += p >= 0.5
@@ -177,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, help="a run folder: runs/<job>")
     parser.add_argument("--images", type=Path, help="folder, image, or zip (Kaggle's test.zip)")
     parser.add_argument("--out", type=Path, help="default: <run>/predictions.csv")
+    parser.add_argument(
+        "--clip", type=clip_value, default=0.0, help="keep P(dog) in [clip, 1-clip], e.g. 0.005"
+    )
     args = parser.parse_args(argv)
     if not args.run:
         raise UserError("which run? make predict RUN=runs/<job> IMAGES=<folder, image or zip>")
@@ -185,11 +200,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.images.exists():
         raise UserError(f"IMAGES={args.images} does not exist")
     out = args.out or args.run / "predictions.csv"
-    summary = predict(args.run, args.images, out)
-    for skipped in summary.skipped:
-        print(f"skipped (does not decode): {skipped}", file=sys.stderr)
+    summary = predict(args.run, args.images, out, clip=args.clip)
+    for name in summary.undecoded:
+        print(f"does not decode, row set to {UNDECODED}: {name}", file=sys.stderr)
     print(summary.line(out))
     return 0
+
+
+def clip_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"CLIP={text}: expected a number in [0, 0.5), e.g. 0.005")
+    return value
 
 
 if __name__ == "__main__":

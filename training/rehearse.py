@@ -1,23 +1,32 @@
-"""``make rehearse``: the whole ``make train-cloud`` path, offline, before money is spent.
+"""``make rehearse``: the whole ``make train-cloud`` (or ``make tune``) path, offline, before money
+is spent.
 
-    python -m training.rehearse [--experiment smoke] [--interrupt] [--hp key=value ...]
+    python -m training.rehearse [--experiment smoke] [--hp key=value ...] [--interrupt [early]]
+                                [--tune [--max-jobs 3] [--parallel 2]] [--max-runtime-minutes M]
 
 Starts an AWS emulator (moto) on 127.0.0.1 in this process, creates the stack's bucket, execution
 role and launcher policy from the Pulumi program's own policy documents, and lets the SageMaker
-stand-in (training/standin.py) run whatever training job arrives. Then it runs the unchanged
-``make train-cloud`` path against it: preflight, staging, submission, following with streamed logs,
-fetching the results and the report. IAM is enforced (training/standin_iam.py): the launcher signs
-as a user holding only the launcher policy, the stand-in acts as the execution role. ``--interrupt`` adds a spot interruption after the first
-fine-tuning epoch. At the end it prints what the run would have cost on AWS.
+stand-in (training/standin/) run whatever training or tuning job arrives. Then it runs the
+unchanged launcher command against it: preflight, staging, submission, following with streamed
+logs, fetching the results and the report (with ``--tune``: every training job of the tuning job,
+the table, plot and the best job's model). IAM is enforced (training/standin/iam.py): the launcher
+signs as a user holding only the launcher policy, the stand-in acts as the execution role.
+``--interrupt`` reclaims a spot instance once a fine-tuning epoch's checkpoint is in S3 (``early``:
+at the first fine-tuning epoch, before its checkpoint reached S3). At the end it prints what the
+run would have cost on AWS.
 """
 
 import argparse
+import csv
+import io
 import json
 import logging
 import os
 import socket
+import tarfile
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -111,79 +120,179 @@ def act_as_launcher() -> None:
     )
 
 
-def what_it_would_cost(report: Path) -> str:
-    data = json.loads(report.with_suffix(".json").read_text())
-    cost = data.get("cost_usd")
-    billable = data.get("billable_seconds")
-    return f"on AWS this run would have billed {billable} s of {data['instance_type']}" + (
-        f" ≈ ${cost:.4f} at the on-demand rate" if cost is not None else ""
+def what_it_would_cost(runs: list, instance_type: str) -> str:
+    """The billable seconds of the rehearsed training jobs, at the on-demand rate."""
+    from training.launch.instances import lookup
+
+    billable = sum(run.job.billable_time_in_seconds or 0 for run in runs)
+    count = sum(int(run.job.resource_config["InstanceCount"]) for run in runs) // len(runs)
+    cost = billable / 3600 * lookup(instance_type).price_per_hour * count
+    jobs = f" over {len(runs)} training jobs" if len(runs) > 1 else ""
+    return (
+        f"on AWS this run would have billed {billable} s of {count}x {instance_type}{jobs} "
+        f"≈ ${cost:.4f} at the on-demand rate"
     )
 
 
-def rehearse(
-    experiment: str,
-    overrides: list[str],
-    splits: Path,
-    runs: Path,
-    interrupt: bool = False,
-    infra_dir: Path = INFRA_DIR,
-    instance_count: int = 1,
-) -> Path:
+@dataclass
+class Rehearsal:
+    """What ``make rehearse`` runs; the defaults are the plain smoke rehearsal."""
+
+    experiment: str = "smoke"
+    overrides: list = field(default_factory=list)
+    interrupt: str | None = None  # "checkpoint" or "early" (see the module docstring)
+    instance_count: int = 1
+    tune: bool = False
+    max_jobs: int = 3
+    parallel: int = 2
+    max_runtime_minutes: float | None = None
+
+    def launcher_arguments(self, splits: Path, runs: Path) -> list[str]:
+        """The launcher command a user would run, pointed at the rehearsal's stack."""
+        args = ["tune" if self.tune else "cloud", "--experiment", self.experiment,
+                "--stack", STACK, "--splits", str(splits), "--runs", str(runs)]  # fmt: skip
+        if self.tune:
+            args += ["--max-jobs", str(self.max_jobs), "--parallel", str(self.parallel)]
+        if self.instance_count > 1:
+            args += ["--instance-count", str(self.instance_count)]
+        if self.max_runtime_minutes is not None:
+            args += ["--max-runtime-minutes", str(self.max_runtime_minutes)]
+        if self.overrides:
+            args += ["--hp", *self.overrides]
+        return args
+
+
+def rehearse(plan: Rehearsal, splits: Path, runs: Path, infra_dir: Path = INFRA_DIR) -> Path:
+    """Runs the rehearsal; returns the report (``--tune``: tuning.md)."""
     from training.data.sample import ensure_sample
     from training.launch.__main__ import main as launch
     from training.launch.experiments import load
     from training.standin import Interruption, StandIn, check_can_run
-    from training.standin_iam import enforced
+    from training.standin.iam import enforced
 
-    load(experiment, overrides)  # a bad name or setting is one line, before anything starts
+    load(plan.experiment, plan.overrides)  # a bad name or setting: one line, before anything
+    if plan.tune and plan.instance_count > 1:
+        raise UserError("a tuning rehearsal runs its training jobs on one instance each")
     try:
         check_can_run()
     except RuntimeError as error:
         raise UserError(str(error)) from error
-    if experiment == "smoke":
+    if plan.experiment == "smoke":
         ensure_sample(splits)
     with emulator() as endpoint:
         create_stack(infra_dir)
         act_as_launcher()
-        interruption = Interruption("[epoch] phase=fine_tuned epoch=1/") if interrupt else None
+        interruption = Interruption(plan.interrupt) if plan.interrupt else None
         stand_in = StandIn(endpoint, runs / "standin", interruption=interruption).start()
-        args = ["cloud", "--experiment", experiment, "--stack", STACK, "--splits", str(splits),
-                "--runs", str(runs)]  # fmt: skip
-        if instance_count > 1:
-            args += ["--instance-count", str(instance_count)]
-        if overrides:
-            args += ["--hp", *overrides]
         try:
             with enforced():  # from here every request is checked against its caller's policies
-                code = launch(args)
+                code = launch(plan.launcher_arguments(splits, runs))
         finally:
             stand_in.stop()
         if code != 0:
-            raise UserError(f"the rehearsal of {experiment} failed (exit {code}); see above")
-        (run,) = stand_in.finished.values()
-        report = runs / run.name / "report.md"
-        print(what_it_would_cost(report))
-        return report
+            raise UserError(f"the rehearsal of {plan.experiment} failed (exit {code}); see above")
+        jobs = list(stand_in.runs.values())
+        print(what_it_would_cost(jobs, jobs[0].job.resource_config["InstanceType"]))
+        if plan.tune:
+            return tuning_summary(stand_in, splits, runs)
+        (run,) = jobs
+        return runs / run.name / "report.md"
+
+
+def artifacts_of(job: str) -> tuple[list[str], list[dict]]:
+    """(the files in a training job's model.tar.gz, the rows of its history.csv), from S3."""
+    from training.launch.results import artifact_keys
+
+    session = boto3.Session()  # as the launcher, like everything after act_as_launcher()
+    description = session.client("sagemaker").describe_training_job(TrainingJobName=job)
+    bucket, (model_key, output_key) = artifact_keys(description)
+    s3 = session.client("s3")
+
+    def archive(key: str) -> tarfile.TarFile:
+        return tarfile.open(
+            fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        )
+
+    with archive(model_key) as model, archive(output_key) as output:
+        files = model.getnames()
+        history = output.extractfile("history.csv").read().decode()
+    return files, list(csv.DictReader(io.StringIO(history)))
+
+
+def check_tuning_jobs(summary: dict) -> None:
+    """What a rehearsal of tuning must show, job by job: a model in model.tar.gz, and an
+    objective equal to the best fine-tuned val_accuracy in the job's own history.csv."""
+    print("the rehearsal checks each training job's artifacts:")
+    problems = []
+    for row in summary["training_jobs"]:
+        job, objective = row["training_job"], row["objective"]
+        if row["status"] != "Completed":
+            print(f"  {job}: {row['status']}, not checked")
+            continue
+        files, history = artifacts_of(job)
+        best = max(float(r["val_accuracy"]) for r in history if r["phase"] == "fine_tuned")
+        same = objective is not None and abs(objective - best) < 1e-6
+        print(
+            f"  {job}: model.tar.gz holds {', '.join(files)}; objective "
+            f"{'—' if objective is None else f'{objective:.6f}'}, best fine-tuned val_accuracy "
+            f"in history.csv {best:.6f} {'✓' if same else '✗'}"
+        )
+        if "model.h5" not in files or not same:
+            problems.append(job)
+    if problems:
+        raise UserError(f"the rehearsal found wrong artifacts or objectives: {', '.join(problems)}")
+
+
+def tuning_summary(stand_in, splits: Path, runs: Path) -> Path:
+    """Checks every training job, then says where the tuning job's results and logs are, and
+    which command uses its best model."""
+    (tuning,) = stand_in.tunings.values()
+    folder = runs / tuning.name
+    summary = json.loads((folder / "tuning.json").read_text())
+    check_tuning_jobs(summary)
+    print(f"each training job's log: {folder / 'logs'}/<training job>.log")
+    fetched = summary.get("fetched_training_job")
+    if fetched:
+        print(
+            f"next: make predict RUN={runs / fetched} IMAGES={splits / 'test'}   "
+            "(the best job's model on the rehearsal's test images)"
+        )
+    return folder / "tuning.md"
 
 
 @cli
 def main(argv: list[str] | None = None) -> int:
+    from training.launch.__main__ import positive_int, positive_minutes
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="smoke")
     parser.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--interrupt", action="store_true", help="a spot interruption mid-phase")
-    parser.add_argument("--instance-count", type=int, default=1, help="instances (algo-1…N)")
+    parser.add_argument(
+        "--interrupt",
+        nargs="?",
+        const="checkpoint",
+        choices=["checkpoint", "early"],
+        help="a spot reclaim once a fine-tuning epoch is in S3 (early: before it is)",
+    )
+    parser.add_argument("--instance-count", type=positive_int, default=1, help="algo-1…N")
+    parser.add_argument("--tune", action="store_true", help="rehearse make tune instead")
+    parser.add_argument("--max-jobs", type=positive_int, default=3)
+    parser.add_argument("--parallel", type=positive_int, default=2)
+    parser.add_argument("--max-runtime-minutes", type=positive_minutes)
     parser.add_argument("--splits", type=Path, default=Path("data/splits"))
     parser.add_argument("--runs", type=Path, default=Path("runs/rehearse"))
     args = parser.parse_args(argv)
-    rehearse(
-        args.experiment,
-        args.hp,
-        args.splits,
-        args.runs,
-        args.interrupt,
+    plan = Rehearsal(
+        experiment=args.experiment,
+        overrides=args.hp,
+        interrupt=args.interrupt,
         instance_count=args.instance_count,
+        tune=args.tune,
+        max_jobs=args.max_jobs,
+        parallel=args.parallel,
+        max_runtime_minutes=args.max_runtime_minutes,
     )
+    rehearse(plan, args.splits, args.runs)
     return 0
 
 

@@ -297,7 +297,8 @@ def test_metric_definitions_match_the_jobs_log_lines():
     from vgg_transfer.phases import EPOCH_LINE, TEST_LINE
 
     epoch = EPOCH_LINE.format(phase="fine_tuned", epoch=3, epochs=50, loss=0.25, accuracy=0.9,
-                              val_loss=0.125, val_accuracy=0.95, seconds=41.5)  # fmt: skip
+                              val_loss=0.125, val_accuracy=0.95, best_val_accuracy=0.96,
+                              seconds=41.5)  # fmt: skip
     test = TEST_LINE.format(phase="frozen", test_loss=0.3, test_accuracy=0.898)
     found = {}
     for definition in submit.metric_definitions():
@@ -310,6 +311,7 @@ def test_metric_definitions_match_the_jobs_log_lines():
         "fine_tuned:accuracy": 0.9,
         "fine_tuned:val_loss": 0.125,
         "fine_tuned:val_accuracy": 0.95,
+        "fine_tuned:best_val_accuracy": 0.96,
         "frozen:test_loss": 0.3,
         "frozen:test_accuracy": 0.898,
     }

@@ -51,7 +51,7 @@ def test_the_tuning_request_carries_the_training_definition_ranges_and_limits(
     assert config["Strategy"] == "Bayesian"
     assert config["HyperParameterTuningJobObjective"] == {
         "Type": "Maximize",
-        "MetricName": "fine_tuned:val_accuracy",
+        "MetricName": "fine_tuned:best_val_accuracy",
     }
     assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 6
     assert config["ResourceLimits"]["MaxParallelTrainingJobs"] == 3
@@ -71,7 +71,7 @@ def test_the_tuning_request_carries_the_training_definition_ranges_and_limits(
     definition = request["TrainingJobDefinition"]
     algorithm = definition["AlgorithmSpecification"]
     assert algorithm["TrainingImage"].endswith("tensorflow-training:2.19-cpu-py312")
-    assert "fine_tuned:val_accuracy" in {d["Name"] for d in algorithm["MetricDefinitions"]}
+    assert "fine_tuned:best_val_accuracy" in {d["Name"] for d in algorithm["MetricDefinitions"]}
     assert definition["RoleArn"] == aws["role_arn"]
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
                 for c in definition["InputDataConfig"]}  # fmt: skip
@@ -148,11 +148,13 @@ def tuning_data() -> tuple[dict, list[dict]]:
         {"TrainingJobName": f"vgg-small-1130-120000-00{i}-{c}", "TrainingJobStatus": status,
          "TunedHyperParameters": {"learning_rate_fine_tuned": lr, "unfreeze_from": block},
          **({"FinalHyperParameterTuningJobObjectiveMetric": {
-             "MetricName": "fine_tuned:val_accuracy", "Value": value}} if value else {})}
-        for i, c, status, lr, block, value in [
-            (1, "a", "Completed", "2.1e-05", "block4_conv1", 0.961),
-            (2, "b", "Completed", "1.0e-05", "block3_conv1", 0.9705),
-            (3, "c", "Stopped", "9.5e-05", "block4_conv1", None),
+             "MetricName": "fine_tuned:best_val_accuracy", "Value": value}} if value else {}),
+         **({"FailureReason": reason} if reason else {})}
+        for i, c, status, lr, block, value, reason in [
+            (1, "a", "Completed", "2.1e-05", "block4_conv1", 0.961, None),
+            (2, "b", "Completed", "1.0e-05", "block3_conv1", 0.9705, None),
+            (3, "c", "Failed", "9.5e-05", "block4_conv1", None,
+             "AlgorithmError: bad hyperparameters: a|b\nsecond line"),
         ]
     ]  # fmt: skip
     return description, jobs
@@ -164,8 +166,12 @@ def test_results_table_and_plot_come_from_the_tuning_jobs_data(tmp_path, monkeyp
         "frozen": {"test_accuracy": 0.901, "seed": {"test_accuracy": 0.898}},
         "fine_tuned": {"test_accuracy": 0.9702, "seed": {"test_accuracy": 0.9665}},
     }}  # fmt: skip
-    path = tune.write_results(tmp_path / "runs" / "vgg-small-1130-120000", description, jobs,
-                              best_report)  # fmt: skip
+    summary = dict(
+        tune.table(description, jobs), fetched_training_job="vgg-small-1130-120000-002-b"
+    )
+    logs = {"vgg-small-1130-120000-001-a": ["=== stream ===", "[epoch] line"]}
+    path = tune.write_results(tmp_path / "runs" / "vgg-small-1130-120000", summary, best_report,
+                              logs)  # fmt: skip
     summary = json.loads((path.parent / "tuning.json").read_text())
     assert summary["tuned"] == ["learning_rate_fine_tuned", "unfreeze_from"]
     assert [row["objective"] for row in summary["training_jobs"]] == [0.9705, 0.961, None]
@@ -175,6 +181,11 @@ def test_results_table_and_plot_come_from_the_tuning_jobs_data(tmp_path, monkeyp
         "| vgg-small-1130-120000-002-b **(best)** | Completed | 0.9705 | 1.0e-05 | block3_conv1 |"
         in table
     )
+    # A failed job's reason, on one line of the table, its pipes escaped.
+    assert "| Failed | — | 9.5e-05 | block4_conv1 | AlgorithmError: bad hyperparameters: a\\|b " \
+        "second line |" in table  # fmt: skip
+    log = path.parent / "logs" / "vgg-small-1130-120000-001-a.log"
+    assert log.read_text() == "=== stream ===\n[epoch] line\n"
     assert (
         "| fine_tuned | 0.9702 | 0.9665 |" in table
     )  # the best job's test accuracy and the seed's
@@ -182,12 +193,15 @@ def test_results_table_and_plot_come_from_the_tuning_jobs_data(tmp_path, monkeyp
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["vgg-small-1130-120000"]
 
 
-def test_fetching_tuning_results_pulls_the_best_jobs_report(tmp_path, monkeypatch):
-    description, jobs = tuning_data()
+def fake_fetching(monkeypatch, without_model=()):
+    """results.fetch_results and the log reader, as for jobs that saved a model (but those in
+    ``without_model``, which were stopped first); returns the jobs asked for."""
     fetched = []
 
     def fetch_results(session, job, runs_dir, end=None):
         fetched.append(job)
+        if job in without_model:
+            raise tune.UserError(f"training job {job} Stopped: Stopped, before it saved a model")
         report = runs_dir / job / "report.md"
         report.parent.mkdir(parents=True)
         report.with_suffix(".json").write_text(json.dumps(
@@ -196,9 +210,54 @@ def test_fetching_tuning_results_pulls_the_best_jobs_report(tmp_path, monkeypatc
         return report
 
     monkeypatch.setattr(tune.results, "fetch_results", fetch_results)
+    monkeypatch.setattr(tune, "job_log", lambda session, job: [f"log of {job}"])
+    return fetched
+
+
+def test_fetching_tuning_results_pulls_the_best_jobs_report_and_every_log(
+    tmp_path, monkeypatch, capsys
+):
+    description, jobs = tuning_data()
+    fetched = fake_fetching(monkeypatch)
     path = tune.fetch(None, "vgg-small-1130-120000", tmp_path, description, jobs)
     assert fetched == ["vgg-small-1130-120000-002-b"]
     assert "| fine_tuned | 0.9700 | 0.9665 |" in path.read_text()
+    assert sorted(p.name for p in (path.parent / "logs").iterdir()) == [
+        f"{job['TrainingJobName']}.log" for job in jobs
+    ]
+    assert "make predict RUN=" in capsys.readouterr().out
+
+
+def test_a_best_job_stopped_before_it_saved_a_model_gives_way_to_the_best_completed(
+    tmp_path, monkeypatch, capsys
+):
+    description, jobs = tuning_data()
+    jobs[1]["TrainingJobStatus"] = "Stopped"  # tuning's early stopping, say, before any model
+    fetched = fake_fetching(monkeypatch, without_model={"vgg-small-1130-120000-002-b"})
+    path = tune.fetch(None, "vgg-small-1130-120000", tmp_path, description, jobs)
+    assert fetched == ["vgg-small-1130-120000-002-b", "vgg-small-1130-120000-001-a"]
+    summary = json.loads((path.parent / "tuning.json").read_text())
+    assert summary["best_training_job"] == "vgg-small-1130-120000-002-b"  # as SageMaker says
+    assert summary["fetched_training_job"] == "vgg-small-1130-120000-001-a"
+    assert "saved no model" in summary["note"] and "saved no model" in path.read_text()
+    assert (
+        "note: the best job vgg-small-1130-120000-002-b saved no model" in capsys.readouterr().out
+    )
+
+
+def test_tuning_results_are_written_when_no_job_saved_a_model(tmp_path, monkeypatch):
+    description, jobs = tuning_data()
+    description["HyperParameterTuningJobStatus"] = "Failed"
+    description.pop("BestTrainingJob")
+    for job in jobs:
+        job.update(TrainingJobStatus="Failed", FailureReason="AlgorithmError: out of memory")
+        job.pop("FinalHyperParameterTuningJobObjectiveMetric", None)
+    fetched = fake_fetching(monkeypatch)
+    path = tune.fetch(None, "vgg-small-1130-120000", tmp_path, description, jobs)
+    assert fetched == []
+    table = path.read_text()
+    assert "(Failed)" in table and table.count("AlgorithmError: out of memory") == 3
+    assert "no model was fetched" in table
 
 
 class FakeTuningSageMaker:
@@ -234,7 +293,12 @@ def test_following_prints_each_training_job_as_it_lands(monkeypatch):
     lines = []
     description, jobs = tune.follow(session, "vgg-small-1130-120000", write=lines.append)
     assert description["HyperParameterTuningJobStatus"] == "Completed" and len(jobs) == 3
-    assert lines[0].endswith("vgg-small-1130-120000-001-a: InProgress, fine_tuned:val_accuracy —")
-    assert "vgg-small-1130-120000-001-a: Completed, fine_tuned:val_accuracy 0.9610" in lines[1]
-    assert "vgg-small-1130-120000-002-b: Completed, fine_tuned:val_accuracy 0.9705" in lines[2]
+    objective = "fine_tuned:best_val_accuracy"
+    assert lines[0].endswith(f"vgg-small-1130-120000-001-a: InProgress, {objective} —")
+    assert f"vgg-small-1130-120000-001-a: Completed, {objective} 0.9610" in lines[1]
+    assert f"vgg-small-1130-120000-002-b: Completed, {objective} 0.9705" in lines[2]
+    # A failed job's reason, on its line.
+    assert lines[3].endswith(
+        f"-003-c: Failed, {objective} — — AlgorithmError: bad hyperparameters: a|b second line"
+    )
     assert lines[-1] == "[vgg-small-1130-120000] Completed"

@@ -9,6 +9,7 @@ python -m training.launch cost   [--experiment small] [--instance ml.g4dn.xlarge
 """
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from training.data.prepare import load_manifest
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--weights-file", type=Path, help="VGG16 no-top .h5 for the weights channel"
         )
         sub.add_argument("--runs", type=Path, default=common.RUNS_DIR)
+    for name in ("cloud", "cost"):
+        commands.choices[name].add_argument(
+            "--max-runtime-minutes", type=positive_minutes, help="default: the experiment's"
+        )
     commands.choices["local"].add_argument(
         "--mode",
         choices=["process", "docker"],
@@ -61,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-jobs", type=positive_int, default=10, help="training jobs in all")
     tune.add_argument("--parallel", type=positive_int, default=2, help="training jobs at once")
     tune.add_argument("--detach", action="store_true", help="submit and return at once")
+    tune.add_argument("--max-runtime-minutes", type=positive_minutes, help="per training job")
     tune_results = commands.add_parser("tune-results")
     tune_results.add_argument("--tuning-job")
     tune_results.add_argument("--stack", default="dev")
@@ -82,6 +88,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value * 60 >= 1:  # SageMaker's MaxRuntimeInSeconds is at least 1
+        raise argparse.ArgumentTypeError(f"expected minutes, at least 1/60, got {text!r}")
+    return value
+
+
+def load_experiment(args, default: str) -> experiments.Experiment:
+    """The experiment with the command line's overrides (hyperparameters, max runtime)."""
+    experiment = experiments.load(args.experiment or default, args.hp)
+    minutes = getattr(args, "max_runtime_minutes", None)
+    if minutes is not None:
+        experiment = dataclasses.replace(experiment, max_runtime_minutes=minutes)
+    return experiment
+
+
 def run_local(args) -> int:
     from training.launch.local import run_local as run
 
@@ -96,7 +121,7 @@ def run_local(args) -> int:
 def run_cloud(args) -> int:
     from training.launch import preflight, staging, submit
 
-    experiment = experiments.load(args.experiment or "small", args.hp)
+    experiment = load_experiment(args, "small")
     instance_type = args.instance or experiment.instance_type
     count = args.instance_count or experiment.instance_count
     # Settings first: a mistake costs nothing to find before any file is read or AWS called.
@@ -142,7 +167,7 @@ def run_results(args) -> int:
 def run_tune(args) -> int:
     from training.launch import preflight, staging, tune
 
-    experiment = experiments.load(args.experiment or "small", args.hp)
+    experiment = load_experiment(args, "small")
     if args.parallel > args.max_jobs:
         raise UserError(f"PARALLEL={args.parallel} exceeds MAX_JOBS={args.max_jobs}")
     tune.tuning_ranges(experiment)  # a bad range is refused before anything else
@@ -192,7 +217,7 @@ def run_tune_results(args) -> int:
 
 
 def run_cost(args) -> int:
-    experiment = experiments.load(args.experiment or "small", args.hp)
+    experiment = load_experiment(args, "small")
     if args.instance == AUTO:
         raise UserError(
             "INSTANCE=auto is resolved against your account's quotas when a job is launched; "

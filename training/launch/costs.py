@@ -59,7 +59,7 @@ class CostEstimate:
         else:
             parts.append("expected runtime unknown for this instance type (no measurement)")
         parts.append(
-            f"ceiling {self.max_seconds / 60:.0f} min ≈ ${self.ceiling():.2f} "
+            f"ceiling {self.max_seconds / 60:.4g} min ≈ ${self.ceiling():.2f} "
             "(max runtime at the on-demand rate)"
         )
         parts.append(f"epoch times: {self.epoch_seconds_source}")
@@ -111,6 +111,6 @@ def estimate(
         price=price or table_price(instance.name),
         expected_seconds=expected,
         epoch_seconds_source=source,
-        max_seconds=experiment.max_runtime_minutes * 60,
+        max_seconds=experiment.max_runtime_seconds,
         spot=experiment.spot,
     )

@@ -39,12 +39,21 @@ class Experiment:
     instance_type: str
     instance_count: int
     spot: bool
-    max_runtime_minutes: int
-    max_wait_minutes: int
+    max_runtime_minutes: float
+    max_wait_minutes: float
     hyperparameters: dict = field(default_factory=dict)
     tuning: dict = field(
         default_factory=dict
     )  # make tune's ranges; none: training/launch/tune.py's
+
+    @property
+    def max_runtime_seconds(self) -> int:
+        """SageMaker's MaxRuntimeInSeconds: whole seconds, at least one."""
+        return max(1, round(self.max_runtime_minutes * 60))
+
+    @property
+    def max_wait_seconds(self) -> int:
+        return max(1, round(self.max_wait_minutes * 60))
 
     def resolved_hyperparameters(self) -> dict:
         """Every job hyperparameter: the job's defaults overlaid with this experiment's values."""

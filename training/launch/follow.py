@@ -1,10 +1,12 @@
-"""Following a training job in the terminal: status changes and its CloudWatch log lines until it
-ends; Ctrl-C offers to stop it."""
+"""Following a training job in the terminal: status changes and its CloudWatch log lines, in the
+order they happened, until it ends; Ctrl-C offers to stop it."""
 
+import math
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 
 import boto3
 
@@ -28,38 +30,44 @@ class LogFollower:
 
     A failed log read never stops the following: the next poll tries again."""
 
-    def __init__(self, session: boto3.Session, job: str, write=print, keep: int = 20) -> None:
+    def __init__(self, session: boto3.Session, job: str, keep: int = 20) -> None:
         self.logs = session.client("logs")
         self.job = job
-        self.write = write
         self.tokens: dict[str, str] = {}
         self.tail: deque[str] = deque(maxlen=keep)
 
-    def poll(self) -> None:
+    def poll(self) -> list[tuple[float, str]]:
+        """The new log lines of every stream, as (timestamp in ms, line)."""
+        events: list[tuple[float, str]] = []
         try:
             streams = self.logs.describe_log_streams(
                 logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.job}/"
             ).get("logStreams", [])
         except AWS_OR_NETWORK_ERRORS:
-            return  # no log group or stream before the instances start
+            return events  # no log group or stream before the instances start
         for stream in streams:
-            name = stream["logStreamName"]
-            while True:
-                kwargs = {"logGroupName": LOG_GROUP, "logStreamName": name, "startFromHead": True}
-                if name in self.tokens:
-                    kwargs["nextToken"] = self.tokens[name]
-                try:
-                    response = self.logs.get_log_events(**kwargs)
-                except AWS_OR_NETWORK_ERRORS:
-                    break
-                for event in response.get("events", []):
-                    line = event["message"].rstrip()
-                    self.tail.append(line)
-                    self.write(line)
-                token = response.get("nextForwardToken")
-                if token == self.tokens.get(name):
-                    break
-                self.tokens[name] = token
+            try:
+                self.read(stream["logStreamName"], events)
+            except AWS_OR_NETWORK_ERRORS:
+                continue  # what was read is kept; the next poll goes on from there
+        return events
+
+    def read(self, stream: str, into: list) -> None:
+        """Appends the stream's lines after those already read to ``into``; a failed request
+        raises, with every line read before it appended and the position kept."""
+        while True:
+            kwargs = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+            if stream in self.tokens:
+                kwargs["nextToken"] = self.tokens[stream]
+            response = self.logs.get_log_events(**kwargs)
+            for event in response.get("events", []):
+                line = event["message"].rstrip()
+                self.tail.append(line)
+                into.append((float(event.get("timestamp", 0)), line))
+            token = response.get("nextForwardToken")
+            if token == self.tokens.get(stream):
+                return
+            self.tokens[stream] = token
 
 
 def describe(sm, job: str) -> dict:
@@ -91,22 +99,52 @@ def status_lines(job: str, description: dict, shown: int, last: str | None) -> l
     return lines
 
 
+class StatusTracker:
+    """What of a job's status is new since the last poll, each line once, with its time."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.shown = 0  # transitions printed
+        self.last: str | None = None  # the job's status at the last poll
+
+    def events(self, description: dict) -> list[tuple[float, str]]:
+        transitions = (description.get("SecondaryStatusTransitions") or [])[self.shown :]
+        lines = status_lines(self.job, description, self.shown, self.last)
+        status = description["TrainingJobStatus"]
+        own = len(lines) - len(transitions)  # the job's own status line, when it changed
+        # It opens a poll's lines, or closes them once the job has ended.
+        when = math.inf if status in TERMINAL else -math.inf
+        events = [(when, line) for line in lines[:own]]
+        events += [
+            (_milliseconds(t.get("StartTime")), line)
+            for t, line in zip(transitions, lines[own:], strict=True)
+        ]
+        self.shown += len(transitions)
+        self.last = status
+        return events
+
+
+def _milliseconds(moment) -> float:
+    if isinstance(moment, datetime):
+        return moment.timestamp() * 1000
+    return -math.inf  # no time given: before the poll's log lines
+
+
 def follow(session: boto3.Session, job: str, poll_seconds: float = 15.0, write=print) -> JobEnd:
-    """Prints status changes and log lines until the job ends.
+    """Prints status changes and log lines, in the order they happened, until the job ends; the
+    log is read after the job's status, so every line it wrote comes before its final status.
 
     Ctrl-C asks whether to stop the job (it would otherwise keep running and billing)."""
     sm = session.client("sagemaker")
-    follower = LogFollower(session, job, write)
-    shown, last = 0, None
+    follower = LogFollower(session, job)
+    tracker = StatusTracker(job)
     try:
         while True:
             description = describe(sm, job)
-            for line in status_lines(job, description, shown, last):
+            events = tracker.events(description) + follower.poll()
+            for _, line in sorted(events, key=lambda event: event[0]):
                 write(line)
-            shown = len(description.get("SecondaryStatusTransitions") or [])
-            last = description["TrainingJobStatus"]
-            follower.poll()
-            if last in TERMINAL:
+            if description["TrainingJobStatus"] in TERMINAL:
                 return JobEnd(description, list(follower.tail))
             time.sleep(poll_seconds)
     except KeyboardInterrupt:

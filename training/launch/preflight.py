@@ -77,6 +77,13 @@ def validate_request(
     """Every argument checked before any AWS call or upload."""
     if instance_count < 1:
         raise UserError(f"INSTANCE_COUNT={instance_count}: a job needs at least one instance")
+    if experiment.spot and experiment.max_runtime_seconds > experiment.max_wait_seconds:
+        raise UserError(
+            f"a max runtime of {experiment.max_runtime_minutes:g} min exceeds the experiment's "
+            f"max_wait_minutes={experiment.max_wait_minutes:g} (a spot job waits at most that "
+            "long, its runtime included): lower MAX_RUNTIME_MINUTES or raise max_wait_minutes "
+            f"in training/experiments/{experiment.name}.yaml"
+        )
     hp = experiment.resolved_hyperparameters()
     if weights_file is not None:
         weights = Path(weights_file)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import boto3
 
-from training.aws_errors import AWS_OR_NETWORK_ERRORS, one_line
+from training.aws_errors import AWS_OR_NETWORK_ERRORS, endpoint_override, one_line
 from training.launch.instances import PRICES_AS_OF, PRICES_SOURCE, lookup
 
 PRICING_REGION = "us-east-1"  # the Price List API's endpoint; prices cover every region
@@ -59,6 +59,11 @@ def price_list_price(session: boto3.Session, instance_type: str, region: str) ->
 def on_demand_price(session: boto3.Session | None, instance_type: str, region: str) -> Price:
     if session is None:
         return table_price(instance_type)
+    endpoint = endpoint_override("pricing")
+    if endpoint:  # an emulator has no price list; its error would read as AWS's
+        return table_price(
+            instance_type, f"the Price List API was not asked: requests go to {endpoint}, not AWS"
+        )
     try:
         price = price_list_price(session, instance_type, region)
     except AWS_OR_NETWORK_ERRORS as error:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import boto3
 
-from training.aws_errors import AWS_OR_NETWORK_ERRORS, one_line
+from training.aws_errors import AWS_OR_NETWORK_ERRORS, not_from_aws, one_line
 from training.errors import UserError
 from training.launch.instances import AUTO, Instance, gpu_types_by_price, lookup
 
@@ -62,7 +62,7 @@ def read_quotas(session: boto3.Session) -> QuotaReading:
         try:
             target.update(_list(client, operation))
         except AWS_OR_NETWORK_ERRORS as error:
-            reading.problem = reading.problem or one_line(error)
+            reading.problem = reading.problem or not_from_aws("service-quotas", one_line(error))
     return reading
 
 

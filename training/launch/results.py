@@ -13,7 +13,7 @@ from training.launch import common
 from training.launch.experiments import available, from_hyperparameter, load
 from training.launch.follow import TERMINAL, JobEnd, describe, explain_failure
 from training.launch.instances import lookup
-from training.report.results import RunInfo, unpack_artifacts, write_report
+from training.report.results import MODEL_FILE, RunInfo, unpack_artifacts, write_report
 
 
 def experiment_from_job_name(job: str) -> str:
@@ -46,7 +46,7 @@ def download_artifacts(session: boto3.Session, description: dict, target: Path) 
             missing.append(f"s3://{bucket}/{key}")
     if missing:
         raise UserError(
-            f"training job {description['TrainingJobName']} completed, but "
+            f"training job {description['TrainingJobName']} ended, but "
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing (deleted, "
             "or removed by a lifecycle rule?); nothing was written under runs/"
         )
@@ -65,9 +65,13 @@ def run_info(description: dict) -> RunInfo:
     instance = lookup(resources["InstanceType"])
     experiment = environment.get("VGG_EXPERIMENT") or experiment_from_job_name(job)
     digest = description.get("HyperParameters", {}).get("dataset_digest", "")
+    status = description["TrainingJobStatus"]
+    if status != "Completed":
+        status += f" ({description.get('SecondaryStatus')})"
     return RunInfo(
         job_name=job,
         mode="cloud",
+        status=status,
         experiment=experiment,
         seed_reference=load(experiment).seed_reference if experiment in available() else None,
         instance_type=resources["InstanceType"],
@@ -84,6 +88,34 @@ def run_info(description: dict) -> RunInfo:
     )
 
 
+STOP_REMEDIES = {
+    "MaxRuntimeExceeded": "raise its max runtime (MAX_RUNTIME_MINUTES=…, or max_runtime_minutes in "
+    "the experiment file) and run the same command again: it resumes from the job's checkpoints",
+    "MaxWaitTimeExceeded": "spot capacity did not come in time: raise max_wait_minutes in the "
+    "experiment file, or try another INSTANCE or region, and run the same command again",
+}
+
+
+def explain_stop(description: dict) -> UserError:
+    """A stopped job that saved no model, in one line."""
+    job, reason = description["TrainingJobName"], description.get("SecondaryStatus", "Stopped")
+    message = next(
+        (t.get("StatusMessage") for t in reversed(description.get("SecondaryStatusTransitions")
+                                                 or []) if t.get("Status") == reason),
+        None,
+    )  # fmt: skip
+    seconds = description.get("TrainingTimeInSeconds")
+    remedy = STOP_REMEDIES.get(
+        reason, "it was stopped (StopTrainingJob, or a tuning job's early stopping)"
+    )
+    return UserError(
+        f"training job {job} Stopped: {reason}"
+        + (f" ({message})" if message else "")
+        + (f" after {seconds} s" if seconds is not None else "")
+        + f", before it saved a model; {remedy}"
+    )
+
+
 def fetch_results(
     session: boto3.Session,
     job: str,
@@ -91,18 +123,21 @@ def fetch_results(
     end: JobEnd | None = None,
 ) -> Path:
     """Downloads model.tar.gz and output.tar.gz, unpacks them and writes the report into
-    ``runs/<job>/``, which appears only once all of it succeeded."""
+    ``runs/<job>/``, which appears only once all of it succeeded. A stopped job's results are
+    fetched when it saved a model before the stop, as SageMaker keeps what the job wrote."""
     end = end or JobEnd(describe(session.client("sagemaker"), job), [])
     status = end.description["TrainingJobStatus"]
-    if status != "Completed":
-        if status in TERMINAL:
-            raise explain_failure(end.description, end.log_tail)
+    if status == "Failed":
+        raise explain_failure(end.description, end.log_tail)
+    if status not in TERMINAL:
         raise UserError(f"training job {job} is still {status}; try again when it has finished")
     runs_dir.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{job}.", dir=runs_dir))
     try:
         download_artifacts(session, end.description, partial)
         unpack_artifacts(partial)
+        if status == "Stopped" and not (partial / "model" / MODEL_FILE).exists():
+            raise explain_stop(end.description)
         write_report(partial, run_info(end.description))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

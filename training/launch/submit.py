@@ -20,7 +20,7 @@ def metric_definitions() -> list[dict[str, str]]:
     number = r"([-+0-9.eE]+|nan)"
     definitions = []
     for phase in PHASES:
-        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "best_val_accuracy"):
             definitions.append(
                 {
                     "Name": f"{phase}:{metric}",
@@ -147,10 +147,8 @@ def build_trainer(
                 enable_managed_spot_training=experiment.spot,
             ),
             stopping_condition=StoppingCondition(
-                max_runtime_in_seconds=experiment.max_runtime_minutes * 60,
-                max_wait_time_in_seconds=experiment.max_wait_minutes * 60
-                if experiment.spot
-                else None,
+                max_runtime_in_seconds=experiment.max_runtime_seconds,
+                max_wait_time_in_seconds=experiment.max_wait_seconds if experiment.spot else None,
             ),
             output_data_config=OutputDataConfig(s3_output_path=spec.output),
             checkpoint_config=CheckpointConfig(

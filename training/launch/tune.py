@@ -2,17 +2,26 @@
 
 The tuner is SDK v3's ``HyperparameterTuner`` over the very ``ModelTrainer`` that ``make
 train-cloud`` builds (same image, channels, spot, checkpoints, tags), after the same preflight.
-The objective is the fine-tuned phase's best validation accuracy as the job logs it
-(``fine_tuned:val_accuracy``; never the test set). Ranges come from the experiment file's
-``tuning:`` section, or DEFAULT_RANGES:
+The tuning API takes no container entrypoint, so on AWS each training job runs through the
+image's own toolkits (sagemaker-training and sagemaker-tensorflow-training), which fetch the code
+from ``sagemaker_submit_directory``; the job saves its model in SM_MODEL_DIR whatever ``model_dir``
+the toolkit passes, and checkpoints into a folder of its own under the shared checkpoint location.
+
+The objective is the fine-tuned phase's best validation accuracy so far, which every epoch line
+carries (``fine_tuned:best_val_accuracy``; never the test set): SageMaker takes the latest value
+the regex matches, so a job is ranked by the weights it keeps, not by its last epoch. Ranges come
+from the experiment file's ``tuning:`` section, or DEFAULT_RANGES:
 
     tuning:
       learning_rate_fine_tuned: {min: 1.0e-6, max: 1.0e-4, scale: Logarithmic}
       unfreeze_from: [block3_conv1, block4_conv1, block5_conv1]
 
-Results: ``runs/<tuning job>/tuning.json``, ``tuning.md`` (every training job's settings and
-objective) and ``tuning.png`` (the objective against each tuned setting), and the best job's
-model and report fetched as ``make results`` fetches them.
+Results: ``runs/<tuning job>/tuning.json``, ``tuning.md`` (every training job's settings,
+status, objective and failure reason) and ``tuning.png`` (the objective against each tuned
+setting), each training job's log in ``logs/<training job>.log``, and the best job's model and
+report fetched as ``make results`` fetches them. They are written whatever state the jobs ended
+in; when the best job was stopped before it saved a model, the best completed job's are fetched
+instead, and the table says so.
 """
 
 import fnmatch
@@ -33,7 +42,7 @@ from training.launch.follow import ask_to_stop
 from training.launch.spec import JobSpec
 from training.report import seed
 
-OBJECTIVE = "fine_tuned:val_accuracy"  # validation, never test
+OBJECTIVE = "fine_tuned:best_val_accuracy"  # validation, never test
 DEFAULT_RANGES = {
     "learning_rate_fine_tuned": {"min": 1e-6, "max": 1e-4, "scale": "Logarithmic"},
     "unfreeze_from": ["block3_conv1", "block4_conv1", "block5_conv1"],
@@ -181,11 +190,14 @@ def follow(session: boto3.Session, name: str, poll_seconds: float = 30.0, write=
             description = describe(sm, name)
             jobs = training_jobs(sm, name)
             for job in jobs:
-                state = (job.get("TrainingJobStatus"), objective_of(job))
+                state = (job.get("TrainingJobStatus"), objective_of(job), job.get("FailureReason"))
                 if seen.get(job["TrainingJobName"]) != state:
                     seen[job["TrainingJobName"]] = state
                     objective = "—" if state[1] is None else f"{state[1]:.4f}"
-                    write(f"[{name}] {job['TrainingJobName']}: {state[0]}, {OBJECTIVE} {objective}")
+                    write(
+                        f"[{name}] {job['TrainingJobName']}: {state[0]}, {OBJECTIVE} {objective}"
+                        + (f" — {one_line_reason(state[2])}" if state[2] else "")
+                    )
             if description["HyperParameterTuningJobStatus"] in TERMINAL:
                 write(f"[{name}] {description['HyperParameterTuningJobStatus']}")
                 return description, jobs
@@ -195,6 +207,11 @@ def follow(session: boto3.Session, name: str, poll_seconds: float = 30.0, write=
         raise Interrupted(
             f"stopped following {name}; pick it up again with `make tune-results TUNING_JOB={name}`"
         ) from None
+
+
+def one_line_reason(reason: str, limit: int = 200) -> str:
+    text = " ".join(str(reason).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def offer_stop(sm, name: str) -> None:
@@ -219,6 +236,7 @@ def table(description: dict, jobs: list[dict]) -> dict:
                 "training_job": job["TrainingJobName"],
                 "status": job.get("TrainingJobStatus"),
                 "objective": objective_of(job),
+                "failure_reason": job.get("FailureReason"),
                 **{name: values.get(name) for name in tuned},
             }
         )
@@ -230,6 +248,8 @@ def table(description: dict, jobs: list[dict]) -> dict:
         "objective": OBJECTIVE,
         "tuned": tuned,
         "best_training_job": best,
+        "fetched_training_job": None,  # whose model and report were fetched (see fetch)
+        "note": "",
         "training_jobs": rows,
     }
 
@@ -279,20 +299,26 @@ def markdown(summary: dict, best_report: dict | None) -> str:
     lines = [
         f"# Tuning job {summary['tuning_job']} ({summary['status']})",
         "",
-        f"Objective: `{summary['objective']}` (best validation accuracy of the fine-tuned phase; "
-        "the test set plays no part). Best job first.",
+        f"Objective: `{summary['objective']}` (the fine-tuned phase's best validation accuracy, "
+        "the epoch whose weights the job keeps; the test set plays no part). Best job first. "
+        "Each training job's log is in [logs/](logs/).",
         "",
-        "| training job | status | objective | " + " | ".join(names) + " |",
-        "|---|---|---|" + "---|" * len(names),
+        "| training job | status | objective | " + " | ".join(names) + " | failure reason |",
+        "|---|---|---|" + "---|" * len(names) + "---|",
     ]
     for row in summary["training_jobs"]:
         objective = "—" if row["objective"] is None else f"{row['objective']:.4f}"
         mark = " **(best)**" if row["training_job"] == summary["best_training_job"] else ""
         cells = " | ".join(str(row[name]) for name in names)
-        lines.append(f"| {row['training_job']}{mark} | {row['status']} | {objective} | {cells} |")
+        reason = one_line_reason(row.get("failure_reason") or "", 120).replace("|", "\\|")
+        lines.append(
+            f"| {row['training_job']}{mark} | {row['status']} | {objective} | {cells} | {reason} |"
+        )
     lines += ["", "![objective against each tuned setting](tuning.png)", ""]
+    if summary.get("note"):
+        lines += [f"**{summary['note']}**", ""]
     if best_report:
-        lines.append(f"## Best job: {summary['best_training_job']}")
+        lines.append(f"## Fetched: {summary['fetched_training_job']}")
         lines.append("")
         lines.append("| phase | test accuracy | the seed's |")
         lines.append("|---|---|---|")
@@ -300,22 +326,29 @@ def markdown(summary: dict, best_report: dict | None) -> str:
             reference = (row.get("seed") or {}).get("test_accuracy")
             ours = f"{row['test_accuracy']:.4f}"
             lines.append(f"| {phase} | {ours} | {'—' if reference is None else reference} |")
-        lines += ["", f"Its report: [../{summary['best_training_job']}/report.md]"
-                  f"(../{summary['best_training_job']}/report.md) ({seed.SOURCE})."]  # fmt: skip
+        fetched = summary["fetched_training_job"]
+        lines += ["", f"Its report: [../{fetched}/report.md](../{fetched}/report.md) "
+                  f"({seed.SOURCE})."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def write_results(
-    run_dir: Path, description: dict, jobs: list[dict], best_report: dict | None
+    run_dir: Path,
+    summary: dict,
+    best_report: dict | None,
+    logs: dict[str, list[str]],
 ) -> Path:
-    """tuning.json, tuning.md and tuning.png in ``run_dir``, which appears only when complete."""
-    summary = table(description, jobs)
+    """tuning.json, tuning.md, tuning.png and logs/<job>.log in ``run_dir``, which appears only
+    when complete."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
     try:
         (partial / "tuning.json").write_text(json.dumps(summary, indent=2))
         plot(summary, partial / "tuning.png")
         (partial / "tuning.md").write_text(markdown(summary, best_report))
+        (partial / "logs").mkdir()
+        for job, lines in logs.items():
+            (partial / "logs" / f"{job}.log").write_text("".join(f"{line}\n" for line in lines))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -325,15 +358,74 @@ def write_results(
     return run_dir / "tuning.md"
 
 
+def job_log(session: boto3.Session, job: str) -> list[str]:
+    """Every log line a training job wrote, stream by stream (hosts, restarts)."""
+    from training.launch.follow import LOG_GROUP, LogFollower
+
+    follower = LogFollower(session, job, keep=0)
+    try:
+        streams = follower.logs.describe_log_streams(
+            logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job}/"
+        ).get("logStreams", [])
+    except AWS_OR_NETWORK_ERRORS as error:
+        if error_code(error) == "ResourceNotFoundException":
+            return []  # the job never started a container
+        raise aws_error(error, f"reading the log of {job}") from error
+    lines = []
+    for stream in sorted(streams, key=lambda s: s.get("creationTime", 0)):
+        events: list = []
+        try:
+            follower.read(stream["logStreamName"], events)
+        except AWS_OR_NETWORK_ERRORS as error:
+            raise aws_error(error, f"reading the log of {job}") from error
+        lines += [f"=== {stream['logStreamName']} ===", *(line for _, line in events)]
+    return lines
+
+
+def fetch_best(session: boto3.Session, summary: dict, runs_dir: Path):
+    """The best job's results, or, when it was stopped before it saved a model, the best
+    completed job's. Returns (its report, or None; the job fetched; a note for the table)."""
+    rows = summary["training_jobs"]  # best objective first
+    best = summary["best_training_job"]
+    candidates = [best] if best else []
+    candidates += [r["training_job"] for r in rows if r["status"] == "Completed" and
+                   r["training_job"] != best and r["objective"] is not None]  # fmt: skip
+    passed_over = []
+    for job in candidates:
+        try:
+            report = results.fetch_results(session, job, runs_dir)
+        except UserError as error:
+            if job != best:
+                raise
+            passed_over.append(f"the best job {job} saved no model ({error})")
+            continue
+        note = (
+            f"{'; '.join(passed_over)}; fetched the best completed job, {job}"
+            if passed_over
+            else ""
+        )
+        return json.loads(report.with_suffix(".json").read_text()), job, note
+    note = "; ".join(passed_over) or "no training job reported the objective"
+    return None, None, f"{note}: no model was fetched"
+
+
 def fetch(session: boto3.Session, name: str, runs_dir: Path, description=None, jobs=None) -> Path:
-    """The table and plot of every training job, and the best job's results and report."""
+    """The table and plot of every training job, their logs, and the best job's results."""
     if description is None or jobs is None:
         sm = session.client("sagemaker")
         description = description or describe(sm, name)
         jobs = jobs if jobs is not None else training_jobs(sm, name)
-    best = description.get("BestTrainingJob", {}).get("TrainingJobName")
-    best_report = None
-    if best:
-        report = results.fetch_results(session, best, runs_dir)
-        best_report = json.loads(report.with_suffix(".json").read_text())
-    return write_results(runs_dir / name, description, jobs, best_report)
+    summary = table(description, jobs)
+    best_report, fetched, note = fetch_best(session, summary, runs_dir)
+    summary.update(fetched_training_job=fetched, note=note)
+    logs = {job["TrainingJobName"]: job_log(session, job["TrainingJobName"]) for job in jobs}
+    path = write_results(runs_dir / name, summary, best_report, logs)
+    if note:
+        print(f"note: {note}")
+    print(f"each training job's log: {runs_dir / name / 'logs'}/<training job>.log")
+    if fetched:
+        print(
+            f"best model: make predict RUN={runs_dir / fetched} "
+            "IMAGES=<a folder, an image, or Kaggle's test.zip>"
+        )
+    return path

@@ -20,6 +20,7 @@ from training.errors import UserError  # noqa: E402
 from training.report import seed  # noqa: E402
 
 PHASES = ("frozen", "fine_tuned")
+MODEL_FILE = "model.h5"  # what the job saves in SM_MODEL_DIR
 
 
 @dataclass
@@ -38,6 +39,7 @@ class RunInfo:
     training_seconds: float | None = None
     billable_seconds: float | None = None
     cost_usd: float | None = None
+    status: str = "Completed"  # a stopped job's results are kept too, and say so
     extra: dict = field(default_factory=dict)
 
 
@@ -102,6 +104,7 @@ def build_report(run_dir: Path, info: RunInfo) -> dict:
     return {
         "job_name": info.job_name,
         "mode": info.mode,
+        "status": info.status,
         "experiment": info.experiment,
         "seed_reference": info.seed_reference,
         "seed_source": seed.SOURCE if reference else None,
@@ -184,6 +187,11 @@ def render_markdown(report: dict, plots: list[str]) -> str:
         f"{report['instance_count']}× {report['instance_type']}, dataset `{report['dataset_digest']}`, "
         f"commit `{report['git_commit']}`.",
         "",
+        *(
+            [f"**The job ended {report['status']}**: these are the results it saved before.", ""]
+            if report.get("status", "Completed") != "Completed"
+            else []
+        ),
         "| phase | test accuracy | seed | Δ vs seed | test loss | best val acc (epoch) "
         "| seed best val (epoch) | epochs run | seconds | images/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
