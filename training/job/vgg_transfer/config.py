@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Optional
 
+from vgg_transfer import contract
+
 # Layer names of keras.applications.VGG16 without its top; ``unfreeze_from`` must be one of them.
 VGG16_LAYERS = [
     "block1_conv1", "block1_conv2", "block1_pool",
@@ -23,7 +25,7 @@ PREPROCESSING_CHOICES = ("rescale", "vgg16")
 DISTRIBUTION_CHOICES = ("auto", "cpu", "gpu", "mirrored", "multi_worker")
 
 
-class ConfigError(ValueError):
+class ConfigError(contract.JobError, ValueError):
     """A hyperparameter or path the job cannot use; the message says what to change."""
 
 
@@ -79,7 +81,7 @@ def default_paths() -> dict[str, str]:
         "model_dir": model_dir,
         "output_data_dir": _env("SM_OUTPUT_DATA_DIR", os.path.join(local, "output/data")),
         # SageMaker syncs this folder with the job's CheckpointConfig S3 URI.
-        "checkpoint_dir": "/opt/ml/checkpoints"
+        "checkpoint_dir": contract.OptMl().checkpoints
         if os.environ.get("SM_MODEL_DIR")
         else os.path.join(local, "checkpoints"),
         # On the instance's storage volume beside the channels (/opt/ml/input), never in the
@@ -114,18 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# SageMaker reserves hyperparameter names that start with these (``_tuning_objective_metric`` is
-# the one its tuning service adds to every job); they are the platform's, never the recipe's.
-RESERVED_PREFIXES = ("_", "sagemaker_")
-
-
 def _drop_reserved(argv: list) -> tuple:
     """argv without SageMaker's reserved ``--<name> [value]`` pairs, and a note per one dropped."""
     kept, notes, index = [], [], 0
     while index < len(argv):
         item = str(argv[index])
         name = item[2:].split("=", 1)[0] if item.startswith("--") else ""
-        if not name.startswith(RESERVED_PREFIXES):
+        if not name.startswith(contract.RESERVED_PREFIXES):
             kept.append(argv[index])
             index += 1
             continue
@@ -134,23 +131,6 @@ def _drop_reserved(argv: list) -> tuple:
         notes.append(f"ignoring {name}: a name SageMaker reserves, not a hyperparameter of the job")
         index += 2 if has_value else 1
     return kept, notes
-
-
-def tuning_job_member(environ: Optional[dict] = None) -> Optional[str]:
-    """This training job's name when a tuning job started it, else None.
-
-    SageMaker's tuning service adds ``_tuning_objective_metric`` to the hyperparameters of every
-    training job it starts; AWS's TensorFlow toolkit reads ``hyperparameters.json`` for it too
-    (and keeps it off the script's command line), so the job looks where the toolkit does."""
-    environ = os.environ if environ is None else environ
-    name = environ.get("TRAINING_JOB_NAME")
-    config_dir = environ.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config")
-    try:
-        with open(os.path.join(config_dir, "hyperparameters.json")) as handle:
-            sent = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return name if name and "_tuning_objective_metric" in sent else None
 
 
 @dataclasses.dataclass
@@ -190,7 +170,7 @@ def parse(argv: Optional[list] = None, environ: Optional[dict] = None) -> Parsed
             f"SM_MODEL_DIR={platform_model_dir}, which SageMaker uploads as model.tar.gz"
         )
         paths.model_dir = platform_model_dir
-    member = tuning_job_member(environ)
+    member = contract.tuning_job_member(environ)
     if member:
         paths.checkpoint_dir = os.path.join(paths.checkpoint_dir, member)
         notes.append(
@@ -234,6 +214,29 @@ def validate(hp: Hyperparameters) -> None:
             problems.append(f"{name}={getattr(hp, name)} must be positive")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+# Settings that change how fast a run goes, not what it learns: a checkpoint written with other
+# values of these resumes. Every other hyperparameter defines the recipe.
+SPEED_SETTINGS = ("mixed_precision", "xla", "distribution")
+
+
+def recipe(hp: Hyperparameters) -> dict:
+    """The settings that define what a run learns (kept in its checkpoints)."""
+    return {k: v for k, v in dataclasses.asdict(hp).items() if k not in SPEED_SETTINGS}
+
+
+def recipe_differences(stored: dict, current: dict) -> list:
+    """ "key: stored → current" for each recipe setting that differs. A setting the stored
+    recipe lacks, added to the job since, counts as its default, so adding a hyperparameter
+    with a default leaves every checkpoint resumable."""
+    defaults = dataclasses.asdict(Hyperparameters())
+    differences = []
+    for key, value in current.items():
+        before = stored.get(key, defaults.get(key))
+        if before != value:
+            differences.append(f"{key}: {before!r} → {value!r}")
+    return differences
 
 
 def xla_problem(xla: bool, replicas: int, keras_major: int) -> Optional[str]:

@@ -7,6 +7,7 @@ here; rescaling or VGG16 preprocessing lives inside the model, so the saved mode
 images.
 """
 
+import dataclasses
 import math
 import os
 import threading
@@ -17,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
-from vgg_transfer import config
+from vgg_transfer import config, contract
 
 CLASSES = ("cats", "dogs")  # label 0 = cat, 1 = dog: the order flow_from_directory used
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -32,7 +33,7 @@ SHEAR_DEGREES = 0.2  # Keras reads shear_range in degrees, so the seed's 0.2 is 
 ZOOM = 0.2  # x and y zoom drawn independently from [0.8, 1.2]
 
 
-class ChannelError(ValueError):
+class ChannelError(contract.JobError, ValueError):
     """A channel the job cannot train on; the message names the channel and the files."""
 
 
@@ -376,7 +377,7 @@ def image_order(
     return order
 
 
-class BatchingError(ValueError):
+class BatchingError(contract.JobError, ValueError):
     """A split or batch size that cannot give every replica at least one image per batch."""
 
 
@@ -419,31 +420,38 @@ def batch_images(
     return order.batch(evaluation_batch_size(count, batch_size, replicas, split))
 
 
+@dataclasses.dataclass(frozen=True)
+class Sharding:
+    """How the input is shared out: ``workers`` hosts (this one ``index``), and the ``replicas`` in
+    sync, all workers' together, that the strategy cuts every batch into."""
+
+    workers: int = 1
+    index: int = 0
+    replicas: int = 1
+
+
 def make_dataset(
     cache: ImageCache,
-    batch_size: int,
+    hp: config.Hyperparameters,
     training: bool,
-    seed: int,
-    num_shards: int = 1,
-    shard_index: int = 0,
+    sharding: Sharding = Sharding(),
     augment: bool = False,
     threads: int = 0,
-    replicas: int = 1,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 255], labels) from the cache; training order is a fresh
-    shuffle of image indices every epoch. ``augment`` warps the batches here, on the CPU, for
-    when the training step cannot (XLA); otherwise the model's SeedAugmentation does it.
+    shuffle of image indices every epoch (``hp.seed``), in batches of ``hp.batch_size``.
+    ``augment`` warps the batches here, on the CPU, for when the training step cannot (XLA);
+    otherwise the model's SeedAugmentation does it.
 
-    With several workers (``num_shards``) training reads this worker's share; evaluation reads
-    the whole split on every worker, so that all run the same steps and every image counts once
-    per worker: accuracy and loss are the split's own. ``replicas``: the strategy's replicas in
-    sync, all workers' together."""
+    With several workers training reads this worker's share; evaluation reads the whole split on
+    every worker, so that all run the same steps and every image counts once per worker:
+    accuracy and loss are the split's own. ``threads``: make bench's pipeline on that many cores."""
     count = len(cache)
     if training:
-        order = image_order(count, True, seed, num_shards, shard_index)
-        count //= num_shards
+        order = image_order(count, True, hp.seed, sharding.workers, sharding.index)
+        count //= sharding.workers
     else:
-        order = image_order(count, False, seed)
+        order = image_order(count, False, hp.seed)
     size = cache.images.shape[1]
 
     def load(indices):
@@ -453,9 +461,11 @@ def make_dataset(
         batch = tf.cast(batch, tf.float32)
         return (augment_batch(batch) if augment else batch), batch_labels
 
-    batches = batch_images(order, count, batch_size, training, replicas, cache.split.name)
+    batches = batch_images(
+        order, count, hp.batch_size, training, sharding.replicas, cache.split.name
+    )
     dataset = batches.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if num_shards > 1:
+    if sharding.workers > 1:
         # The strategy splits each batch into one piece per replica, so a worker runs more steps
         # than its dataset has batches; Keras 3 would stop at the dataset's known cardinality
         # and skip images. Unknown cardinality: every step runs until the data ends.
@@ -463,16 +473,18 @@ def make_dataset(
     options = tf.data.Options()
     # Sharded explicitly above; the distribution strategy must not shard again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    if threads:  # make bench: the pipeline's speed on this many cores
+    if threads:
         options.threading.private_threadpool_size = threads
         options.threading.max_intra_op_parallelism = threads
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def training_share(count: int, batch_size: int, workers: int, replicas: int) -> int:
+def training_share(count: int, batch_size: int, sharding: Sharding) -> int:
     """The training images one worker reads an epoch (image_order, batch_images)."""
-    share = count // workers
-    return share - share % batch_size if short_last_batch(share, batch_size, replicas) else share
+    share = count // sharding.workers
+    if short_last_batch(share, batch_size, sharding.replicas):
+        return share - share % batch_size
+    return share
 
 
 class InputCount(keras.callbacks.Callback):
@@ -485,9 +497,9 @@ class InputCount(keras.callbacks.Callback):
     every later epoch. These lines show what that warning leaves out: each epoch reads the
     worker's whole share, in the same number of steps."""
 
-    def __init__(self, cache: ImageCache, share: int, worker: int, workers: int) -> None:
+    def __init__(self, cache: ImageCache, share: int, sharding: Sharding) -> None:
         super().__init__()
-        self.cache, self.share, self.worker, self.workers = cache, share, worker, workers
+        self.cache, self.share, self.sharding = cache, share, sharding
         self.mark = self.steps = 0
         self.first = True
 
@@ -511,7 +523,8 @@ class InputCount(keras.callbacks.Callback):
             )
         self.first = False
         print(
-            f"[input] worker {self.worker + 1}/{self.workers}, epoch {epoch + 1}: read {read} "
+            f"[input] worker {self.sharding.index + 1}/{self.sharding.workers}, epoch "
+            f"{epoch + 1}: read {read} "
             f"training images ({whole}) in {self.steps} steps{note}",
             flush=True,
         )

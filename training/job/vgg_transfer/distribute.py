@@ -6,11 +6,18 @@ host (MirroredStrategy) or several hosts (MultiWorkerMirroredStrategy), overrida
 import json
 import os
 import sys
+import time
 from typing import Optional
 
 import tensorflow as tf
 
+from vgg_transfer import contract
+
 WORKER_PORT = 2222  # port of the collective-ops server on each SageMaker host
+
+
+class DistributionError(contract.JobError, ValueError):
+    """A distribution setting this host cannot give (no GPU, no second host)."""
 
 
 def tf_config_from_sagemaker(environ: dict[str, str]) -> Optional[dict]:
@@ -74,19 +81,33 @@ FINISH_BARRIER = "vgg_transfer/finished"
 FINISH_TIMEOUT_MS = 30 * 60 * 1000  # the chief saves the model meanwhile
 
 
-def finish_together(workers: int) -> None:
+CHIEF_LINGER_SECONDS = 2.0  # after the barrier, time for the others' answers to reach them
+
+
+def finish_together(workers: int, is_chief: bool) -> None:
     """Several hosts: wait until every worker has finished, then end the process at once.
 
     The coordination service runs in the chief's process. Whichever process exits first, TF's
     teardown in the other keeps sending heartbeats to a peer that has gone and exits only when
     they time out: 10-20 s between two local processes, 1-2 min between rehearsed hosts, billed
     on every instance. So all workers meet at a barrier after the chief has written its outputs,
-    and then leave without that teardown (nothing is left to flush but stdout and stderr)."""
+    and then leave without that teardown (nothing is left to flush but stdout and stderr). The
+    chief lingers a moment, so that every worker's barrier call gets its answer before the
+    service goes; a worker that loses the chief at the barrier anyway has finished its own work
+    (measured under load: the answer could lose the race with the chief's exit)."""
     if workers < 2:
         return
     from tensorflow.python.eager import context
 
-    context.context().wait_at_barrier(FINISH_BARRIER, FINISH_TIMEOUT_MS)
+    try:
+        context.context().wait_at_barrier(FINISH_BARRIER, FINISH_TIMEOUT_MS)
+    except tf.errors.UnavailableError:
+        if is_chief:
+            raise
+        print("[done] the chief left the final barrier first; this worker's part is done",
+              flush=True)  # fmt: skip
+    if is_chief:
+        time.sleep(CHIEF_LINGER_SECONDS)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -113,7 +134,7 @@ def choose_strategy(distribution: str) -> tuple[tf.distribute.Strategy, bool, st
             distribution = "cpu"
     if distribution == "multi_worker":
         if not tf_config:
-            raise ValueError(
+            raise DistributionError(
                 "distribution=multi_worker needs TF_CONFIG or SM_HOSTS with two or more hosts"
             )
         os.environ["TF_CONFIG"] = json.dumps(tf_config)
@@ -126,7 +147,7 @@ def choose_strategy(distribution: str) -> tuple[tf.distribute.Strategy, bool, st
         return strategy, True, f"mirrored x{strategy.num_replicas_in_sync}"
     if distribution == "gpu":
         if not gpus:
-            raise ValueError("distribution=gpu but TensorFlow sees no GPU")
+            raise DistributionError("distribution=gpu but TensorFlow sees no GPU")
         return tf.distribute.OneDeviceStrategy("/gpu:0"), True, "one GPU"
     return tf.distribute.OneDeviceStrategy("/cpu:0"), True, "CPU"
 

@@ -12,12 +12,14 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
+from vgg_transfer import contract
+
 # VGG16's ImageNet training used caffe-style inputs: BGR order, per-channel mean subtracted.
 VGG16_BGR_MEAN = (103.939, 116.779, 123.68)
 IMAGENET_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(contract.JobError, RuntimeError):
     """VGG16 weights cannot be had as asked; the message names the remedy."""
 
 
@@ -196,7 +198,7 @@ def save_model(model: keras.Model, model_dir: str) -> str:
     """HDF5: the one full-model format that Keras 2 (the TF 2.11 image) and Keras 3 both load,
     with float32 layers whatever precision trained it (see float32_copy)."""
     os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, "model.h5")
+    path = os.path.join(model_dir, contract.MODEL_FILE)
     (float32_copy(model) if is_mixed(model) else model).save(path)
     return path
 

@@ -25,14 +25,7 @@ from typing import Optional
 import numpy as np
 from tensorflow import keras
 
-# best_val_accuracy: the phase's best so far, the weights it keeps. SageMaker's tuning takes the
-# latest value a metric regex matches in the log as a job's objective, so the line carries it.
-EPOCH_LINE = (
-    "[epoch] phase={phase} epoch={epoch}/{epochs} loss={loss:.6f} accuracy={accuracy:.6f} "
-    "val_loss={val_loss:.6f} val_accuracy={val_accuracy:.6f} "
-    "best_val_accuracy={best_val_accuracy:.6f} seconds={seconds:.1f}"
-)
-TEST_LINE = "[test] phase={phase} test_loss={test_loss:.6f} test_accuracy={test_accuracy:.6f}"
+from vgg_transfer import config, contract
 
 
 @dataclasses.dataclass
@@ -49,6 +42,7 @@ class PhaseState:
     best_weights: str = ""
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
     extra_seconds: float = 0.0  # e.g. the one forward pass that caches features
+    config: dict = dataclasses.field(default_factory=dict)  # the recipe that wrote it
 
     @property
     def seconds(self) -> float:
@@ -56,21 +50,40 @@ class PhaseState:
 
 
 def _state_path(directory: str) -> str:
-    return os.path.join(directory, "state.json")
+    return os.path.join(directory, contract.STATE_FILE)
 
 
-def load_state(directory: str, phase: str, epochs: int) -> PhaseState:
+class ForeignCheckpoint(contract.JobError):
+    """A checkpoint another recipe wrote: resuming from it would mix two experiments."""
+
+
+def load_state(
+    directory: str, phase: str, epochs: int, recipe: Optional[dict] = None
+) -> PhaseState:
     """The phase's state as its files allow: what state.json says when the weights it names are
-    complete, else the newest epoch that is (see the module docstring)."""
+    complete, else the newest epoch that is (see the module docstring).
+
+    ``recipe`` (config.recipe): kept in the state, and a state written by a different recipe is
+    refused (ForeignCheckpoint), as nanoGPT refuses a checkpoint of another model shape."""
     path = _state_path(directory)
+    fresh = PhaseState(phase=phase, epochs=epochs, config=dict(recipe or {}))
     if not os.path.exists(path):
-        return PhaseState(phase=phase, epochs=epochs)
+        return fresh
     try:
         with open(path) as handle:
             state = PhaseState(**json.load(handle))
     except (ValueError, TypeError) as error:
         print(f"[resume] phase {phase}: {path} is unreadable ({error}); starting the phase over")
-        return PhaseState(phase=phase, epochs=epochs)
+        return fresh
+    if recipe is not None:
+        differences = config.recipe_differences(state.config, recipe) if state.config else []
+        if differences:
+            raise ForeignCheckpoint(
+                f"the checkpoints in {directory} were written with other settings "
+                f"({'; '.join(differences)}): start over in a new checkpoint folder (FRESH=1), "
+                "or run with the settings they were written with"
+            )
+        state.config = dict(recipe)
     if _complete(directory, state.best_weights) and (
         state.finished or _complete(directory, state.last_weights)
     ):
@@ -137,7 +150,12 @@ def _recover(directory: str, state: PhaseState) -> PhaseState:
         "recorded epochs; starting the phase over",
         flush=True,
     )
-    return PhaseState(phase=state.phase, epochs=state.epochs, extra_seconds=state.extra_seconds)
+    return PhaseState(
+        phase=state.phase,
+        epochs=state.epochs,
+        extra_seconds=state.extra_seconds,
+        config=state.config,
+    )
 
 
 def save_state(directory: str, state: PhaseState) -> None:
@@ -225,7 +243,7 @@ class PhaseCheckpoint(keras.callbacks.Callback):
         _prune(self.directory, "last")
         _prune(self.directory, "best")
         print(
-            EPOCH_LINE.format(
+            contract.EPOCH_LINE.format(
                 phase=state.phase,
                 epochs=state.epochs,
                 best_val_accuracy=state.best_val_accuracy,
@@ -261,7 +279,7 @@ _PRIVATE_ROOT = []  # one fresh folder per process for a non-chief worker's chec
 def phase_directory(checkpoint_dir: str, phase: str, is_chief: bool) -> str:
     """The chief checkpoints into ``checkpoint_dir`` (SageMaker syncs it to S3); other workers
     into a fresh private folder seeded from it, so hosts never overwrite each other's files."""
-    shared = os.path.join(checkpoint_dir, phase)
+    shared = contract.phase_folder(checkpoint_dir, phase)
     if is_chief:
         return shared
     if not _PRIVATE_ROOT:
