@@ -147,12 +147,15 @@ define run_pytest
 	exit $$rc
 endef
 
+# Every core: pytest-xdist, the longest tests first (tests/conftest.py), idle workers stealing work.
+XDIST := -n $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2) --dist worksteal
+
 test: setup setup-compat lint ## lint, the whole suite (TF 2.21) and the job's tests again under TF 2.12
-	$(call run_pytest,$(PY),tests)
-	$(call run_pytest,$(COMPAT_PY),tests/job)
+	$(call run_pytest,$(PY),$(XDIST) tests)
+	$(call run_pytest,$(COMPAT_PY),$(XDIST) tests/job)
 
 test-fast: setup ## the suite without the slow (training) tests, main environment only
-	$(call run_pytest,$(PY),tests -m "not slow")
+	$(call run_pytest,$(PY),$(XDIST) tests -m "not slow")
 
 # --- data -------------------------------------------------------------------------------------
 data: setup ## split Kaggle's train.zip into the seed's splits: make data DATA=path/to/train.zip
@@ -180,7 +183,7 @@ train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch result
 	    $(if $(FRESH),--fresh)
 
 rehearse: setup setup-compat ## train-cloud (TUNE=1: tune) offline: emulated AWS, SageMaker stand-in (default: smoke)
-	$(PY) -m training.rehearse $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
+	$(PY) -m training.standin.rehearse $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
 	    --splits $(SPLITS) $(if $(filter early,$(INTERRUPT)),--interrupt early,$(if $(INTERRUPT),--interrupt)) \
 	    $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) $(if $(TUNE),--tune $(TUNE_ARGS)) \
 	    $(RUNTIME_ARGS)

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.errors import UserError, cli
-from training.infra_outputs import save_outputs
+from training.common.errors import UserError, cli
+from training.common.infra_outputs import save_outputs
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL_HINT = (

@@ -11,8 +11,13 @@ import pulumi_aws as aws
 
 from infra import dlc
 from infra.bucket import PREFIXES
-
-TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+from training.common.sagemaker import (
+    LOG_GROUP,
+    METRIC_NAMESPACE,
+    TRAINING_JOB,
+    TUNING_JOB,
+    JobKind,
+)
 
 
 @dataclass(frozen=True)
@@ -35,17 +40,21 @@ class Scope:
             ]
         )
 
+    def jobs(self, kind: JobKind) -> str:
+        """Every job of the kind in this account and region."""
+        return kind.arn(self.partition, self.region, self.account)
+
     @property
     def training_jobs(self) -> str:
-        return self.arn("sagemaker", "training-job/*")
+        return self.jobs(TRAINING_JOB)
 
     @property
     def tuning_jobs(self) -> str:
-        return self.arn("sagemaker", "hyper-parameter-tuning-job/*")
+        return self.jobs(TUNING_JOB)
 
     @property
     def training_log_groups(self) -> str:
-        return self.arn("logs", f"log-group:{TRAINING_LOG_GROUP}*")
+        return self.arn("logs", f"log-group:{LOG_GROUP}*")
 
 
 def objects(bucket_arn: str, *purposes: str) -> list[str]:
@@ -115,7 +124,7 @@ def execution_policy(bucket_arn: str, scope: Scope, kms_key_arn: str | None = No
             "Effect": "Allow",
             "Action": "cloudwatch:PutMetricData",
             "Resource": "*",
-            "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs*"}},
+            "Condition": {"StringLike": {"cloudwatch:namespace": f"{METRIC_NAMESPACE}*"}},
         },
         {
             "Sid": "EcrLogin",  # GetAuthorizationToken has no resource ARN
@@ -161,35 +170,18 @@ def launcher_policy(
             "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
             "Resource": objects(bucket_arn, *PREFIXES),
         },
-        {
-            "Sid": "TrainingJobs",
-            "Effect": "Allow",
-            "Action": [
-                "sagemaker:CreateTrainingJob",
-                "sagemaker:DescribeTrainingJob",
-                "sagemaker:StopTrainingJob",
-                "sagemaker:AddTags",
-            ],
-            "Resource": scope.training_jobs,
-        },
-        {
-            "Sid": "TuningJobs",  # make tune: its training jobs fall under TrainingJobs
-            "Effect": "Allow",
-            "Action": [
-                "sagemaker:CreateHyperParameterTuningJob",
-                "sagemaker:DescribeHyperParameterTuningJob",
-                "sagemaker:StopHyperParameterTuningJob",
-                "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
-                "sagemaker:AddTags",
-            ],
-            "Resource": scope.tuning_jobs,
-        },
-        {
-            "Sid": "ListTrainingJobs",  # a List action has no resource ARN
-            "Effect": "Allow",
-            "Action": "sagemaker:ListTrainingJobs",
-            "Resource": "*",
-        },
+        # One statement per kind of job the launcher runs (training/common/sagemaker.py):
+        # what it calls on that kind, on that kind's ARNs. A tuning job's training jobs are
+        # training jobs.
+        *(
+            {
+                "Sid": kind.noun.title().replace(" ", "") + "s",
+                "Effect": "Allow",
+                "Action": list(kind.launcher_actions),
+                "Resource": scope.jobs(kind),
+            }
+            for kind in (TRAINING_JOB, TUNING_JOB)
+        ),
         {
             "Sid": "CheckExecutionRole",  # preflight: does the role exist?
             "Effect": "Allow",
@@ -206,24 +198,17 @@ def launcher_policy(
         {
             "Sid": "ReadTrainingLogs",
             "Effect": "Allow",
-            "Action": ["logs:GetLogEvents", "logs:DescribeLogStreams", "logs:FilterLogEvents"],
+            "Action": ["logs:GetLogEvents", "logs:DescribeLogStreams"],
             "Resource": [scope.training_log_groups, scope.training_log_groups + ":log-stream:*"],
-        },
-        {
-            "Sid": "ReadTrainingQuotas",
-            "Effect": "Allow",
-            "Action": "servicequotas:GetServiceQuota",
-            "Resource": scope.arn("servicequotas", "sagemaker/*"),
         },
         {
             # List actions have no resource ARN. ListServiceQuotas returns applied values only;
             # an account that never raised a quota has just AWS's defaults.
-            "Sid": "FindTrainingQuotaCodes",
+            "Sid": "ReadTrainingQuotas",
             "Effect": "Allow",
             "Action": [
                 "servicequotas:ListServiceQuotas",
                 "servicequotas:ListAWSDefaultServiceQuotas",
-                "servicequotas:GetAWSDefaultServiceQuota",
             ],
             "Resource": "*",
         },

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from vgg_transfer import config as job_config
 from vgg_transfer import data as job_data
 from vgg_transfer import distribute
 from vgg_transfer import model as vgg
+from vgg_transfer.contract import FINE_TUNED, FROZEN, METRICS_FILE
 
-from training.errors import cli
+from training.common.errors import cli
 from training.report import seed
 
 VALIDATION_IMAGES = 2000  # the seed's validation set, run once per epoch
@@ -140,7 +142,8 @@ def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
         return job_data.build_cache(split, 150, cache_dir, threads=threads)
 
     def epoch(cache, threads: int = 0):
-        dataset = job_data.make_dataset(cache, 64, True, seed=0, augment=True, threads=threads)
+        hp = job_config.Hyperparameters(batch_size=64, seed=0)
+        dataset = job_data.make_dataset(cache, hp, True, augment=True, threads=threads)
         for _ in dataset:
             pass
 
@@ -314,13 +317,15 @@ def bench_smoke(out: Path) -> dict:
     from training.data.sample import ensure_sample
     from training.launch import experiments
     from training.launch.local import run_local
+    from training.launch.request import RunRequest
 
     splits = Path("data/splits")
     ensure_sample(splits)
     started = time.perf_counter()
-    report = run_local(experiments.load("smoke"), splits, runs_dir=out / "smoke")
+    smoke = experiments.load("smoke")
+    report = run_local(RunRequest("local", smoke, "local", 1, splits=splits, runs=out / "smoke"))
     total = time.perf_counter() - started
-    metrics = json.loads((report.parent / "output" / "metrics.json").read_text())
+    metrics = json.loads((report.parent / "output" / METRICS_FILE).read_text())
     return {
         "run": report.parent.name,
         "total_seconds": total,
@@ -339,20 +344,19 @@ def seed_equivalents(frozen: dict, fine: dict) -> dict:
     for experiment, ref in seed.RESULTS.items():
         train_images = ref["train_images"]
         rows[experiment] = {
-            "frozen": train_images / frozen["seed_way_images_per_second"]
-            + VALIDATION_IMAGES / infer,
+            FROZEN: train_images / frozen["seed_way_images_per_second"] + VALIDATION_IMAGES / infer,
             "frozen_cached": train_images / frozen["cached_images_per_second"]
             + VALIDATION_IMAGES / infer,
-            "fine_tuned": train_images / fine["variants"]["augmented"]["images_per_second"]
+            FINE_TUNED: train_images / fine["variants"]["augmented"]["images_per_second"]
             + VALIDATION_IMAGES / infer,
-            "k80_frozen": seed.K80_EPOCH_SECONDS[experiment]["frozen"],
-            "k80_fine_tuned": seed.K80_EPOCH_SECONDS[experiment]["fine_tuned"],
+            "k80_frozen": seed.K80_EPOCH_SECONDS[experiment][FROZEN],
+            "k80_fine_tuned": seed.K80_EPOCH_SECONDS[experiment][FINE_TUNED],
         }
     return rows
 
 
 def render(result: dict) -> str:
-    p, f, t = result["pipeline"], result["frozen"], result["fine_tuning"]
+    p, f, t = result["pipeline"], result[FROZEN], result["fine_tuning"]
     m = result["machine"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['cpu_flags'] or 'no listed SIMD flags'}), "
@@ -388,8 +392,9 @@ def render(result: dict) -> str:
     if result.get("smoke"):
         s = result["smoke"]
         lines.append(
-            f"| 4. smoke experiment end to end (1 run) | frozen {s['phase_seconds']['frozen']:.0f} s, "
-            f"fine_tuned {s['phase_seconds']['fine_tuned']:.0f} s, total {s['total_seconds']:.0f} s | — | — |"
+            f"| 4. smoke experiment end to end (1 run) | {FROZEN} "
+            f"{s['phase_seconds'][FROZEN]:.0f} s, {FINE_TUNED} {s['phase_seconds'][FINE_TUNED]:.0f} "
+            f"s, total {s['total_seconds']:.0f} s | — | — |"
         )
     if result.get("bottleneck"):
         b = result["bottleneck"]
@@ -407,8 +412,8 @@ def render(result: dict) -> str:
         ]
         for name, row in result["seed_equivalents"].items():
             lines.append(
-                f"| {name} | {row['frozen']:.1f} s | {row['frozen_cached']:.1f} s | "
-                f"{row['fine_tuned']:.1f} s | {row['k80_frozen']} s / {row['k80_fine_tuned']} s |"
+                f"| {name} | {row[FROZEN]:.1f} s | {row['frozen_cached']:.1f} s | "
+                f"{row[FINE_TUNED]:.1f} s | {row['k80_frozen']} s / {row['k80_fine_tuned']} s |"
             )
     return "\n".join(lines)
 
@@ -435,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     images = photo_like_images(args.out / f"images-{sizes.pipeline_images}", sizes.pipeline_images)
     result["pipeline"] = bench_pipeline(images, sizes)
     print(f"  1. pipeline ratio {result['pipeline']['ratio']:.1f}x", flush=True)
-    result["frozen"] = bench_frozen(sizes)
-    print(f"  2. feature caching ratio {result['frozen']['ratio']:.1f}x", flush=True)
+    result[FROZEN] = bench_frozen(sizes)
+    print(f"  2. feature caching ratio {result[FROZEN]['ratio']:.1f}x", flush=True)
     result["fine_tuning"] = bench_fine_tuning(sizes)
     print("  3. fine-tuning variants measured", flush=True)
     if sizes.smoke:
@@ -449,13 +454,13 @@ def main(argv: list[str] | None = None) -> int:
         "slower": "input pipeline" if pipeline_rate < model_rate else "model",
     }
     if args.device == "gpu":
-        result["seed_equivalents"] = seed_equivalents(result["frozen"], result["fine_tuning"])
+        result["seed_equivalents"] = seed_equivalents(result[FROZEN], result["fine_tuning"])
         if args.instance_type:
-            infer = result["frozen"]["inference_images_per_second"]
+            infer = result[FROZEN]["inference_images_per_second"]
             result["epoch_seconds_by_instance"] = {
                 args.instance_type: {
-                    "frozen": 1 / result["frozen"]["seed_way_images_per_second"],
-                    "fine_tuned": 1
+                    FROZEN: 1 / result[FROZEN]["seed_way_images_per_second"],
+                    FINE_TUNED: 1
                     / result["fine_tuning"]["variants"]["augmented"]["images_per_second"],
                     "validation": 1 / infer,
                 }

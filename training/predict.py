@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.errors import UserError, cli
-from training.progress import progress
+from training.common.errors import UserError, cli
+from training.common.progress import progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BATCH = 64

@@ -3,8 +3,8 @@
 import pytest
 from kaggle_helpers import tiny_jpeg, write_kaggle_zip
 
+from training.common.errors import UserError
 from training.data import prepare as prep
-from training.errors import UserError
 
 
 def indices(folder, animal: str) -> list[int]:

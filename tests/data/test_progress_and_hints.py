@@ -5,9 +5,9 @@ import sys
 
 from tqdm import tqdm
 
+from training.common.progress import LogProgress, progress
 from training.data import prepare as prep
 from training.data.sample import generate
-from training.progress import LogProgress, progress
 
 
 def test_a_log_gets_a_few_summary_lines_not_a_bar(monkeypatch):

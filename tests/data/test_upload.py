@@ -5,10 +5,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from training.common.errors import UserError
 from training.data import upload
 from training.data.prepare import prepare
 from training.data.sample import generate
-from training.errors import UserError
 
 BUCKET = "vgg-test-bucket"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from infra import dlc
-from training.infra_outputs import OUTPUT_KEYS, load_outputs, save_outputs
+from training.common.infra_outputs import OUTPUT_KEYS, load_outputs, save_outputs
 
 BUCKET = "aws:s3/bucket:Bucket"
 ROLE = "aws:iam/role:Role"
@@ -177,7 +177,7 @@ def test_launcher_policy_passes_only_this_role_to_sagemaker(run_program):
             if action.startswith("s3:"):
                 assert statement["Resource"] != "*", f"launcher policy: {action} on *"
     actions = {a for s in statements(policy) for a in as_list(s["Action"])}
-    assert "servicequotas:GetServiceQuota" in actions
+    assert "servicequotas:ListServiceQuotas" in actions
     assert "logs:GetLogEvents" in actions
 
 
@@ -214,16 +214,51 @@ def test_execution_role_may_delete_checkpoints_and_nothing_else(run_program):
     assert deletes == [f"{bucket_arn}/checkpoints/*"], f"sagemaker-execution-policy: {deletes}"
 
 
-def test_launcher_policy_reads_default_quotas_and_prices(run_program):
-    mocks, _ = run_program()
-    actions = {a for s in statements(mocks.policy(LAUNCHER)) for a in as_list(s["Action"])}
-    for action in (
+# What calls each action the launcher policy may grant: the boto3 calls (or the SDK's) in the code
+# that runs under the launcher's identity. An action with no caller is a right nobody needs.
+CALLERS = {
+    "s3:ListBucket": ("head_bucket", "list_objects_v2"),
+    "s3:GetObject": ("get_object", "head_object", "download_file"),
+    "s3:PutObject": ("upload_file", "put_object"),
+    "s3:AbortMultipartUpload": ("upload_file",),  # s3transfer aborts a failed multipart upload
+    "iam:GetRole": ("get_role",),
+    "iam:PassRole": (".train(", ".tune("),  # CreateTrainingJob / …TuningJob pass the role
+    "sagemaker:CreateTrainingJob": ("trainer.train(",),  # ModelTrainer.train
+    "sagemaker:CreateHyperParameterTuningJob": ("tuner.tune(",),  # HyperparameterTuner.tune
+    "sagemaker:AddTags": ("tags=",),  # both requests carry tags
+    "logs:GetLogEvents": ("get_log_events",),
+    "logs:DescribeLogStreams": ("describe_log_streams",),
+    "servicequotas:ListServiceQuotas": ("list_service_quotas",),
+    "servicequotas:ListAWSDefaultServiceQuotas": ("list_aws_default_service_quotas",),
+    "pricing:GetProducts": ("get_products",),
+    "kms:Decrypt": ("download_file",),  # objects encrypted with the bucket's customer key
+    "kms:GenerateDataKey": ("upload_file",),
+}
+LAUNCHER_CODE = ("training/launch", "training/common", "training/data", "training/report")
+
+
+def snake_case(action: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in action.split(":")[1]).lstrip("_")
+
+
+def test_every_action_the_launcher_policy_grants_has_a_caller(run_program):
+    from pathlib import Path
+
+    mocks, _ = run_program({"vgg-dogs-cats:encryption": "sse-kms", "vgg-dogs-cats:kmsKeyArn": KEY})
+    granted = {a for s in statements(mocks.policy(LAUNCHER)) for a in as_list(s["Action"])}
+    repo = Path(__file__).resolve().parents[2]
+    code = "\n".join(
+        p.read_text() for folder in LAUNCHER_CODE for p in (repo / folder).rglob("*.py")
+    )
+    for action in sorted(granted):
+        # SageMaker's job verbs are called through the job-kind table (training/common/sagemaker.py)
+        callers = CALLERS.get(action) or (f'"{snake_case(action)}"', f".{snake_case(action)}(")
+        assert any(caller in code for caller in callers), f"nothing calls {action}: drop it"
+    assert {
         "servicequotas:ListServiceQuotas",
-        "servicequotas:ListAWSDefaultServiceQuotas",
-        "servicequotas:GetAWSDefaultServiceQuota",
         "pricing:GetProducts",
-    ):
-        assert action in actions, f"launcher policy lacks {action}"
+        "logs:GetLogEvents",
+    } <= granted
 
 
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

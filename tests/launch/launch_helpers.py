@@ -4,8 +4,7 @@ from types import SimpleNamespace
 
 import boto3
 
-from training.launch.instances import INSTANCES
-from training.launch.quotas import QuotaReading, quota_name
+from training.launch.capacity import INSTANCES, QuotaReading, quota_name
 
 REGION = "us-east-1"
 BUCKET = "vgg-dogs-cats-test-abc123"

@@ -3,6 +3,7 @@ order they happened, and every log line before the job's final status."""
 
 from datetime import UTC, datetime, timedelta
 
+from training.common.sagemaker import JobKind
 from training.launch import follow
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -70,7 +71,7 @@ class ScriptedJob:
 
 def test_each_transition_once_and_every_log_line_before_the_final_status(monkeypatch):
     script = ScriptedJob()
-    monkeypatch.setattr(follow, "describe", script.describe)
+    monkeypatch.setattr(JobKind, "describe", lambda kind, sm, job: script.describe(sm, job))
     monkeypatch.setattr(follow.LogFollower, "poll", lambda self: script.poll())
     monkeypatch.setattr(follow.time, "sleep", lambda seconds: None)
     session = type("Session", (), {"client": lambda self, name: None})()

@@ -12,9 +12,9 @@ from botocore.exceptions import ClientError
 from launch_helpers import TINY
 
 from training.launch.__main__ import main as launch
-from training.rehearse import ROLE, act_as_launcher, create_stack, emulator
 from training.standin import StandIn
 from training.standin.iam import enforced, role_credentials, trust_allows
+from training.standin.rehearse import ROLE, act_as_launcher, create_stack, emulator
 
 JOB_ARN = "arn:aws:sagemaker:us-east-1:123456789012:training-job/vgg-smoke-1"
 

@@ -10,7 +10,7 @@ import pytest
 from botocore.stub import Stubber
 from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for, simulate_as
 
-from training.launch import common, follow, instances, preflight, quotas, submit
+from training.launch import capacity, common, follow, preflight, submit
 from training.launch.__main__ import main as launch
 from training.launch.experiments import from_hyperparameter, load
 
@@ -202,7 +202,7 @@ def test_a_quota_endpoint_answering_html_gives_one_line(capsys):
     with stubber:
         reading = preflight.training_quota(session)
     assert "<" not in reading.problem and "Internal Server Error" in reading.problem
-    preflight.check_quota(reading, load("small"), instances.lookup("ml.g4dn.xlarge"), 1)
+    preflight.check_quota(reading, load("small"), capacity.lookup("ml.g4dn.xlarge"), 1)
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("quota: unknown for ml.g4dn.xlarge")
     assert "<html>" not in printed[0]
@@ -213,21 +213,21 @@ def test_a_type_the_region_does_not_offer_is_refused_with_the_alternative():
     reading.defaults = dict(reading.applied)
     del reading.applied["ml.p2.xlarge for spot training job usage"]
     del reading.defaults["ml.p2.xlarge for spot training job usage"]
-    with pytest.raises(instances.UserError) as caught:
-        preflight.check_quota(reading, load("small"), instances.lookup("ml.p2.xlarge"), 1)
+    with pytest.raises(capacity.UserError) as caught:
+        preflight.check_quota(reading, load("small"), capacity.lookup("ml.p2.xlarge"), 1)
     assert "not offered for spot training jobs in this region" in str(caught.value)
     assert "`make train-cloud EXPERIMENT=small INSTANCE=ml.g4dn.xlarge`" in str(caught.value)
 
 
 def test_instance_auto_picks_the_cheapest_gpu_type_with_quota(capsys):
     reading = quotas_for(0.0, ml_g6_xlarge=2.0, ml_g5_xlarge=2.0)
-    instance = quotas.resolve_instance("auto", reading, spot=True, count=2)
+    instance = capacity.resolve_instance("auto", reading, spot=True, count=2)
     assert instance.name == "ml.g6.xlarge"
     line = capsys.readouterr().out
     assert "ml.g6.xlarge (L4) — cheapest GPU type with spot training quota (2, applied)" in line
     assert "no quota for ml.g4dn.xlarge" in line
-    with pytest.raises(instances.UserError, match="INSTANCE=auto found no GPU type"):
-        quotas.resolve_instance("auto", quotas_for(0.0), spot=True, count=1)
+    with pytest.raises(capacity.UserError, match="INSTANCE=auto found no GPU type"):
+        capacity.resolve_instance("auto", quotas_for(0.0), spot=True, count=1)
 
 
 def test_p2_runs_with_a_plain_warning_before_anything_is_spent(aws, captured, tiny_splits, capsys):
@@ -282,26 +282,27 @@ def test_a_trainer_the_sdk_refuses_is_one_line(aws, captured, tiny_splits, monke
 
 
 def test_p2_is_refused_with_tensorflow_212_or_newer():
-    p2 = instances.lookup("ml.p2.xlarge")
-    instances.check_framework(p2, "2.11")
-    with pytest.raises(instances.UserError, match="up to 2.11"):
-        instances.check_framework(p2, "2.12")
+    p2 = capacity.lookup("ml.p2.xlarge")
+    capacity.check_framework(p2, "2.11")
+    with pytest.raises(capacity.UserError, match="up to 2.11"):
+        capacity.check_framework(p2, "2.12")
     assert preflight.image_uri(p2, REGION).endswith("tensorflow-training:2.11-gpu-py39")
-    g5 = instances.lookup("ml.g5.xlarge")
+    g5 = capacity.lookup("ml.g5.xlarge")
     assert preflight.image_uri(g5, REGION).endswith(":2.19-gpu-py312")
 
 
 def test_metric_definitions_match_the_jobs_log_lines():
     import re
 
-    from vgg_transfer.phases import EPOCH_LINE, TEST_LINE
+    from vgg_transfer import contract
+    from vgg_transfer.contract import EPOCH_LINE, TEST_LINE
 
     epoch = EPOCH_LINE.format(phase="fine_tuned", epoch=3, epochs=50, loss=0.25, accuracy=0.9,
                               val_loss=0.125, val_accuracy=0.95, best_val_accuracy=0.96,
                               seconds=41.5)  # fmt: skip
     test = TEST_LINE.format(phase="frozen", test_loss=0.3, test_accuracy=0.898)
     found = {}
-    for definition in submit.metric_definitions():
+    for definition in contract.metric_definitions():
         for line in (epoch, test):
             match = re.search(definition["Regex"], line)
             if match:
@@ -331,11 +332,11 @@ def test_experiments_reproduce_the_seed_and_refuse_bad_overrides():
         load("small", ["epochs_fine_tuned=10"]).resolved_hyperparameters()["epochs_fine_tuned"]
         == 10
     )
-    with pytest.raises(instances.UserError, match="unknown hyperparameter"):
+    with pytest.raises(capacity.UserError, match="unknown hyperparameter"):
         load("small", ["epoch=3"])
-    with pytest.raises(instances.UserError, match="invalid int value"):
+    with pytest.raises(capacity.UserError, match="invalid int value"):
         load("small", ["epochs_fine_tuned=ten"])
-    with pytest.raises(instances.UserError, match="unknown experiment"):
+    with pytest.raises(capacity.UserError, match="unknown experiment"):
         load("huge")
 
 

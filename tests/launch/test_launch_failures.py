@@ -11,10 +11,12 @@ from botocore.exceptions import ClientError
 from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for
 from vgg_transfer import config as job_config
 
-from training.infra_outputs import load_outputs
+from training.common.infra_outputs import load_outputs
+from training.common.sagemaker import TRAINING_JOB
 from training.launch import common, follow, preflight, spec
 from training.launch.__main__ import main as launch
 from training.launch.experiments import load, to_argument, to_hyperparameter
+from training.launch.request import RunRequest
 
 
 @pytest.fixture
@@ -73,7 +75,8 @@ def test_xla_on_several_k80s_is_refused_before_any_aws_call(tiny_splits, tmp_pat
                    "xla=true", "--splits", str(tiny_splits), "--stack", "test"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "xla=true with 8 replicas fails under Keras 2" in err and "ml.p2.8xlarge" in err
-    preflight.validate_request(load("small", ["xla=true"]), "ml.g5.12xlarge", 2, None, False)
+    # Keras 3 (the g5's TF 2.19 image) takes XLA on several replicas.
+    RunRequest("cloud", load("small", ["xla=true"]), "ml.g5.12xlarge", 2).check()
 
 
 def test_a_batch_size_the_replicas_cannot_share_is_refused_before_any_aws_call(tiny_splits, capsys):
@@ -81,7 +84,7 @@ def test_a_batch_size_the_replicas_cannot_share_is_refused_before_any_aws_call(t
                    "batch_size=30", "--splits", str(tiny_splits), "--stack", "test"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "batch_size=30 does not split evenly over 4 replicas: use a multiple of 4" in err
-    preflight.validate_request(load("smoke", ["batch_size=32"]), "ml.g5.12xlarge", 1, None, False)
+    RunRequest("cloud", load("smoke", ["batch_size=32"]), "ml.g5.12xlarge", 1).check()
 
 
 @pytest.mark.parametrize("digest", ["12e4", "1234", "0012", "true", "null", "3.5", "9ab8"])
@@ -211,16 +214,15 @@ def test_the_ctrl_c_prompt_never_ends_in_a_traceback(monkeypatch, capsys, answer
 
     monkeypatch.setattr("builtins.input", respond)
     sm = FakeSageMaker(error)
-    follow.offer_stop(sm, "vgg-small-1")
+    follow.offer_stop(sm, TRAINING_JOB, "vgg-small-1")
     printed = capsys.readouterr().out.strip()
     assert expected in printed and len(printed.splitlines()) == 1
 
 
 def test_cost_ceiling_is_the_on_demand_maximum_and_spot_is_only_expected():
-    from training.launch.costs import estimate
-    from training.launch.prices import Price
+    from training.launch.capacity import Price, estimate, lookup
 
-    cost = estimate(load("small"), 4000, "ml.p2.xlarge", 1, Price(1.0, "test price"))
+    cost = estimate(load("small"), 4000, lookup("ml.p2.xlarge"), 1, Price(1.0, "test price"))
     assert cost.ceiling() == pytest.approx(2.0)  # 120 min at the on-demand $1/h, no discount
     assert cost.expected() == pytest.approx(cost.on_demand(cost.expected_seconds) * 0.3)
     line = cost.line()
@@ -239,7 +241,7 @@ def pricing_session(answer_with):
 def test_the_price_comes_from_the_price_list_api_when_it_answers():
     from launch_helpers import answer
 
-    from training.launch.prices import on_demand_price
+    from training.launch.capacity import on_demand_price
 
     product = {"product": {"attributes": {"instanceName": "ml.g4dn.xlarge"}},
                "terms": {"OnDemand": {"X.Y": {"priceDimensions": {"X.Y.Z": {
@@ -259,3 +261,24 @@ def test_the_price_comes_from_the_price_list_api_when_it_answers():
     fallback = on_demand_price(refused, "ml.g4dn.xlarge", "eu-west-1")
     assert fallback.per_hour == 0.736
     assert "price table" in fallback.source and "Price List API unavailable" in fallback.source
+
+
+def test_adding_a_hyperparameter_with_a_default_keeps_every_checkpoint_folder(monkeypatch):
+    """An unfinished cloud run resumes from its checkpoint folder, found by name: adding a
+    setting to the job must not rename it (the job then resumes it, tests/job/test_job_phases)."""
+    import dataclasses
+
+    from vgg_transfer import config as job_config
+
+    from training.launch.experiments import available
+
+    before = {name: spec.checkpoint_name(load(name), "d1g3st") for name in available()}
+    extended = dataclasses.make_dataclass(
+        "Hyperparameters", [("label_smoothing", float, 0.0)], bases=(job_config.Hyperparameters,)
+    )
+    monkeypatch.setattr(job_config, "Hyperparameters", extended)
+    assert load("small").hp.label_smoothing == 0.0  # the launcher knows the new setting
+    assert {name: spec.checkpoint_name(load(name), "d1g3st") for name in available()} == before
+    # A setting that changes the recipe is a different folder.
+    changed = spec.checkpoint_name(load("small", ["label_smoothing=0.1"]), "d1g3st")
+    assert changed != before["small"]

@@ -72,15 +72,16 @@ def test_report_without_runs_says_what_to_do(tmp_path, capsys):
 
 
 def test_cost_estimate_uses_bench_measurements_when_present(tmp_path):
-    from training.launch import costs
+    from training.launch import capacity
     from training.launch.experiments import load
 
     small = load("small")
-    seed_based = costs.estimate(small, 4000, "ml.p2.xlarge")
+    p2, g5 = capacity.lookup("ml.p2.xlarge"), capacity.lookup("ml.g5.xlarge")
+    seed_based = capacity.estimate(small, 4000, p2, 1)
     assert seed_based.epoch_seconds_source == "seed study's K80 timings"
     # 30 × 36.5 s + 50 × 41.5 s of K80 epochs, plus start-up
     assert seed_based.expected_seconds == pytest.approx(300 + 30 * 36.5 + 50 * 41.5)
-    assert costs.estimate(small, 4000, "ml.g5.xlarge").expected_seconds is None
+    assert capacity.estimate(small, 4000, g5, 1).expected_seconds is None
     bench = tmp_path / "bench.json"
     bench.write_text(
         json.dumps(
@@ -91,7 +92,7 @@ def test_cost_estimate_uses_bench_measurements_when_present(tmp_path):
             }
         )
     )
-    frozen, fine, source = costs.epoch_seconds("ml.g5.xlarge", 4000, bench)
+    frozen, fine, source = capacity.epoch_seconds("ml.g5.xlarge", 4000, bench)
     assert (frozen, fine) == pytest.approx((4 + 1, 8 + 1)) and "make bench" in source
     line = seed_based.line()
     assert "$1.125/h" in line and "with spot (assumed 70% saving" in line
@@ -123,15 +124,15 @@ def test_docker_mode_uses_the_sdks_local_container_with_the_clouds_tf_version(
 
     from training.launch import docker_mode
     from training.launch.experiments import load
+    from training.launch.request import RunRequest
     from training.launch.spec import local_spec
 
     small = load("small", ["epochs_frozen=1"])
     image = docker_mode.local_image(small, "us-east-1", gpu=False)
     assert image.endswith("tensorflow-training:2.11-cpu-py39")  # P2's TF, CPU flavour
     manifest = json.loads((tiny_splits / "manifest.json").read_text())
-    spec = local_spec(
-        small, manifest, tiny_splits, tmp_path / "run", in_container=True, image=image
-    )
+    request = RunRequest("local", small, "local", 1, splits=tiny_splits, mode="docker")
+    spec = local_spec(request, manifest, tmp_path / "run", image=image)
     trainer, inputs = docker_mode.build_trainer(spec, gpu=False)
     assert trainer.training_mode == Mode.LOCAL_CONTAINER
     assert trainer.compute.instance_type == "local_cpu"

@@ -129,59 +129,62 @@ SAVE_AND_PREDICT = """
 import sys
 from pathlib import Path
 import numpy as np
+from tensorflow import keras
 from vgg_transfer import data, model as vgg
-vgg.set_precision(sys.argv[3] == "mixed", on_gpu=True)  # mixed: float16, as on the P2's K80
-model = vgg.build_model(32, "vgg16", "none", dropout=0.5)
-vgg.save_model(model, sys.argv[1] + "/model")
-paths = sorted(Path(sys.argv[2]).glob("*.jpg"), key=lambda p: int(p.stem))
+out, images = Path(sys.argv[1]), Path(sys.argv[2])
+paths = sorted(images.glob("*.jpg"), key=lambda p: int(p.stem))
 pixels = np.stack([data.image_from_bytes(p.read_bytes(), 32).numpy() for p in paths])
-np.save(sys.argv[1] + "/expected.npy", model.predict(pixels.astype("float32"), verbose=0))
+for precision in ("float32", "mixed"):
+    vgg.set_precision(precision == "mixed", on_gpu=True)  # mixed: float16, as on the P2's K80
+    keras.utils.set_random_seed(0)
+    model = vgg.build_model(32, "vgg16", "none", dropout=0.5)
+    vgg.save_model(model, str(out / precision / "model"))
+    np.save(out / precision / "expected.npy", model.predict(pixels.astype("float32"), verbose=0))
+# What jobs before this release saved: mixed layer policies in the .h5 itself.
+keras.Model.save(model, str(out / "legacy.h5"))
 """
+SAVERS = {"keras 2 (TF 2.12, as the P2 image)": COMPAT_PYTHON, "keras 3 (TF 2.21)": None}
+
+
+@pytest.fixture(scope="module", params=list(SAVERS))
+def saved_models(request, tmp_path_factory):
+    """Models saved by the job's own save_model under one Keras, float32 and mixed, with the
+    images and what each predicted there; one process per Keras version."""
+    python = SAVERS[request.param] or Path(sys.executable)
+    if not python.exists():
+        pytest.skip("needs .venv-compat (make setup-compat)")
+    root = tmp_path_factory.mktemp("saved")
+    images = kaggle_test_images(root / "test", count=6)
+    saved = subprocess.run([str(python), "-c", SAVE_AND_PREDICT, str(root), str(images)],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    return request.param, root, images
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float32", "mixed"])
-@pytest.mark.parametrize("keras", ["keras 2 (TF 2.12, as the P2 image)", "keras 3 (TF 2.21)"])
 def test_models_saved_under_keras_2_and_3_in_either_precision_predict_under_keras_3(
-    tmp_path, keras, precision
+    saved_models, precision
 ):
-    python = COMPAT_PYTHON if keras.startswith("keras 2") else Path(sys.executable)
-    if not python.exists():
-        pytest.skip("needs .venv-compat (make setup-compat)")
-    images = kaggle_test_images(tmp_path / "test", count=6)
-    run = tmp_path / "run"
-    saved = subprocess.run(
-        [str(python), "-c", SAVE_AND_PREDICT, str(run), str(images), precision],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert saved.returncode == 0, saved.stderr[-2000:]
+    keras, root, images = saved_models
+    run = root / precision
     assert predict(["--run", str(run), "--images", str(images)]) == 0
     predictions = read_predictions(run / "predictions.csv")
     ours = np.array([predictions[str(i)] for i in range(1, 7)])
     # float32 here against what the model gave where it was saved (float16 when mixed)
     tolerance = 1e-5 if precision == "float32" else 2e-3
-    np.testing.assert_allclose(ours, np.load(run / "expected.npy").reshape(-1), atol=tolerance)
-
-
-SAVE_MIXED_AS_BEFORE = """
-import sys
-from tensorflow import keras
-from vgg_transfer import model as vgg
-vgg.set_precision(True, on_gpu=True)
-keras.Model.save(vgg.build_model(32, "vgg16", "none"), sys.argv[1])  # mixed layers, as before
-"""
+    np.testing.assert_allclose(ours, np.load(run / "expected.npy").reshape(-1), atol=tolerance,
+                               err_msg=f"saved under {keras}")  # fmt: skip
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not COMPAT_PYTHON.exists(), reason="needs .venv-compat (make setup-compat)")
-def test_a_model_saved_with_mixed_layers_by_an_older_keras_2_job_still_loads(tmp_path):
+def test_a_model_saved_with_mixed_layers_by_an_older_job_still_loads(saved_models):
     """Jobs before this release saved mixed layer policies; Keras 2 writes them as ``Policy``
     objects, which Keras 3 cannot read on its own ('str' object has no attribute
     'quantization_mode')."""
-    path = tmp_path / "model.h5"
-    saved = subprocess.run([str(COMPAT_PYTHON), "-c", SAVE_MIXED_AS_BEFORE, str(path)],
-                           cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert saved.returncode == 0, saved.stderr[-2000:]
-    assert '"class_name": "Policy"' in str(h5py.File(path, "r").attrs["model_config"])
-    loaded = vgg.load_model(str(path))
+    keras, root, _ = saved_models
+    legacy = root / "legacy.h5"
+    if keras.startswith("keras 2"):
+        assert '"class_name": "Policy"' in str(h5py.File(legacy, "r").attrs["model_config"])
+    loaded = vgg.load_model(str(legacy))
     assert not vgg.is_mixed(loaded), "predictions would run in float16 on the CPU"

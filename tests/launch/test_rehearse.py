@@ -13,10 +13,10 @@ import boto3
 import pytest
 from launch_helpers import TINY
 
-from training.errors import UserError
+from training.common.errors import UserError
 from training.launch.experiments import load
 from training.predict import main as predict
-from training.rehearse import Rehearsal, rehearse
+from training.standin.rehearse import Rehearsal, rehearse
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,19 +35,23 @@ def history(run_dir) -> list:
         return [(row["phase"], int(row["epoch"])) for row in csv.DictReader(handle)]
 
 
-def test_a_rehearsal_runs_the_sdk_drivers_and_train_py_end_to_end(
+def test_a_rehearsal_runs_the_sdk_drivers_and_train_py_and_resumes_a_spot_interruption(
     workdir, tiny_splits, capsys, monkeypatch
 ):
+    """The whole make train-cloud path, with the spot reclaim of make rehearse INTERRUPT=1 once
+    a fine-tuning epoch is in S3 (a plain run is the same path without the reclaim)."""
     monkeypatch.setenv("WORKSTATION_ONLY", "a variable no SageMaker container has")
-    report = rehearse(Rehearsal(overrides=TINY), tiny_splits, workdir / "runs")
+    settings = [*TINY[:-1], "epochs_fine_tuned=3"]
+    plan = Rehearsal(overrides=settings, interrupt="checkpoint")
+    report = rehearse(plan, tiny_splits, workdir / "runs")
     out = capsys.readouterr().out
     assert "preflight for smoke" in out and "submitted vgg-smoke-" in out
     assert "Running Basic Script driver" in out  # the SDK's driver, streamed from CloudWatch
-    assert "[epoch] phase=fine_tuned epoch=1/1" in out
     assert "on AWS this run would have billed" in out
     # Every log line the job wrote comes before its final status (SecondaryStatusTransitions).
     completed = out.index("] Completed: Training job completed")
-    assert completed > out.index("Training Container Execution Completed")
+    assert completed > out.rindex("Training Container Execution Completed")
+    assert completed > out.rindex("[epoch]")
     # The SDK's dump of the container's environment: the image's and SageMaker's, nothing else.
     dump = out[out.index("Environment Variables:") : out.index("Running Basic Script driver")]
     assert "TRAINING_JOB_NAME=vgg-smoke-" in dump and "TRAINING_JOB_ARN=" in dump
@@ -56,13 +60,25 @@ def test_a_rehearsal_runs_the_sdk_drivers_and_train_py_end_to_end(
     # What the emulator cannot answer is not shown as AWS's answer.
     assert "quota: unknown for ml.m5.xlarge spot training (not AWS's answer:" in out
     assert "the Price List API was not asked: requests go to http://127.0.0.1:" in out
+
+    # The reclaim came once a fine-tuning epoch was in S3: the restart resumed inside the phase,
+    # with the frozen phase restored from S3, and trained each finished epoch once.
+    assert "] Interrupted: " in out  # the reclaim, though the restart followed within a poll
+    assert "fine_tuned epochs in S3: 1" in out
+    assert "frozen: finished in an earlier run" in out
+    assert "[phase] fine_tuned: resuming after epoch 1/3" in out
+    for epoch in (1, 2, 3):
+        assert out.count(f"[epoch] phase=fine_tuned epoch={epoch}/3 ") == 1, f"epoch {epoch}"
     run_dir = report.parent
+    assert history(run_dir) == [("frozen", 1)] + [("fine_tuned", i) for i in (1, 2, 3)]
     summary = json.loads(report.with_suffix(".json").read_text())
-    assert summary["mode"] == "cloud" and summary["billable_seconds"] > 0
-    # every hyperparameter reached train.py with its type and value intact
+    assert summary["mode"] == "cloud"
+    assert 0 < summary["billable_seconds"] < summary["training_seconds"]
+
+    # Every hyperparameter reached train.py with its type and value intact.
     config = json.loads((run_dir / "output" / "config.json").read_text())
     received = config["hyperparameters"]
-    expected = load("smoke", TINY).resolved_hyperparameters()
+    expected = load("smoke", settings).resolved_hyperparameters()
     expected["dataset_digest"] = json.loads((tiny_splits / "manifest.json").read_text())[
         "dataset_digest"
     ]
@@ -70,27 +86,6 @@ def test_a_rehearsal_runs_the_sdk_drivers_and_train_py_end_to_end(
     assert config["paths"]["model_dir"] == "/opt/ml/model"  # SageMaker's paths, as the job saw them
     assert received == expected
     assert {k: type(v) for k, v in received.items()} == {k: type(v) for k, v in expected.items()}
-    assert history(run_dir) == [("frozen", 1), ("fine_tuned", 1)]
-
-
-def test_a_spot_interruption_resumes_mid_phase_from_s3_and_trains_no_epoch_twice(
-    workdir, tiny_splits, capsys
-):
-    settings = [*TINY[:-1], "epochs_fine_tuned=3"]
-    plan = Rehearsal(overrides=settings, interrupt="checkpoint")
-    report = rehearse(plan, tiny_splits, workdir / "runs")
-    out = capsys.readouterr().out
-    assert "frozen: finished in an earlier run" in out  # restored from the S3 checkpoints
-    assert "] Interrupted: " in out  # the reclaim, though the restart followed within a poll
-    # Reclaimed once a fine-tuning epoch was in S3: the restart resumes inside the phase.
-    assert "fine_tuned epochs in S3: 1" in out
-    assert "[phase] fine_tuned: resuming after epoch 1/3" in out
-    for epoch in (1, 2, 3):  # each finished fine-tuning epoch trained once
-        assert out.count(f"[epoch] phase=fine_tuned epoch={epoch}/3 ") == 1, f"epoch {epoch}"
-    assert out.index("] Completed: Training job completed") > out.rindex("[epoch]")
-    assert history(report.parent) == [("frozen", 1)] + [("fine_tuned", i) for i in (1, 2, 3)]
-    summary = json.loads(report.with_suffix(".json").read_text())
-    assert 0 < summary["billable_seconds"] < summary["training_seconds"]
 
 
 def test_a_job_past_its_max_runtime_ends_stopped_in_one_line(workdir, tiny_splits, capsys):
@@ -198,9 +193,9 @@ def test_stop_training_job_stops_a_running_job_as_sagemaker_does(workdir, tiny_s
     from botocore.exceptions import ClientError
 
     from training.launch.__main__ import main as launch
-    from training.rehearse import STACK, act_as_launcher, create_stack, emulator
     from training.standin import StandIn
     from training.standin.iam import enforced
+    from training.standin.rehearse import STACK, act_as_launcher, create_stack, emulator
 
     with emulator() as endpoint:
         create_stack(workdir / ".infra")

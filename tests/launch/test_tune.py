@@ -10,7 +10,8 @@ import boto3
 import pytest
 from launch_helpers import BUCKET, TINY, quotas_for
 
-from training.launch import common, preflight, tune
+from training.common.errors import UserError
+from training.launch import common, experiments, preflight, tune
 from training.launch.__main__ import main as launch
 from training.launch.experiments import load
 
@@ -116,15 +117,15 @@ def test_quota_for_parallel_jobs_is_checked_before_anything_is_staged(
 
 def test_ranges_come_from_the_experiment_file_and_are_checked():
     experiment = load("small")
-    assert tune.tuning_ranges(experiment) == tune.DEFAULT_RANGES
+    assert experiments.tuning_ranges(experiment) == experiments.DEFAULT_RANGES
     experiment.tuning = {"learning_rate_fine_tuned": {"min": 1e-5, "max": 1e-3}}
-    assert tune.tuning_ranges(experiment) == experiment.tuning
+    assert experiments.tuning_ranges(experiment) == experiment.tuning
     experiment.tuning = {"unfreeze_from": ["block9_conv1"]}
-    with pytest.raises(tune.UserError, match="not a VGG16 layer"):
-        tune.tuning_ranges(experiment)
+    with pytest.raises(UserError, match="not a VGG16 layer"):
+        experiments.tuning_ranges(experiment)
     experiment.tuning = {"learning_rate_fine_tuned": {"min": 1e-5}}
-    with pytest.raises(tune.UserError, match="give {min"):
-        tune.tuning_ranges(experiment)
+    with pytest.raises(UserError, match="give {min"):
+        experiments.tuning_ranges(experiment)
 
 
 def tuning_data() -> tuple[dict, list[dict]]:

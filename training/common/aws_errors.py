@@ -20,7 +20,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from training.errors import UserError
+from training.common.errors import UserError
 
 AWS_ERRORS = (ClientError, BotoCoreError)
 AWS_OR_NETWORK_ERRORS = (ClientError, BotoCoreError, ConnectionError)

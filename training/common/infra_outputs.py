@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.errors import UserError
+from training.common.errors import UserError
 
 INFRA_DIR = Path(".infra")
 OUTPUT_KEYS = (

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from training.errors import UserError, cli
-from training.progress import track
+from training.common.errors import UserError, cli
+from training.common.progress import track
 
 PER_CLASS = 12500  # images per class in Kaggle's train.zip
 # The seed's split: [first, last) file index per class, the same for cats and dogs.

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from training.common.errors import cli
 from training.data.prepare import load_manifest, prepare
-from training.errors import cli
 
 PER_CLASS = 250
 SOURCE = Path("data/sample/train")

@@ -19,10 +19,10 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
-from training.aws_errors import aws_error, error_code
+from training.common.aws_errors import aws_error, error_code
+from training.common.errors import UserError, cli
+from training.common.progress import progress
 from training.data.prepare import MANIFEST, load_manifest
-from training.errors import UserError, cli
-from training.progress import progress
 
 DATASETS_PREFIX = "datasets"  # the stack's data_prefix output unless told otherwise
 CONCURRENCY = 32  # parallel PUTs; small JPEGs are latency-bound, not bandwidth-bound
@@ -161,7 +161,7 @@ def is_staged(client, bucket: str, prefix: str) -> bool:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    from training.infra_outputs import load_outputs
+    from training.common.infra_outputs import load_outputs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=Path, default=Path("data/splits"))

@@ -1,24 +1,18 @@
-"""Pieces the local and cloud paths share: job names, git commit, channels, data checks."""
+"""Pieces the local and cloud paths share: git commit, channels, data checks."""
 
 import subprocess
-import time
 from pathlib import Path
 
 import boto3
 
+from training.common.errors import UserError
 from training.data.prepare import load_manifest
-from training.errors import UserError
 from training.launch.experiments import Experiment
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_DIR = REPO / "training" / "job"  # the SageMaker source_dir, shipped as is
 ENTRY_SCRIPT = "train.py"
 RUNS_DIR = Path("runs")
-
-
-def job_name(experiment: str) -> str:
-    # SageMaker job names: up to 63 characters, letters, digits and hyphens.
-    return f"vgg-{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"[:63]
 
 
 def _git(*args: str) -> str:

@@ -11,10 +11,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from training.errors import UserError
+from vgg_transfer.contract import MODEL_ARCHIVE, OUTPUT_ARCHIVE
+
+from training.common import sagemaker
+from training.common.errors import UserError
 from training.launch import common
+from training.launch.capacity import lookup
 from training.launch.experiments import Experiment, to_argument
-from training.launch.instances import lookup
 from training.launch.spec import JobSpec
 
 CPU_IMAGE_INSTANCE = "ml.m5.xlarge"  # image_uris picks the CPU flavour for it
@@ -61,7 +64,7 @@ def build_trainer(spec: JobSpec, gpu: bool):
         training_mode=Mode.LOCAL_CONTAINER,
         local_container_root=spec.output,
         training_image=spec.image,
-        base_job_name=f"vgg-{spec.experiment.name}",
+        base_job_name=sagemaker.base_name(spec.experiment.name),
         source_code=SourceCode(source_dir=str(common.JOB_DIR), entry_script=common.ENTRY_SCRIPT),
         compute=Compute(instance_type="local_gpu" if gpu else "local_cpu", instance_count=1),
         hyperparameters={k: to_argument(v) for k, v in spec.hyperparameters.items()},
@@ -100,5 +103,5 @@ def run_in_docker(spec: JobSpec) -> None:
         f"[docker] {spec.image} ({'GPU' if gpu else 'CPU'}); pull it after `aws ecr get-login-password`"
     )
     trainer.train(input_data_config=inputs, wait=True)
-    for name in ("model.tar.gz", "output.tar.gz"):
+    for name in (MODEL_ARCHIVE, OUTPUT_ARCHIVE):
         shutil.copy2(run_dir / "compressed_artifacts" / name, run_dir / name)

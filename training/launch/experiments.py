@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from vgg_transfer import config as job_config
 
-from training.errors import UserError
+from training.common.errors import UserError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 SETTINGS = (
@@ -54,6 +54,11 @@ class Experiment:
     @property
     def max_wait_seconds(self) -> int:
         return max(1, round(self.max_wait_minutes * 60))
+
+    @property
+    def hp(self) -> job_config.Hyperparameters:
+        """The job's own settings object, resolved: what train.py will parse."""
+        return job_config.Hyperparameters(**self.resolved_hyperparameters())
 
     def resolved_hyperparameters(self) -> dict:
         """Every job hyperparameter: the job's defaults overlaid with this experiment's values."""
@@ -158,3 +163,27 @@ def load(name: str, overrides: list[str] | None = None) -> Experiment:
         raise UserError(f"{path}: {error}") from error
     experiment.hyperparameters = hyperparameters
     return experiment
+
+
+DEFAULT_RANGES = {
+    "learning_rate_fine_tuned": {"min": 1e-6, "max": 1e-4, "scale": "Logarithmic"},
+    "unfreeze_from": ["block3_conv1", "block4_conv1", "block5_conv1"],
+    "learning_rate_frozen": {"min": 1e-4, "max": 1e-2, "scale": "Logarithmic"},
+}
+
+
+def tuning_ranges(experiment: Experiment) -> dict:
+    """The experiment's ranges (or the defaults), each checked against the job's own parser."""
+    ranges = experiment.tuning or DEFAULT_RANGES
+    for name, spec in ranges.items():
+        values = spec if isinstance(spec, list) else [spec.get("min"), spec.get("max")]
+        if not isinstance(spec, list) and (
+            None in values or spec.get("scale", "Auto") not in ("Auto", "Linear", "Logarithmic")
+        ):
+            raise UserError(
+                f"tuning range {name}: give {{min: .., max: .., scale: Linear|Logarithmic}} or a "
+                f"list of values, not {spec!r}"
+            )
+        for value in values:
+            validate_hyperparameters({name: value})
+    return ranges

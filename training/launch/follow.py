@@ -10,11 +10,14 @@ from datetime import datetime
 
 import boto3
 
-from training.aws_errors import AWS_ERRORS, AWS_OR_NETWORK_ERRORS, aws_error, error_code, one_line
-from training.errors import Interrupted, UserError
-
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-TERMINAL = ("Completed", "Failed", "Stopped")
+from training.common.aws_errors import (
+    AWS_OR_NETWORK_ERRORS,
+    aws_error,
+    error_code,
+    one_line,
+)
+from training.common.errors import Interrupted, UserError
+from training.common.sagemaker import LOG_GROUP, TERMINAL, TRAINING_JOB, JobKind
 
 
 @dataclass
@@ -70,21 +73,6 @@ class LogFollower:
             self.tokens[stream] = token
 
 
-def describe(sm, job: str) -> dict:
-    try:
-        return sm.describe_training_job(TrainingJobName=job)
-    except AWS_ERRORS as error:
-        message = one_line(error).lower()
-        if error_code(error) in ("ValidationException", "ResourceNotFound") and (
-            "not found" in message or "could not find" in message
-        ):
-            raise UserError(
-                f"no training job named {job} in {sm.meta.region_name}: check the name "
-                "(`aws sagemaker list-training-jobs`) and the stack's region"
-            ) from error
-        raise aws_error(error, f"describing training job {job}") from error
-
-
 def status_lines(job: str, description: dict, shown: int, last: str | None) -> list[str]:
     """The job's status when it changed (unless its newest secondary status says the same), then
     every secondary-status transition after the first ``shown``, with SageMaker's message. Several
@@ -130,7 +118,12 @@ def _milliseconds(moment) -> float:
     return -math.inf  # no time given: before the poll's log lines
 
 
-def follow(session: boto3.Session, job: str, poll_seconds: float = 15.0, write=print) -> JobEnd:
+POLL_SECONDS = 15.0  # how often a training job is asked for news; --poll-seconds changes it
+
+
+def follow(
+    session: boto3.Session, job: str, poll_seconds: float | None = None, write=print
+) -> JobEnd:
     """Prints status changes and log lines, in the order they happened, until the job ends; the
     log is read after the job's status, so every line it wrote comes before its final status.
 
@@ -140,29 +133,27 @@ def follow(session: boto3.Session, job: str, poll_seconds: float = 15.0, write=p
     tracker = StatusTracker(job)
     try:
         while True:
-            description = describe(sm, job)
+            description = TRAINING_JOB.describe(sm, job)
             events = tracker.events(description) + follower.poll()
             for _, line in sorted(events, key=lambda event: event[0]):
                 write(line)
             if description["TrainingJobStatus"] in TERMINAL:
                 return JobEnd(description, list(follower.tail))
-            time.sleep(poll_seconds)
+            time.sleep(poll_seconds or POLL_SECONDS)
     except KeyboardInterrupt:
-        offer_stop(sm, job)
-        raise Interrupted(
-            f"stopped following {job}; pick it up again with `make results JOB={job}`"
-        ) from None
+        raise stopped_following(sm, TRAINING_JOB, job) from None
 
 
-def ask_to_stop(what: str, name: str, stop, command: str) -> None:
-    """After Ctrl-C: ask whether to stop ``name`` (it keeps running and billing otherwise).
+def offer_stop(sm, kind: JobKind, name: str) -> None:
+    """After Ctrl-C: ask whether to stop the job (it keeps running and billing otherwise).
     Every outcome is one line: no terminal, no answer, a refusal, or a stop that fails."""
-    keeps_running = f"{name} keeps running; stop it with `{command}`"
+    keeps_running = f"{name} keeps running; stop it with `{kind.stop_command(name)}`"
     if not sys.stdin.isatty():
         print(f"\n{keeps_running}")
         return
+    prompt = f"\nStop {kind.noun} {name}? It keeps running (and billing) otherwise [y/N] "
     try:
-        answer = input(f"\nStop {what} {name}? It keeps running (and billing) otherwise [y/N] ")
+        answer = input(prompt)
     except (EOFError, KeyboardInterrupt):
         print(f"\n{keeps_running}")
         return
@@ -170,7 +161,7 @@ def ask_to_stop(what: str, name: str, stop, command: str) -> None:
         print(keeps_running)
         return
     try:
-        stop()
+        kind.stop(sm, name)
     except AWS_OR_NETWORK_ERRORS as error:
         if error_code(error) == "ValidationException":
             print(f"{name} could not be stopped: {one_line(error)} (it may have ended already)")
@@ -180,13 +171,11 @@ def ask_to_stop(what: str, name: str, stop, command: str) -> None:
     print(f"stop requested for {name}")
 
 
-def offer_stop(sm, job: str) -> None:
-    ask_to_stop(
-        "training job",
-        job,
-        lambda: sm.stop_training_job(TrainingJobName=job),
-        f"aws sagemaker stop-training-job --training-job-name {job}",
-    )
+def stopped_following(sm, kind: JobKind, name: str) -> Interrupted:
+    """Ctrl-C while following: offer to stop the job, then say how to pick it up again."""
+    offer_stop(sm, kind, name)
+    command = kind.results_command.format(name=name)
+    return Interrupted(f"stopped following {name}; pick it up again with `{command}`")
 
 
 def explain_failure(description: dict, log_tail: list[str]) -> UserError:

@@ -13,40 +13,35 @@ import platform
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
-from training.errors import UserError
+from vgg_transfer.contract import OptMl, pack_artifacts
+
+from training.common import sagemaker
+from training.common.errors import UserError
 from training.launch import common
-from training.launch.experiments import Experiment, to_argument
+from training.launch.experiments import to_argument
+from training.launch.request import RunRequest
 from training.launch.spec import JobSpec, local_spec
 from training.report.results import RunInfo, unpack_artifacts, write_report
 
 HOST = "algo-1"
 
 
-def contract_tree(run_dir: Path) -> dict[str, Path]:
-    opt_ml = run_dir / "opt_ml"
-    tree = {
-        "root": opt_ml,
-        "data": opt_ml / "input" / "data",
-        "config": opt_ml / "input" / "config",
-        "model": opt_ml / "model",
-        "output": opt_ml / "output",
-        "output_data": opt_ml / "output" / "data",
-        "checkpoints": opt_ml / "checkpoints",
-    }
-    for path in tree.values():
-        path.mkdir(parents=True, exist_ok=True)
-    return tree
+def contract_tree(run_dir: Path) -> OptMl:
+    """The /opt/ml tree under ``run_dir/opt_ml``, its folders made as SageMaker makes them."""
+    opt_ml = OptMl(str(run_dir / "opt_ml"))
+    for folder in (*opt_ml.folders(), opt_ml.output):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    return opt_ml
 
 
-def mount_channels(tree: dict[str, Path], sources: dict[str, str]) -> dict[str, Path]:
+def mount_channels(opt_ml: OptMl, sources: dict[str, str]) -> dict[str, Path]:
     """Channels appear under input/data/<name>, as SageMaker's File mode lays them out."""
     mounted = {}
     for name, source in sources.items():
-        target = tree["data"] / name
+        target = Path(opt_ml.channel(name))
         if target.is_symlink() or target.exists():
             target.unlink() if target.is_symlink() else shutil.rmtree(target)
         target.symlink_to(Path(source).resolve(), target_is_directory=Path(source).is_dir())
@@ -54,13 +49,14 @@ def mount_channels(tree: dict[str, Path], sources: dict[str, str]) -> dict[str, 
     return mounted
 
 
-def container_env(tree: dict[str, Path], channels: dict[str, Path], hps: dict) -> dict[str, str]:
+def container_env(opt_ml: OptMl, channels: dict[str, Path], hps: dict) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "SM_MODEL_DIR": str(tree["model"]),
-            "SM_OUTPUT_DIR": str(tree["output"]),
-            "SM_OUTPUT_DATA_DIR": str(tree["output_data"]),
+            "SM_MODEL_DIR": opt_ml.model,
+            "SM_OUTPUT_DIR": opt_ml.output,
+            "SM_OUTPUT_DATA_DIR": opt_ml.output_data,
+            "SM_INPUT_CONFIG_DIR": opt_ml.input_config,
             "SM_HOSTS": json.dumps([HOST]),
             "SM_CURRENT_HOST": HOST,
             "SM_HPS": json.dumps(hps),
@@ -71,13 +67,6 @@ def container_env(tree: dict[str, Path], channels: dict[str, Path], hps: dict) -
     for name, path in channels.items():
         env[f"SM_CHANNEL_{name.upper()}"] = str(path)
     return env
-
-
-def pack(folder: Path, archive: Path) -> None:
-    """Like SageMaker: the folder's contents at the archive's top level."""
-    with tarfile.open(archive, "w:gz") as tar:
-        for item in sorted(folder.iterdir()):
-            tar.add(item, arcname=item.name)
 
 
 def run_job(args: list[str], env: dict[str, str], log_path: Path) -> int:
@@ -102,8 +91,8 @@ def run_job(args: list[str], env: dict[str, str], log_path: Path) -> int:
             raise
 
 
-def failure_reason(tree: dict[str, Path], log_path: Path) -> str:
-    failure = tree["output"] / "failure"
+def failure_reason(opt_ml: OptMl, log_path: Path) -> str:
+    failure = Path(opt_ml.failure)
     if failure.exists():
         return failure.read_text().strip()
     tail = log_path.read_text().strip().splitlines()[-5:]
@@ -113,10 +102,10 @@ def failure_reason(tree: dict[str, Path], log_path: Path) -> str:
 def run_process(spec: JobSpec) -> float:
     """Runs the spec in this Python under the emulated contract; returns the training seconds."""
     run_dir = Path(spec.output)
-    tree = contract_tree(run_dir)
-    channels = mount_channels(tree, spec.channels)
+    opt_ml = contract_tree(run_dir)
+    channels = mount_channels(opt_ml, spec.channels)
     hps = spec.hyperparameters
-    (tree["config"] / "hyperparameters.json").write_text(
+    (Path(opt_ml.input_config) / "hyperparameters.json").write_text(
         json.dumps({k: to_argument(v) for k, v in hps.items()}, indent=2)
     )
     args = [item for key, value in hps.items() for item in (f"--{key}", to_argument(value))]
@@ -126,42 +115,31 @@ def run_process(spec: JobSpec) -> float:
     )
     log_path = run_dir / "train.log"
     started = time.time()
-    code = run_job(args, container_env(tree, channels, hps), log_path)
+    code = run_job(args, container_env(opt_ml, channels, hps), log_path)
     seconds = time.time() - started
     if code != 0:
         raise UserError(
-            f"local job {spec.name} failed (exit {code}): {failure_reason(tree, log_path)} "
+            f"local job {spec.name} failed (exit {code}): {failure_reason(opt_ml, log_path)} "
             f"— full log: {log_path}"
         )
-    pack(tree["model"], run_dir / "model.tar.gz")
-    pack(tree["output_data"], run_dir / "output.tar.gz")
+    pack_artifacts(opt_ml, str(run_dir))
     return round(seconds, 1)
 
 
-def run_local(
-    experiment: Experiment,
-    splits_dir: Path,
-    runs_dir: Path = common.RUNS_DIR,
-    weights_file: Path | None = None,
-    name: str | None = None,
-    mode: str = "process",
-) -> Path:
-    """Runs the experiment here (``mode``: "process", the emulated contract, or "docker", the
-    SDK's local-container mode); returns the report's path."""
-    manifest = common.require_splits(splits_dir, experiment)
-    if weights_file and not Path(weights_file).is_file():
-        raise UserError(f"weights file {weights_file} does not exist")
-    run_dir = (runs_dir / (name or common.job_name(experiment.name))).resolve()
-    if mode == "docker":
+def run_local(request: RunRequest, name: str | None = None) -> Path:
+    """Runs the request here (``request.mode``: "process", the emulated contract, or "docker",
+    the SDK's local-container mode); returns the report's path."""
+    experiment = request.experiment
+    manifest = common.require_splits(request.splits, experiment)
+    run_dir = (request.runs / (name or sagemaker.job_name(experiment.name))).resolve()
+    if request.mode == "docker":
         from training.launch import docker_mode
 
         image = docker_mode.require_image(experiment)
-        spec = local_spec(
-            experiment, manifest, splits_dir, run_dir, weights_file, in_container=True, image=image
-        )
+        spec = local_spec(request, manifest, run_dir, image=image)
         docker_mode.run_in_docker(spec)
         return report_local_run(spec, seconds=None)
-    spec = local_spec(experiment, manifest, splits_dir, run_dir, weights_file)
+    spec = local_spec(request, manifest, run_dir)
     seconds = run_process(spec)
     return report_local_run(spec, seconds)
 

@@ -6,23 +6,32 @@ one), the stack's bucket and role, the checkpoint folder (refusing to re-run a f
 experiment), then the cost line.
 """
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 from vgg_transfer import config as job_config
+from vgg_transfer import contract
 
-from training.aws_errors import AWS_ERRORS, NOT_FOUND, aws_error, error_code
-from training.errors import UserError
-from training.infra_outputs import InfraOutputs
+from training.common.aws_errors import AWS_ERRORS, NOT_FOUND, aws_error, error_code
+from training.common.errors import UserError
+from training.common.infra_outputs import InfraOutputs
 from training.launch import common
-from training.launch.costs import CostEstimate, estimate
+from training.launch.capacity import (
+    AUTO,
+    CostEstimate,
+    Instance,
+    QuotaReading,
+    cheapest_with_quota,
+    check_framework,
+    estimate,
+    on_demand_price,
+    p2_warning,
+    read_quotas,
+    resolve_instance,
+)
 from training.launch.experiments import Experiment
-from training.launch.instances import AUTO, Instance, check_framework, lookup, p2_warning
-from training.launch.prices import on_demand_price
-from training.launch.quotas import QuotaReading, cheapest_with_quota, read_quotas, resolve_instance
+from training.launch.request import RunRequest
 from training.launch.spec import checkpoint_uri
 
 
@@ -43,72 +52,25 @@ def image_uri(instance: Instance, region: str) -> str:
 
 @dataclass
 class Plan:
-    experiment: Experiment
+    """A checked request, with what preflight found out: the instance, image, data and cost."""
+
+    request: RunRequest
     outputs: InfraOutputs
     instance: Instance
-    instance_count: int
     image_uri: str
     manifest: dict
     cost: CostEstimate
-    weights_file: Path | None = None
-    network_isolation: bool = False
     fresh: str = ""  # FRESH=1: a timestamp that makes a new checkpoint folder
+
+    @property
+    def experiment(self) -> Experiment:
+        return self.request.experiment
 
     @property
     def checkpoint_uri(self) -> str:
         return checkpoint_uri(
             self.outputs, self.experiment, self.manifest["dataset_digest"], self.fresh
         )
-
-
-def keras_major_of(instance: Instance) -> int:
-    """The Keras major version of the image the instance runs (TF 2.16 switched to Keras 3)."""
-    major, minor = (int(part) for part in instance.framework[0].split(".")[:2])
-    return 3 if (major, minor) >= (2, 16) else 2
-
-
-def validate_request(
-    experiment: Experiment,
-    instance_type: str,
-    instance_count: int,
-    weights_file: Path | None,
-    network_isolation: bool,
-) -> None:
-    """Every argument checked before any AWS call or upload."""
-    if instance_count < 1:
-        raise UserError(f"INSTANCE_COUNT={instance_count}: a job needs at least one instance")
-    if experiment.spot and experiment.max_runtime_seconds > experiment.max_wait_seconds:
-        raise UserError(
-            f"a max runtime of {experiment.max_runtime_minutes:g} min exceeds the experiment's "
-            f"max_wait_minutes={experiment.max_wait_minutes:g} (a spot job waits at most that "
-            "long, its runtime included): lower MAX_RUNTIME_MINUTES or raise max_wait_minutes "
-            f"in training/experiments/{experiment.name}.yaml"
-        )
-    hp = experiment.resolved_hyperparameters()
-    if weights_file is not None:
-        weights = Path(weights_file)
-        if not weights.is_file():
-            raise UserError(f"WEIGHTS={weights}: no such file (a VGG16 no-top .h5 file)")
-        if weights.suffix.lower() not in (".h5", ".hdf5"):
-            raise UserError(f"WEIGHTS={weights}: expected a Keras .h5 weights file")
-    if network_isolation and hp["weights"] == "imagenet" and not weights_file:
-        raise UserError(
-            "network isolation blocks the ImageNet download: pass WEIGHTS=<vgg16 no-top .h5> "
-            "(sent through the weights channel)"
-        )
-    if hp["cache_features"] and instance_count > 1:
-        raise UserError(
-            "cache_features=true runs on one host only; drop it or use INSTANCE_COUNT=1"
-        )
-    if instance_type != AUTO:
-        instance = lookup(instance_type)
-        check_framework(instance, instance.framework[0])
-        replicas = max(instance.gpus, 1) * instance_count
-        problem = job_config.xla_problem(
-            hp["xla"], replicas, keras_major_of(instance)
-        ) or job_config.batch_problem(hp["batch_size"], replicas)
-        if problem:
-            raise UserError(f"{problem} ({instance_count}x {instance.name})")
 
 
 def check_identity(session: boto3.Session) -> str:
@@ -178,17 +140,32 @@ def check_quota(
     )
 
 
-def checkpoint_state(session: boto3.Session, uri: str) -> str:
-    """'new', 'unfinished' or 'finished': what the job would find in its checkpoint folder."""
+def checkpoint_state(session: boto3.Session, uri: str, recipe: dict) -> str:
+    """'new', 'unfinished' or 'finished': what the job would find in its checkpoint folder.
+    Checkpoints of another recipe are refused here, before anything is spent, in the words the
+    job would use (vgg_transfer.phases.load_state)."""
     bucket, prefix = common.split_s3_uri(uri)
     s3 = session.client("s3")
-    try:
-        body = s3.get_object(Bucket=bucket, Key=f"{prefix}fine_tuned/state.json")["Body"].read()
-        return "finished" if json.loads(body).get("finished") else "unfinished"
-    except AWS_ERRORS as error:
-        if error_code(error) not in NOT_FOUND:
-            raise aws_error(error, f"reading the checkpoints at {uri}") from error
-    except ValueError:
+    states = {}
+    for phase in contract.PHASES:
+        key = prefix + contract.state_path("", phase).lstrip("/")
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except AWS_ERRORS as error:
+            if error_code(error) not in NOT_FOUND:
+                raise aws_error(error, f"reading the checkpoints at {uri}") from error
+            continue
+        states[phase] = contract.read_state(body.decode("utf-8", "replace"))
+    for phase, state in states.items():
+        differences = job_config.recipe_differences(state.get("config") or {}, recipe)
+        if state.get("config") and differences:
+            raise UserError(
+                f"the checkpoints at {uri} ({phase}) were written with other settings "
+                f"({'; '.join(differences)}): start over with FRESH=1 (a new checkpoint folder)"
+            )
+    if contract.is_finished(states.get(contract.FINE_TUNED, {})):
+        return "finished"
+    if states:
         return "unfinished"
     try:
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
@@ -199,7 +176,7 @@ def checkpoint_state(session: boto3.Session, uri: str) -> str:
 
 def check_checkpoints(session: boto3.Session, plan: Plan) -> None:
     uri = plan.checkpoint_uri
-    state = checkpoint_state(session, uri)
+    state = checkpoint_state(session, uri, job_config.recipe(plan.request.hp))
     if state == "finished":
         raise UserError(
             f"a finished run of {plan.experiment.name} with the same data and settings left its "
@@ -212,53 +189,35 @@ def check_checkpoints(session: boto3.Session, plan: Plan) -> None:
         print(f"  checkpoints: {uri} (new)")
 
 
-def preflight(
-    experiment: Experiment,
-    outputs: InfraOutputs,
-    splits_dir: Path,
-    session: boto3.Session,
-    instance_type: str | None = None,
-    instance_count: int | None = None,
-    weights_file: Path | None = None,
-    network_isolation: bool = False,
-    fresh: bool = False,
-    concurrent: int | None = None,
-) -> Plan:
-    """Everything that can fail before money is spent, cheapest first. Nothing is uploaded.
-
-    ``concurrent``: instances running at once, for the quota (tuning: PARALLEL jobs); default:
-    the job's own count."""
-    instance_type = instance_type or experiment.instance_type
-    count = experiment.instance_count if instance_count is None else instance_count
-    at_once = concurrent or count
-    validate_request(experiment, instance_type, count, weights_file, network_isolation)
-    manifest = common.require_splits(splits_dir, experiment)
-    print(f"preflight for {experiment.name} on {count}x {instance_type} ({outputs.region}):")
+def preflight(request: RunRequest, outputs: InfraOutputs, session: boto3.Session) -> Plan:
+    """Everything that can fail before money is spent, cheapest first. Nothing is uploaded."""
+    experiment = request.experiment
+    manifest = common.require_splits(request.splits, experiment)
+    print(
+        f"preflight for {experiment.name} on {request.instance_count}x {request.instance_type} "
+        f"({outputs.region}):"
+    )
     print(f"  identity: {check_identity(session)} ✓")
     quotas = training_quota(session)
-    instance = resolve_instance(instance_type, quotas, experiment.spot, at_once)
-    if instance_type == AUTO:
-        validate_request(experiment, instance.name, count, weights_file, network_isolation)
-    check_quota(quotas, experiment, instance, at_once)
+    instance = resolve_instance(request.instance_type, quotas, experiment.spot, request.concurrent)
+    if request.instance_type == AUTO:
+        request.check(instance)
+    check_quota(quotas, experiment, instance, request.concurrent)
     warning = p2_warning(instance)
     if warning:
         print(f"  warning: {warning}")
     check_bucket_and_role(session, outputs)
     print(f"  bucket {outputs.bucket} and role {outputs.role_arn.rsplit('/', 1)[-1]} ✓")
     price = on_demand_price(session, instance.name, outputs.region)
+    train_images = common.train_images(manifest, experiment)
     plan = Plan(
-        experiment=experiment,
+        request=request,
         outputs=outputs,
         instance=instance,
-        instance_count=count,
         image_uri=image_uri(instance, outputs.region),
         manifest=manifest,
-        cost=estimate(
-            experiment, common.train_images(manifest, experiment), instance.name, count, price
-        ),
-        weights_file=weights_file,
-        network_isolation=network_isolation,
-        fresh=time.strftime("%Y%m%d-%H%M%S") if fresh else "",
+        cost=estimate(experiment, train_images, instance, request.instance_count, price),
+        fresh=time.strftime("%Y%m%d-%H%M%S") if request.fresh else "",
     )
     check_checkpoints(session, plan)
     print(f"  image: {plan.image_uri}")

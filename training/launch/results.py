@@ -1,25 +1,27 @@
 """Results: a finished job's artifacts pulled back into ``runs/<job>/`` with its report."""
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import boto3
+from vgg_transfer.contract import MODEL_ARCHIVE, MODEL_FILE, OUTPUT_ARCHIVE
 
-from training.aws_errors import AWS_ERRORS, AWS_OR_NETWORK_ERRORS, NOT_FOUND, aws_error, error_code
-from training.errors import UserError
+from training.common import sagemaker
+from training.common.aws_errors import (
+    AWS_ERRORS,
+    AWS_OR_NETWORK_ERRORS,
+    NOT_FOUND,
+    aws_error,
+    error_code,
+)
+from training.common.errors import UserError
+from training.common.sagemaker import TERMINAL, TRAINING_JOB
 from training.launch import common
+from training.launch.capacity import lookup
 from training.launch.experiments import available, from_hyperparameter, load
-from training.launch.follow import TERMINAL, JobEnd, describe, explain_failure
-from training.launch.instances import lookup
-from training.report.results import MODEL_FILE, RunInfo, unpack_artifacts, write_report
-
-
-def experiment_from_job_name(job: str) -> str:
-    """Jobs are named vgg-<experiment>-<timestamp>: base_job_name plus the SDK's timestamp."""
-    match = re.fullmatch(r"vgg-(.+?)-\d[\d-]*", job)
-    return match.group(1) if match else "unknown"
+from training.launch.follow import JobEnd, explain_failure
+from training.report.results import RunInfo, unpack_artifacts, write_report
 
 
 def artifact_keys(description: dict) -> tuple[str, list[str]]:
@@ -28,9 +30,9 @@ def artifact_keys(description: dict) -> tuple[str, list[str]]:
     model_uri = description.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if not model_uri:
         output_path = description["OutputDataConfig"]["S3OutputPath"].rstrip("/")
-        model_uri = f"{output_path}/{job}/output/model.tar.gz"
+        model_uri = f"{output_path}/{job}/output/{MODEL_ARCHIVE}"
     bucket, model_key = common.split_s3_uri(model_uri)
-    return bucket, [model_key, model_key.rsplit("/", 1)[0] + "/output.tar.gz"]
+    return bucket, [model_key, model_key.rsplit("/", 1)[0] + f"/{OUTPUT_ARCHIVE}"]
 
 
 def download_artifacts(session: boto3.Session, description: dict, target: Path) -> None:
@@ -63,7 +65,7 @@ def run_info(description: dict) -> RunInfo:
     environment = description.get("Environment", {})
     billable = description.get("BillableTimeInSeconds")
     instance = lookup(resources["InstanceType"])
-    experiment = environment.get("VGG_EXPERIMENT") or experiment_from_job_name(job)
+    experiment = environment.get("VGG_EXPERIMENT") or sagemaker.experiment_of(job)
     digest = description.get("HyperParameters", {}).get("dataset_digest", "")
     status = description["TrainingJobStatus"]
     if status != "Completed":
@@ -125,7 +127,7 @@ def fetch_results(
     """Downloads model.tar.gz and output.tar.gz, unpacks them and writes the report into
     ``runs/<job>/``, which appears only once all of it succeeded. A stopped job's results are
     fetched when it saved a model before the stop, as SageMaker keeps what the job wrote."""
-    end = end or JobEnd(describe(session.client("sagemaker"), job), [])
+    end = end or JobEnd(TRAINING_JOB.describe(session.client("sagemaker"), job), [])
     status = end.description["TrainingJobStatus"]
     if status == "Failed":
         raise explain_failure(end.description, end.log_tail)

@@ -14,11 +14,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.infra_outputs import InfraOutputs
+from vgg_transfer import config as job_config
+from vgg_transfer.contract import OptMl
+
+from training.common.infra_outputs import InfraOutputs
 from training.launch import common
 from training.launch.experiments import Experiment
-
-OPT_ML = "/opt/ml"  # SageMaker's contract root inside the container
+from training.launch.request import RunRequest
 
 
 @dataclass(frozen=True)
@@ -42,32 +44,35 @@ class JobSpec:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def job_hyperparameters(
-    experiment: Experiment,
-    digest: str,
-    opt_ml: str,
-    weights_file: Path | None = None,
-    instance_count: int = 1,
-) -> dict:
+def job_hyperparameters(request: RunRequest, digest: str, opt_ml: OptMl) -> dict:
     """The experiment's hyperparameters and what this run adds, for a contract rooted at
     ``opt_ml`` (``/opt/ml`` in a container, ``runs/<job>/opt_ml`` in-process)."""
-    hps = experiment.resolved_hyperparameters()
+    hps = request.experiment.resolved_hyperparameters()
     hps["dataset_digest"] = digest
-    hps["checkpoint_dir"] = f"{opt_ml}/checkpoints"
-    if weights_file:
-        hps["weights"] = f"{opt_ml}/input/data/weights/{Path(weights_file).name}"
-    if instance_count > 1:
+    hps["checkpoint_dir"] = opt_ml.checkpoints
+    if request.weights_file:
+        hps["weights"] = f"{opt_ml.channel('weights')}/{request.weights_file.name}"
+    if request.instance_count > 1:
         hps["distribution"] = "multi_worker"
     return hps
 
 
 def checkpoint_name(experiment: Experiment, digest: str, fresh: str = "") -> str:
-    """One folder per experiment, data and config: re-running the same thing resumes it.
-    ``fresh`` (FRESH=1) adds a suffix, so the run starts from nothing."""
-    config_hash = hashlib.sha256(
-        json.dumps(experiment.resolved_hyperparameters(), sort_keys=True).encode()
-    ).hexdigest()[:8]
-    return f"{experiment.name}-{digest}-{config_hash}" + (f"-fresh-{fresh}" if fresh else "")
+    """One folder per experiment, data and recipe: re-running the same thing resumes it.
+    ``fresh`` (FRESH=1) adds a suffix, so the run starts from nothing.
+
+    The recipe part hashes only the settings that differ from the job's defaults, so adding a
+    hyperparameter (with its default) to the job leaves every folder's name, and so every
+    unfinished run, where it was. The checkpoint itself keeps the whole recipe, and the job (and
+    preflight) refuse one written with other settings."""
+    defaults = job_config.recipe(job_config.Hyperparameters())
+    changed = {
+        key: value
+        for key, value in job_config.recipe(experiment.hp).items()
+        if defaults.get(key) != value
+    }
+    recipe_hash = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{experiment.name}-{digest}-{recipe_hash}" + (f"-fresh-{fresh}" if fresh else "")
 
 
 def checkpoint_uri(
@@ -77,38 +82,28 @@ def checkpoint_uri(
     return f"s3://{outputs.bucket}/{outputs.checkpoints_prefix}/{name}/"
 
 
-def local_channels(
-    splits_dir: Path, experiment: Experiment, weights_file: Path | None
-) -> dict[str, str]:
+def local_channels(request: RunRequest) -> dict[str, str]:
     channels = {
-        channel: str(Path(splits_dir) / split)
-        for channel, split in common.channel_splits(experiment).items()
+        channel: str(Path(request.splits) / split)
+        for channel, split in common.channel_splits(request.experiment).items()
     }
-    if weights_file:
-        channels["weights"] = str(Path(weights_file).parent)
+    if request.weights_file:
+        channels["weights"] = str(request.weights_file.parent)
     return channels
 
 
-def local_spec(
-    experiment: Experiment,
-    manifest: dict,
-    splits_dir: Path,
-    run_dir: Path,
-    weights_file: Path | None = None,
-    in_container: bool = False,
-    image: str = "",
-) -> JobSpec:
-    """A run on this machine: in this Python (contract under ``run_dir/opt_ml``) or, with
-    ``in_container``, in the SDK's local container (contract at ``/opt/ml``)."""
+def local_spec(request: RunRequest, manifest: dict, run_dir: Path, image: str = "") -> JobSpec:
+    """A run on this machine: in this Python (contract under ``run_dir/opt_ml``) or, with an
+    ``image``, in the SDK's local container (contract at ``/opt/ml``)."""
     digest = manifest["dataset_digest"]
-    opt_ml = OPT_ML if in_container else str(run_dir / "opt_ml")
+    opt_ml = OptMl() if image else OptMl(str(run_dir / "opt_ml"))
     return JobSpec(
         name=run_dir.name,
-        experiment=experiment,
+        experiment=request.experiment,
         dataset_digest=digest,
-        hyperparameters=job_hyperparameters(experiment, digest, opt_ml, weights_file),
-        channels=local_channels(splits_dir, experiment, weights_file),
-        checkpoint=f"{opt_ml}/checkpoints",
+        hyperparameters=job_hyperparameters(request, digest, opt_ml),
+        channels=local_channels(request),
+        checkpoint=opt_ml.checkpoints,
         instance_type="local",
         instance_count=1,
         image=image,

@@ -4,38 +4,13 @@ import contextlib
 import os
 
 import boto3
+from vgg_transfer.contract import OptMl, metric_definitions
 
-from training.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, one_line
-from training.errors import UserError
+from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, one_line
+from training.common.errors import UserError
 from training.launch import common
 from training.launch.experiments import to_hyperparameter
-from training.launch.spec import OPT_ML, JobSpec
-from training.report.results import PHASES
-
-CHECKPOINT_LOCAL_PATH = f"{OPT_ML}/checkpoints"
-
-
-def metric_definitions() -> list[dict[str, str]]:
-    """Regexes over the job's log lines (training/job/train.py documents their format)."""
-    number = r"([-+0-9.eE]+|nan)"
-    definitions = []
-    for phase in PHASES:
-        for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "best_val_accuracy"):
-            definitions.append(
-                {
-                    "Name": f"{phase}:{metric}",
-                    "Regex": rf"\[epoch\] phase={phase} epoch=\S+ .*\b{metric}={number}",
-                }
-            )
-        for metric in ("test_loss", "test_accuracy"):
-            definitions.append(
-                {
-                    "Name": f"{phase}:{metric}",
-                    "Regex": rf"\[test\] phase={phase} .*\b{metric}={number}",
-                }
-            )
-    return definitions
-
+from training.launch.spec import JobSpec
 
 SDK_ROLE_CHECK = "SAGEMAKER_VALIDATE_ROLE"
 CODE_IGNORE = ["__pycache__", "*.pyc", ".pytest_cache", ".DS_Store", "*.egg-info", ".git"]
@@ -152,7 +127,7 @@ def build_trainer(
             ),
             output_data_config=OutputDataConfig(s3_output_path=spec.output),
             checkpoint_config=CheckpointConfig(
-                s3_uri=spec.checkpoint, local_path=CHECKPOINT_LOCAL_PATH
+                s3_uri=spec.checkpoint, local_path=OptMl().checkpoints
             ),
             networking=Networking(enable_network_isolation=True)
             if spec.network_isolation

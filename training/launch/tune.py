@@ -10,7 +10,7 @@ the toolkit passes, and checkpoints into a folder of its own under the shared ch
 The objective is the fine-tuned phase's best validation accuracy so far, which every epoch line
 carries (``fine_tuned:best_val_accuracy``; never the test set): SageMaker takes the latest value
 the regex matches, so a job is ranked by the weights it keeps, not by its last epoch. Ranges come
-from the experiment file's ``tuning:`` section, or DEFAULT_RANGES:
+from the experiment file's ``tuning:`` section, or experiments.DEFAULT_RANGES:
 
     tuning:
       learning_rate_fine_tuned: {min: 1.0e-6, max: 1.0e-4, scale: Logarithmic}
@@ -33,40 +33,19 @@ import time
 from pathlib import Path
 
 import boto3
+from vgg_transfer import contract
 
-from training.aws_errors import AWS_ERRORS, AWS_OR_NETWORK_ERRORS, aws_error, error_code
-from training.errors import Interrupted, UserError
+from training.common import sagemaker
+from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, error_code
+from training.common.errors import UserError
+from training.common.sagemaker import TERMINAL, TUNING_JOB
 from training.launch import common, results, submit
-from training.launch.experiments import Experiment, validate_hyperparameters
-from training.launch.follow import ask_to_stop
+from training.launch.experiments import tuning_ranges
+from training.launch.follow import stopped_following
 from training.launch.spec import JobSpec
 from training.report import seed
 
-OBJECTIVE = "fine_tuned:best_val_accuracy"  # validation, never test
-DEFAULT_RANGES = {
-    "learning_rate_fine_tuned": {"min": 1e-6, "max": 1e-4, "scale": "Logarithmic"},
-    "unfreeze_from": ["block3_conv1", "block4_conv1", "block5_conv1"],
-    "learning_rate_frozen": {"min": 1e-4, "max": 1e-2, "scale": "Logarithmic"},
-}
-TERMINAL = ("Completed", "Failed", "Stopped")
-NAME_LIMIT = 32  # SageMaker's limit on a tuning job's name
-
-
-def tuning_ranges(experiment: Experiment) -> dict:
-    """The experiment's ranges (or the defaults), each checked against the job's own parser."""
-    ranges = experiment.tuning or DEFAULT_RANGES
-    for name, spec in ranges.items():
-        values = spec if isinstance(spec, list) else [spec.get("min"), spec.get("max")]
-        if not isinstance(spec, list) and (
-            None in values or spec.get("scale", "Auto") not in ("Auto", "Linear", "Logarithmic")
-        ):
-            raise UserError(
-                f"tuning range {name}: give {{min: .., max: .., scale: Linear|Logarithmic}} or a "
-                f"list of values, not {spec!r}"
-            )
-        for value in values:
-            validate_hyperparameters({name: value})
-    return ranges
+OBJECTIVE = contract.TUNING_OBJECTIVE
 
 
 def sdk_ranges(ranges: dict) -> dict:
@@ -84,12 +63,6 @@ def sdk_ranges(ranges: dict) -> dict:
         kind = IntegerParameter if isinstance(spec["min"], int) else ContinuousParameter
         converted[name] = kind(spec["min"], spec["max"], scaling_type=spec.get("scale", "Auto"))
     return converted
-
-
-def tuning_job_name(experiment: Experiment) -> str:
-    """vgg-<experiment>-<MMDD-HHMMSS>, within SageMaker's 32 characters."""
-    stamp = time.strftime("%m%d-%H%M%S")
-    return f"vgg-{experiment.name}"[: NAME_LIMIT - len(stamp) - 1] + f"-{stamp}"
 
 
 def upload_code(session: boto3.Session, spec: JobSpec, name: str) -> str:
@@ -123,7 +96,7 @@ def launch(spec: JobSpec, session: boto3.Session, max_jobs: int, parallel: int) 
     from sagemaker.train.tuner import HyperparameterTuner
 
     ranges = tuning_ranges(spec.experiment)
-    name = tuning_job_name(spec.experiment)
+    name = sagemaker.job_name(spec.experiment.name, TUNING_JOB)
     code = upload_code(session, spec, name)
     with submit.sdk_errors("the tuning job"):
         trainer, channels = submit.build_trainer(
@@ -133,7 +106,7 @@ def launch(spec: JobSpec, session: boto3.Session, max_jobs: int, parallel: int) 
             model_trainer=trainer,
             objective_metric_name=OBJECTIVE,
             hyperparameter_ranges=sdk_ranges(ranges),
-            metric_definitions=submit.metric_definitions(),
+            metric_definitions=contract.metric_definitions(),
             strategy="Bayesian",
             objective_type="Maximize",
             max_jobs=max_jobs,
@@ -151,18 +124,6 @@ def launch(spec: JobSpec, session: boto3.Session, max_jobs: int, parallel: int) 
 
 
 # --- following -----------------------------------------------------------------------------------
-def describe(sm, name: str) -> dict:
-    try:
-        return sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    except AWS_ERRORS as error:
-        if error_code(error) in ("ValidationException", "ResourceNotFound"):
-            raise UserError(
-                f"no tuning job named {name} in {sm.meta.region_name}: check the name "
-                "(`aws sagemaker list-hyper-parameter-tuning-jobs`)"
-            ) from error
-        raise aws_error(error, f"describing tuning job {name}") from error
-
-
 def training_jobs(sm, name: str) -> list[dict]:
     """Every training job the tuning job started, with its hyperparameters and objective."""
     jobs = []
@@ -180,14 +141,17 @@ def objective_of(job: dict) -> float | None:
     return None if value is None else float(value)
 
 
-def follow(session: boto3.Session, name: str, poll_seconds: float = 30.0, write=print):
+POLL_SECONDS = 30.0  # how often a tuning job is asked for news; --poll-seconds changes it
+
+
+def follow(session: boto3.Session, name: str, poll_seconds: float | None = None, write=print):
     """Prints each training job's status and objective as it lands, until the tuning ends.
     Returns (description, training jobs). Ctrl-C offers to stop the tuning job."""
     sm = session.client("sagemaker")
     seen: dict[str, tuple] = {}
     try:
         while True:
-            description = describe(sm, name)
+            description = TUNING_JOB.describe(sm, name)
             jobs = training_jobs(sm, name)
             for job in jobs:
                 state = (job.get("TrainingJobStatus"), objective_of(job), job.get("FailureReason"))
@@ -198,29 +162,17 @@ def follow(session: boto3.Session, name: str, poll_seconds: float = 30.0, write=
                         f"[{name}] {job['TrainingJobName']}: {state[0]}, {OBJECTIVE} {objective}"
                         + (f" — {one_line_reason(state[2])}" if state[2] else "")
                     )
-            if description["HyperParameterTuningJobStatus"] in TERMINAL:
+            if description[TUNING_JOB.status_key] in TERMINAL:
                 write(f"[{name}] {description['HyperParameterTuningJobStatus']}")
                 return description, jobs
-            time.sleep(poll_seconds)
+            time.sleep(poll_seconds or POLL_SECONDS)
     except KeyboardInterrupt:
-        offer_stop(sm, name)
-        raise Interrupted(
-            f"stopped following {name}; pick it up again with `make tune-results TUNING_JOB={name}`"
-        ) from None
+        raise stopped_following(sm, TUNING_JOB, name) from None
 
 
 def one_line_reason(reason: str, limit: int = 200) -> str:
     text = " ".join(str(reason).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def offer_stop(sm, name: str) -> None:
-    ask_to_stop(
-        "tuning job (and its training jobs)",
-        name,
-        lambda: sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name),
-        f"aws sagemaker stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {name}",
-    )
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -413,7 +365,7 @@ def fetch(session: boto3.Session, name: str, runs_dir: Path, description=None, j
     """The table and plot of every training job, their logs, and the best job's results."""
     if description is None or jobs is None:
         sm = session.client("sagemaker")
-        description = description or describe(sm, name)
+        description = description or TUNING_JOB.describe(sm, name)
         jobs = jobs if jobs is not None else training_jobs(sm, name)
     summary = table(description, jobs)
     best_report, fetched, note = fetch_best(session, summary, runs_dir)

@@ -7,7 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
-from training.errors import UserError, cli
+from vgg_transfer.contract import FINE_TUNED, FROZEN
+
+from training.common.errors import UserError, cli
 from training.report import seed
 
 
@@ -25,20 +27,20 @@ def render(reports: list[dict]) -> str:
     for name, ref in seed.RESULTS.items():
         lines.append(
             f"| seed study | {name} | K80 | {ref['train_images']} "
-            f"| {ref['frozen']['test_accuracy']:.4f} | {ref['fine_tuned']['test_accuracy']:.4f} "
+            f"| {ref[FROZEN]['test_accuracy']:.4f} | {ref[FINE_TUNED]['test_accuracy']:.4f} "
             "| — | — | — | — |"
         )
     for report in reports:
         phases = report["phases"]
-        delta = phases["fine_tuned"].get("test_accuracy_minus_seed")
+        delta = phases[FINE_TUNED].get("test_accuracy_minus_seed")
         seconds = report.get("training_seconds") or sum(p["seconds"] for p in phases.values())
         cost = report.get("cost_usd")
         lines.append(
             f"| {report['job_name']} | {report['experiment']} | {report['mode']} "
-            f"| {report['images']['train']['total']} | {phases['frozen']['test_accuracy']:.4f} "
-            f"| {phases['fine_tuned']['test_accuracy']:.4f} "
+            f"| {report['images']['train']['total']} | {phases[FROZEN]['test_accuracy']:.4f} "
+            f"| {phases[FINE_TUNED]['test_accuracy']:.4f} "
             f"| {'—' if delta is None else f'{delta:+.4f}'} "
-            f"| {phases['frozen']['epochs_run']}/{phases['fine_tuned']['epochs_run']} "
+            f"| {phases[FROZEN]['epochs_run']}/{phases[FINE_TUNED]['epochs_run']} "
             f"| {seconds / 60:.1f} | {'—' if cost is None else f'${cost:.2f}'} |"
         )
     return "\n".join(lines)

@@ -15,12 +15,18 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from vgg_transfer.contract import (  # noqa: E402
+    FINE_TUNED,
+    FROZEN,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_ARCHIVE,
+    OUTPUT_ARCHIVE,
+    PHASES,
+)
 
-from training.errors import UserError  # noqa: E402
+from training.common.errors import UserError  # noqa: E402
 from training.report import seed  # noqa: E402
-
-PHASES = ("frozen", "fine_tuned")
-MODEL_FILE = "model.h5"  # what the job saves in SM_MODEL_DIR
 
 
 @dataclass
@@ -53,7 +59,7 @@ def unpack(archive: Path, target: Path) -> None:
 
 
 def unpack_artifacts(run_dir: Path) -> None:
-    for name, folder in (("model.tar.gz", "model"), ("output.tar.gz", "output")):
+    for name, folder in ((MODEL_ARCHIVE, "model"), (OUTPUT_ARCHIVE, "output")):
         archive = run_dir / name
         if not archive.exists():
             raise UserError(f"{archive} is missing: the job wrote no {name}")
@@ -69,7 +75,7 @@ def read_history(path: Path) -> list[dict]:
 
 
 def load_metrics(run_dir: Path) -> dict:
-    path = run_dir / "output" / "metrics.json"
+    path = run_dir / "output" / METRICS_FILE
     if not path.exists():
         raise UserError(f"{path} is missing: the job did not finish writing its metrics")
     return json.loads(path.read_text())
@@ -215,8 +221,8 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             "|---|---|---|---|",
         ]
         lines += [
-            f"| {name} | {ref['train_images']} | {ref['frozen']['test_accuracy']:.4f} "
-            f"| {ref['fine_tuned']['test_accuracy']:.4f} |"
+            f"| {name} | {ref['train_images']} | {ref[FROZEN]['test_accuracy']:.4f} "
+            f"| {ref[FINE_TUNED]['test_accuracy']:.4f} |"
             for name, ref in seed.RESULTS.items()
         ]
     else:
@@ -256,9 +262,9 @@ def render_markdown(report: dict, plots: list[str]) -> str:
 def write_report(run_dir: Path, info: RunInfo) -> Path:
     """report.json, report.md and the plots, from the unpacked artifacts in ``run_dir``."""
     report = build_report(run_dir, info)
-    history = read_history(run_dir / "output" / "history.csv")
+    history = read_history(run_dir / "output" / HISTORY_FILE)
     plots = plot_history(history, run_dir)
-    matrix = report["phases"]["fine_tuned"]["confusion_matrix"]["rows_true_columns_predicted"]
+    matrix = report["phases"][FINE_TUNED]["confusion_matrix"]["rows_true_columns_predicted"]
     plots.append(plot_confusion(matrix, run_dir, "test set after fine-tuning"))
     report["plots"] = plots
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))

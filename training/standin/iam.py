@@ -23,6 +23,8 @@ import contextlib
 import fnmatch
 import json
 
+from training.common.sagemaker import KINDS, TRAINING_JOB, TUNING_JOB, JobKind
+
 SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
 
 
@@ -30,16 +32,17 @@ def _arn(response, service: str, resource: str) -> str:
     return f"arn:{response.partition}:{service}:{response.region}:{response.current_account}:{resource}"
 
 
-def _training_job(response) -> str:
-    # SageMaker's ARNs carry the job name in lower case.
-    return _arn(
-        response, "sagemaker", f"training-job/{response._get_param('TrainingJobName').lower()}"
-    )
+def _job(kind: JobKind):
+    """The ARN of the job a request names (SageMaker's ARNs carry the name in lower case)."""
+
+    def resource(response) -> str:
+        name = response._get_param(kind.name_key)
+        return kind.arn(response.partition, response.region, response.current_account, name)
+
+    return resource
 
 
-def _tuning_job(response) -> str:
-    name = response._get_param("HyperParameterTuningJobName").lower()
-    return _arn(response, "sagemaker", f"hyper-parameter-tuning-job/{name}")
+_training_job, _tuning_job = _job(TRAINING_JOB), _job(TUNING_JOB)
 
 
 def _log_group(response) -> str:
@@ -51,30 +54,21 @@ def _log_stream(response) -> str:
     return f"{_log_group(response)}:log-stream:{stream}"
 
 
-def _service_quota(response) -> str:
-    service, quota = response._get_param("ServiceCode"), response._get_param("QuotaCode")
-    return _arn(response, "servicequotas", f"{service}/{quota}")
-
-
 # (service, action) → the resource AWS authorises the action on. Actions not named here have no
 # resource type (List…, PutMetricData) and are checked against "*", as on AWS.
 RESOURCES = {
-    ("sagemaker", "CreateTrainingJob"): _training_job,
-    ("sagemaker", "DescribeTrainingJob"): _training_job,
-    ("sagemaker", "StopTrainingJob"): _training_job,
-    ("sagemaker", "CreateHyperParameterTuningJob"): _tuning_job,
-    ("sagemaker", "DescribeHyperParameterTuningJob"): _tuning_job,
-    ("sagemaker", "StopHyperParameterTuningJob"): _tuning_job,
-    ("sagemaker", "ListTrainingJobsForHyperParameterTuningJob"): _tuning_job,
+    **{
+        ("sagemaker", action.split(":")[1]): _job(kind)
+        for kind in KINDS
+        for action in kind.launcher_actions
+        if action != "sagemaker:AddTags"
+    },
     ("sagemaker", "AddTags"): lambda response: response._get_param("ResourceArn"),
     ("logs", "CreateLogGroup"): _log_group,
     ("logs", "CreateLogStream"): _log_group,
     ("logs", "DescribeLogStreams"): _log_group,
-    ("logs", "FilterLogEvents"): _log_group,
     ("logs", "PutLogEvents"): _log_stream,
     ("logs", "GetLogEvents"): _log_stream,
-    ("service-quotas", "GetServiceQuota"): _service_quota,
-    ("service-quotas", "GetAWSDefaultServiceQuota"): _service_quota,
 }
 
 

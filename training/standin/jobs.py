@@ -27,7 +27,6 @@ import os
 import queue
 import re
 import signal
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,13 +36,14 @@ from pathlib import Path
 
 import boto3
 from botocore.exceptions import ClientError
+from vgg_transfer.contract import FINE_TUNED, OptMl, pack_artifacts
 
+from training.common.sagemaker import LOG_GROUP
 from training.launch.common import split_s3_uri
 from training.standin import containers
 from training.standin.checkpoints import CheckpointSync
 from training.standin.network import HostNetwork
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 GRACE_SECONDS = 5  # SageMaker gives 120 s after SIGTERM; a rehearsal needs less
 WATCH_SECONDS = 0.2
 MESSAGES = {  # the StatusMessage of each secondary status the stand-in sets
@@ -72,7 +72,7 @@ class Interruption:
     checkpoint sync has caught up, so the restart may train that epoch again."""
 
     when: str = "checkpoint"
-    phase: str = "fine_tuned"
+    phase: str = FINE_TUNED
     done: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -254,7 +254,7 @@ class JobRun:
             self.upload_artifacts(chief)
             self.set_status("Completed", "Completed")
         else:
-            failure_file = volumes[failed[0]] / "output" / "failure"
+            failure_file = Path(OptMl(str(volumes[failed[0]])).failure)
             reason = failure_file.read_text().strip() if failure_file.exists() else ""
             failure = f"AlgorithmError: {reason or f'exit code {codes[failed[0]]}'}"
             self.set_status("Failed", "Failed", failure[:1024])
@@ -262,8 +262,9 @@ class JobRun:
     def prepare(self, host: str) -> Path:
         """A fresh volume for one host: channels, config files and the restored checkpoints."""
         opt_ml = self.root / f"attempt-{self.attempts}" / host / "opt_ml"
-        for folder in ("input/config", "input/data", "model", "output/data", "checkpoints"):
-            (opt_ml / folder).mkdir(parents=True, exist_ok=True)
+        contract = OptMl(str(opt_ml))
+        for folder in contract.folders():
+            Path(folder).mkdir(parents=True, exist_ok=True)
         s3 = self.client("s3")
         job = self.job
         channels = {}
@@ -271,13 +272,13 @@ class JobRun:
             name = channel["ChannelName"]
             source = channel["DataSource"]["S3DataSource"]
             bucket, prefix = split_s3_uri(source["S3Uri"])
-            self._download(s3, bucket, prefix, opt_ml / "input" / "data" / name)
+            self._download(s3, bucket, prefix, Path(contract.channel(name)))
             channels[name] = {
                 "TrainingInputMode": channel.get("InputMode", "File"),
                 "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
                 "RecordWrapperType": "None",
             }
-        config = opt_ml / "input" / "config"
+        config = Path(contract.input_config)
         (config / "hyperparameters.json").write_text(json.dumps(job.hyper_parameters or {}))
         (config / "inputdataconfig.json").write_text(json.dumps(channels))
         instance_type = job.resource_config["InstanceType"]
@@ -304,7 +305,7 @@ class JobRun:
             bucket, prefix = split_s3_uri(checkpoint)
             # The tuning jobs' training jobs share one location, and each deletes files there
             # as it goes: one that vanished since the listing is no longer in the checkpoint.
-            self._download(s3, bucket, prefix, opt_ml / "checkpoints", vanished_ok=True)
+            self._download(s3, bucket, prefix, Path(contract.checkpoints), vanished_ok=True)
         return opt_ml
 
     @staticmethod
@@ -450,13 +451,10 @@ class JobRun:
     def upload_artifacts(self, opt_ml: Path) -> None:
         bucket, prefix = split_s3_uri(self.job.output_data_config["S3OutputPath"])
         s3 = self.client("s3")
-        for folder, archive in (("model", "model.tar.gz"), ("output/data", "output.tar.gz")):
-            path = opt_ml.parent / archive
-            with tarfile.open(path, "w:gz") as tar:
-                for item in sorted((opt_ml / folder).iterdir()):
-                    tar.add(item, arcname=item.name)
-            key = f"{prefix.rstrip('/')}/{self.name}/output/{archive}".lstrip("/")
-            s3.upload_file(str(path), bucket, key)
+        for archive in pack_artifacts(OptMl(str(opt_ml)), str(opt_ml.parent)):
+            name = Path(archive).name
+            key = f"{prefix.rstrip('/')}/{self.name}/output/{name}".lstrip("/")
+            s3.upload_file(archive, bucket, key)
 
 
 def _pump(host: str, pipe, lines: queue.Queue) -> None:

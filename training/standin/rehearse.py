@@ -1,7 +1,7 @@
 """``make rehearse``: the whole ``make train-cloud`` (or ``make tune``) path, offline, before money
 is spent.
 
-    python -m training.rehearse [--experiment smoke] [--hp key=value ...] [--interrupt [early]]
+    python -m training.standin.rehearse [--experiment smoke] [--hp key=value ...] [--interrupt [early]]
                                 [--tune [--max-jobs 3] [--parallel 2]] [--max-runtime-minutes M]
 
 Starts an AWS emulator (moto) on 127.0.0.1 in this process, creates the stack's bucket, execution
@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from vgg_transfer.contract import FINE_TUNED
 
-from training.errors import UserError, cli
-from training.infra_outputs import INFRA_DIR, save_outputs
+from training.common.errors import UserError, cli
+from training.common.infra_outputs import INFRA_DIR, save_outputs
 
 STACK = "rehearse"
+POLL_SECONDS = 1  # the emulator is on this machine: no rate limit to spare
 ACCOUNT_REGION = "us-east-1"
 BUCKET = "vgg-dogs-cats-rehearse"
 ROLE = "sagemaker-execution-rehearse"
@@ -122,7 +124,7 @@ def act_as_launcher() -> None:
 
 def what_it_would_cost(runs: list, instance_type: str) -> str:
     """The billable seconds of the rehearsed training jobs, at the on-demand rate."""
-    from training.launch.instances import lookup
+    from training.launch.capacity import lookup
 
     billable = sum(run.job.billable_time_in_seconds or 0 for run in runs)
     count = sum(int(run.job.resource_config["InstanceCount"]) for run in runs) // len(runs)
@@ -150,7 +152,8 @@ class Rehearsal:
     def launcher_arguments(self, splits: Path, runs: Path) -> list[str]:
         """The launcher command a user would run, pointed at the rehearsal's stack."""
         args = ["tune" if self.tune else "cloud", "--experiment", self.experiment,
-                "--stack", STACK, "--splits", str(splits), "--runs", str(runs)]  # fmt: skip
+                "--stack", STACK, "--splits", str(splits), "--runs", str(runs),
+                "--poll-seconds", str(POLL_SECONDS)]  # fmt: skip
         if self.tune:
             args += ["--max-jobs", str(self.max_jobs), "--parallel", str(self.parallel)]
         if self.instance_count > 1:
@@ -219,18 +222,33 @@ def artifacts_of(job: str) -> tuple[list[str], list[dict]]:
     return files, list(csv.DictReader(io.StringIO(history)))
 
 
-def check_tuning_jobs(summary: dict) -> None:
-    """What a rehearsal of tuning must show, job by job: a model in model.tar.gz, and an
-    objective equal to the best fine-tuned val_accuracy in the job's own history.csv."""
-    print("the rehearsal checks each training job's artifacts:")
+def toolkit_lines(log: Path) -> list[str]:
+    """AWS's toolkit's own lines that show it ran train.py: the command and the verdict."""
+    lines = log.read_text().splitlines()
+    shown = []
+    for index, line in enumerate(lines):
+        if "Invoking script with the following command" in line:
+            shown += lines[index : index + 2]  # the command follows on the next line
+        elif "sagemaker-training-toolkit" in line and "Reporting training" in line:
+            shown.append(line)
+    return shown
+
+
+def check_tuning_jobs(summary: dict, logs: Path) -> None:
+    """What a rehearsal of tuning must show, job by job: AWS's toolkit running train.py, a model
+    in model.tar.gz, and an objective equal to the best fine-tuned val_accuracy in the job's own
+    history.csv."""
+    print("the rehearsal checks each training job:")
     problems = []
     for row in summary["training_jobs"]:
         job, objective = row["training_job"], row["objective"]
+        for line in toolkit_lines(logs / f"{job}.log"):
+            print(f"  {job} | {line[:160]}")
         if row["status"] != "Completed":
             print(f"  {job}: {row['status']}, not checked")
             continue
         files, history = artifacts_of(job)
-        best = max(float(r["val_accuracy"]) for r in history if r["phase"] == "fine_tuned")
+        best = max(float(r["val_accuracy"]) for r in history if r["phase"] == FINE_TUNED)
         same = objective is not None and abs(objective - best) < 1e-6
         print(
             f"  {job}: model.tar.gz holds {', '.join(files)}; objective "
@@ -249,7 +267,7 @@ def tuning_summary(stand_in, splits: Path, runs: Path) -> Path:
     (tuning,) = stand_in.tunings.values()
     folder = runs / tuning.name
     summary = json.loads((folder / "tuning.json").read_text())
-    check_tuning_jobs(summary)
+    check_tuning_jobs(summary, folder / "logs")
     print(f"each training job's log: {folder / 'logs'}/<training job>.log")
     fetched = summary.get("fetched_training_job")
     if fetched:

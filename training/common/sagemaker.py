@@ -1,0 +1,133 @@
+"""SageMaker's kinds of job, one row each, and this project's job names.
+
+Each kind answers the same verbs (describe, stop) through one table, the way SkyPilot's
+provisioner answers one set of verbs for every cloud: the follower and the Ctrl-C prompt, the
+stand-in's IAM (which ARN a request is checked against), and the launcher policy in infra/role.py
+(which actions on which ARNs) all read it. A new kind of cloud step is one more row here, its
+launcher module, and the stand-in's support for it.
+
+Job names: ``vgg-<experiment>-<timestamp>``, built and parsed here only.
+"""
+
+import re
+import time
+from dataclasses import dataclass
+
+from training.common.aws_errors import AWS_ERRORS, aws_error, error_code, one_line
+from training.common.errors import UserError
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"  # where SageMaker writes every training job's log
+METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"  # and its metrics (CloudWatch): same words
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+@dataclass(frozen=True)
+class JobKind:
+    noun: str  # as messages name it
+    arn_type: str  # the resource type in its ARN: arn:<partition>:sagemaker:<region>:<account>:<type>/<name>
+    name_key: str  # the request field that names one
+    status_key: str  # the description field that holds its status
+    describe_call: str  # boto3 SageMaker client methods
+    stop_call: str
+    # What the launcher calls on it, as IAM names the actions (the launcher policy grants these
+    # on this kind's ARNs; tests/infra checks every one has a caller).
+    launcher_actions: tuple
+    list_command: str  # the AWS CLI that lists them, for a wrong name
+    console_page: str  # the console's page for one, after #/
+    results_command: str  # the make command that follows one and fetches its results
+
+    def arn(self, partition: str, region: str, account: str, name: str = "*") -> str:
+        # SageMaker's ARNs carry the job name in lower case.
+        return f"arn:{partition}:sagemaker:{region}:{account}:{self.arn_type}/{name.lower()}"
+
+    def stop_command(self, name: str) -> str:
+        return f"aws sagemaker {self.stop_call.replace('_', '-')} --{self.arn_type}-name {name}"
+
+    def console_url(self, region: str, name: str) -> str:
+        return (
+            f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}"
+            f"#/{self.console_page}/{name}"
+        )
+
+    def describe(self, sm, name: str) -> dict:
+        """The job's description; a name SageMaker does not know is one line saying so."""
+        try:
+            return getattr(sm, self.describe_call)(**{self.name_key: name})
+        except AWS_ERRORS as error:
+            message = one_line(error).lower()
+            if error_code(error) in ("ValidationException", "ResourceNotFound") and (
+                "not found" in message or "could not find" in message or "can't find" in message
+            ):
+                raise UserError(
+                    f"no {self.noun} named {name} in {sm.meta.region_name}: check the name "
+                    f"(`{self.list_command}`) and the stack's region"
+                ) from error
+            raise aws_error(error, f"describing {self.noun} {name}") from error
+
+    def stop(self, sm, name: str) -> None:
+        getattr(sm, self.stop_call)(**{self.name_key: name})
+
+
+TRAINING_JOB = JobKind(
+    noun="training job",
+    arn_type="training-job",
+    name_key="TrainingJobName",
+    status_key="TrainingJobStatus",
+    describe_call="describe_training_job",
+    stop_call="stop_training_job",
+    launcher_actions=(
+        "sagemaker:CreateTrainingJob",  # ModelTrainer.train (launch/submit.py)
+        "sagemaker:DescribeTrainingJob",
+        "sagemaker:StopTrainingJob",
+        "sagemaker:AddTags",  # the request's tags
+    ),
+    list_command="aws sagemaker list-training-jobs",
+    console_page="jobs",
+    results_command="make results JOB={name}",
+)
+TUNING_JOB = JobKind(
+    noun="tuning job",
+    arn_type="hyper-parameter-tuning-job",
+    name_key="HyperParameterTuningJobName",
+    status_key="HyperParameterTuningJobStatus",
+    describe_call="describe_hyper_parameter_tuning_job",
+    stop_call="stop_hyper_parameter_tuning_job",
+    launcher_actions=(
+        "sagemaker:CreateHyperParameterTuningJob",  # HyperparameterTuner.tune (launch/tune.py)
+        "sagemaker:DescribeHyperParameterTuningJob",
+        "sagemaker:StopHyperParameterTuningJob",
+        "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+        "sagemaker:AddTags",
+    ),
+    list_command="aws sagemaker list-hyper-parameter-tuning-jobs",
+    console_page="hyper-tuning-jobs",
+    results_command="make tune-results TUNING_JOB={name}",
+)
+KINDS = (TRAINING_JOB, TUNING_JOB)
+
+
+# --- job names ---------------------------------------------------------------------------------------
+PREFIX = "vgg"
+NAME_LIMITS = {TRAINING_JOB: 63, TUNING_JOB: 32}  # SageMaker's longest names
+
+
+def base_name(experiment: str) -> str:
+    """What ModelTrainer is given; the SDK appends a timestamp."""
+    return f"{PREFIX}-{experiment}"
+
+
+def job_name(experiment: str, kind: JobKind = TRAINING_JOB) -> str:
+    """``vgg-<experiment>-<timestamp>`` within SageMaker's length for the kind (a tuning job's is
+    short: its training jobs add ``-NNN-<8 hex>``)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S" if kind is TRAINING_JOB else "%m%d-%H%M%S")
+    return base_name(experiment)[: NAME_LIMITS[kind] - len(stamp) - 1] + f"-{stamp}"
+
+
+_NAME = re.compile(rf"{PREFIX}-(.+?)-\d[\d-]*(-\d{{3}}-[0-9a-f]{{8}})?")
+
+
+def experiment_of(job: str) -> str:
+    """The experiment a job name was built from: a run of ours, a tuning job, or one of its
+    training jobs (``<tuning job>-NNN-<8 hex>``); "unknown" for other names."""
+    match = _NAME.fullmatch(job)
+    return match.group(1) if match else "unknown"

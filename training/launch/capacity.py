@@ -1,0 +1,386 @@
+"""Capacity: what a run can use and what it costs — the instance table, quotas (and
+INSTANCE=auto), on-demand prices and the cost line, with one lookup (``lookup``).
+
+Instances: the GPUs of each SageMaker training type, the newest TensorFlow training image it can
+run, and fallback on-demand prices, SageMaker training in us-east-1, USD per hour, written down from
+the SageMaker pricing page as known on PRICES_AS_OF (this workplace cannot fetch it). Other regions
+cost more or less; spot prices vary by hour. P2 (K80) is what the seed study used, so it stays the
+default of the seed experiments, but AWS has deprecated it: the newest TensorFlow image for it is
+2.11 (unpatched since early 2024), many regions never offered it, and new accounts have a quota of
+0. Preflight says so before anything is spent.
+
+Quotas: ``ListServiceQuotas`` returns only the quotas an account has had changed; every other
+quota is at AWS's default, which ``ListAWSDefaultServiceQuotas`` gives. The defaults also tell which
+instance types the region offers for training at all: a type without a quota there is not offered.
+
+Prices: the AWS Price List API when it answers, else the dated table here; the cost line says which.
+
+Costs: seconds per epoch per instance type × the experiment's epochs × price. Seconds per epoch come
+from a measurement: this project's bench results (runs/bench/bench.json, ``make bench --device
+gpu`` on that instance type) where present, else the seed study's K80 timings for ml.p2.xlarge;
+for anything else the runtime is unknown and only the maximum (the experiment's max runtime) is
+priced.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from vgg_transfer.contract import FINE_TUNED, FROZEN
+
+from training.common.aws_errors import (
+    AWS_OR_NETWORK_ERRORS,
+    endpoint_override,
+    not_from_aws,
+    one_line,
+)
+from training.common.errors import UserError
+from training.launch.experiments import Experiment
+from training.report import seed
+
+# --- instances --------------------------------------------------------------------------------
+PRICES_AS_OF = "2026-11-30"
+PRICES_SOURCE = "price table in training/launch/capacity.py (us-east-1, on-demand)"
+SPOT_DISCOUNT = 0.70  # typical managed-spot saving; AWS quotes "up to 90%", nothing guarantees it
+NEWEST_TF = ("2.19", "py312")  # newest TF training image in the pinned SDK for non-P2 types
+P2_TF = ("2.11", "py39")  # P2 (K80): no TF image after 2.11
+AUTO = "auto"  # INSTANCE=auto: the cheapest GPU type the account has quota for
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    gpus: int
+    accelerator: str
+    price_per_hour: float
+    framework: tuple[str, str]  # (TF version, Python version) of the image we use
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".")[1]
+
+    @property
+    def deprecated(self) -> bool:
+        return self.family == "p2"
+
+
+INSTANCES = {
+    i.name: i
+    for i in [
+        Instance("ml.p2.xlarge", 1, "K80", 1.125, P2_TF),
+        Instance("ml.p2.8xlarge", 8, "8x K80", 9.0, P2_TF),
+        Instance("ml.p2.16xlarge", 16, "16x K80", 18.0, P2_TF),
+        Instance("ml.g4dn.xlarge", 1, "T4", 0.736, NEWEST_TF),
+        Instance("ml.g4dn.12xlarge", 4, "4x T4", 4.89, NEWEST_TF),
+        Instance("ml.g5.xlarge", 1, "A10G", 1.408, NEWEST_TF),
+        Instance("ml.g5.2xlarge", 1, "A10G", 1.515, NEWEST_TF),
+        Instance("ml.g5.12xlarge", 4, "4x A10G", 7.09, NEWEST_TF),
+        Instance("ml.g5.48xlarge", 8, "8x A10G", 20.36, NEWEST_TF),
+        Instance("ml.g6.xlarge", 1, "L4", 1.006, NEWEST_TF),
+        Instance("ml.g6.12xlarge", 4, "4x L4", 5.752, NEWEST_TF),
+        Instance("ml.g6e.xlarge", 1, "L40S", 2.326, NEWEST_TF),
+        Instance("ml.g6e.12xlarge", 4, "4x L40S", 13.117, NEWEST_TF),
+        Instance("ml.p3.2xlarge", 1, "V100", 3.825, NEWEST_TF),
+        Instance("ml.p3.8xlarge", 4, "4x V100", 14.688, NEWEST_TF),
+        Instance("ml.p3.16xlarge", 8, "8x V100", 28.152, NEWEST_TF),
+        Instance("ml.p4d.24xlarge", 8, "8x A100", 37.688, NEWEST_TF),
+        Instance("ml.p5.48xlarge", 8, "8x H100", 113.068, NEWEST_TF),
+        Instance("ml.m5.xlarge", 0, "CPU (4 vCPU)", 0.23, NEWEST_TF),
+    ]
+}
+
+
+def lookup(name: str) -> Instance:
+    if name not in INSTANCES:
+        raise UserError(
+            f"unknown instance type {name!r}; known: {', '.join(INSTANCES)} or {AUTO} "
+            "(add it to training/launch/capacity.py with its price and TF version)"
+        )
+    return INSTANCES[name]
+
+
+def gpu_types_by_price() -> list[Instance]:
+    """The current (non-deprecated) GPU types, cheapest first: the candidates of INSTANCE=auto."""
+    return sorted(
+        (i for i in INSTANCES.values() if i.gpus and not i.deprecated),
+        key=lambda i: i.price_per_hour,
+    )
+
+
+def check_framework(instance: Instance, tf_version: str) -> None:
+    """SageMaker has no TF ≥ 2.12 image for P2; refuse before any AWS call."""
+    major, minor = (int(part) for part in tf_version.split(".")[:2])
+    if instance.deprecated and (major, minor) >= (2, 12):
+        raise UserError(
+            f"{instance.name} (K80) runs TensorFlow images up to 2.11 only, not {tf_version}; "
+            "use TF 2.11 or pick another INSTANCE (e.g. ml.g4dn.xlarge)"
+        )
+
+
+def p2_warning(instance: Instance) -> str | None:
+    if not instance.deprecated:
+        return None
+    return (
+        f"{instance.name} is what the seed study used, but AWS has deprecated P2: it runs the "
+        f"TensorFlow {instance.framework[0]} image, unpatched since early 2024, many regions "
+        "never offered it, and new accounts have a quota of 0 (INSTANCE=auto picks a current GPU)"
+    )
+
+
+# --- quotas --------------------------------------------------------------------------------
+SERVICE = "sagemaker"
+
+
+def quota_name(instance_type: str, spot: bool) -> str:
+    return f"{instance_type} for {'spot ' if spot else ''}training job usage"
+
+
+@dataclass
+class QuotaReading:
+    applied: dict[str, float] = field(default_factory=dict)
+    defaults: dict[str, float] = field(default_factory=dict)
+    problem: str | None = None  # why (part of) the reading failed, in one line
+
+    def value(self, instance_type: str, spot: bool) -> float | None:
+        name = quota_name(instance_type, spot)
+        return self.applied.get(name, self.defaults.get(name))
+
+    def source(self, instance_type: str, spot: bool) -> str:
+        return "applied" if quota_name(instance_type, spot) in self.applied else "AWS default"
+
+    def offered(self, instance_type: str, spot: bool) -> bool | None:
+        """Whether the region offers the type for training; None when the defaults are unknown."""
+        if not self.defaults:
+            return None
+        return (
+            quota_name(instance_type, spot) in self.defaults
+            or self.value(instance_type, spot) is not None
+        )
+
+
+def _list(client, operation: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for page in client.get_paginator(operation).paginate(ServiceCode=SERVICE):
+        for quota in page.get("Quotas", []):
+            values[quota["QuotaName"]] = float(quota["Value"])
+    return values
+
+
+def read_quotas(session: boto3.Session) -> QuotaReading:
+    """Applied quotas over AWS's defaults; a failure is kept as one line, never raised."""
+    reading = QuotaReading()
+    client = session.client("service-quotas")
+    for operation, target in (
+        ("list_aws_default_service_quotas", reading.defaults),
+        ("list_service_quotas", reading.applied),
+    ):
+        try:
+            target.update(_list(client, operation))
+        except AWS_OR_NETWORK_ERRORS as error:
+            reading.problem = reading.problem or not_from_aws("service-quotas", one_line(error))
+    return reading
+
+
+def enough(reading: QuotaReading, instance: Instance, spot: bool, count: int) -> bool:
+    value = reading.value(instance.name, spot)
+    return value is not None and value >= count
+
+
+def cheapest_with_quota(reading: QuotaReading, spot: bool, count: int) -> Instance | None:
+    for instance in gpu_types_by_price():
+        if enough(reading, instance, spot, count):
+            return instance
+    return None
+
+
+def choose_auto(reading: QuotaReading, spot: bool, count: int) -> tuple[Instance, str]:
+    """INSTANCE=auto: the cheapest current GPU type with quota for ``count`` instances."""
+    kind = "spot training" if spot else "training"
+    choice = cheapest_with_quota(reading, spot, count)
+    if choice is None:
+        why = reading.problem or f"no GPU type in the table has a {kind} quota of {count} or more"
+        raise UserError(
+            f"INSTANCE={AUTO} found no GPU type to use ({why}); request a quota increase in the "
+            f"Service Quotas console (Amazon SageMaker → 'ml.g4dn.xlarge for {kind} job usage') "
+            "or name an INSTANCE"
+        )
+    value = reading.value(choice.name, spot)
+    cheaper = [i.name for i in gpu_types_by_price() if i.price_per_hour < choice.price_per_hour]
+    reason = f"cheapest GPU type with {kind} quota ({value:g}, {reading.source(choice.name, spot)})"
+    if cheaper:
+        reason += f"; no quota for {', '.join(cheaper)}"
+    return choice, reason
+
+
+def resolve_instance(name: str, reading: QuotaReading, spot: bool, count: int) -> Instance:
+    if name != AUTO:
+        return lookup(name)
+    instance, reason = choose_auto(reading, spot, count)
+    print(f"  instance: {instance.name} ({instance.accelerator}) — {reason}")
+    return instance
+
+
+# --- prices --------------------------------------------------------------------------------
+PRICING_REGION = "us-east-1"  # the Price List API's endpoint; prices cover every region
+
+
+@dataclass(frozen=True)
+class Price:
+    per_hour: float
+    source: str
+
+
+def table_price(instance_type: str, why: str = "") -> Price:
+    note = f" — {why}" if why else ""
+    return Price(
+        lookup(instance_type).price_per_hour,
+        f"{PRICES_SOURCE}, as of {PRICES_AS_OF}{note}",
+    )
+
+
+def _on_demand_usd(product: dict) -> float | None:
+    for term in product.get("terms", {}).get("OnDemand", {}).values():
+        for dimension in term.get("priceDimensions", {}).values():
+            usd = dimension.get("pricePerUnit", {}).get("USD")
+            if usd is not None and float(usd) > 0:
+                return float(usd)
+    return None
+
+
+def price_list_price(session: boto3.Session, instance_type: str, region: str) -> float | None:
+    """The on-demand training price in ``region`` from pricing:GetProducts; None if unlisted."""
+    client = session.client("pricing", region_name=PRICING_REGION)
+    filters = [
+        {"Type": "TERM_MATCH", "Field": field, "Value": value}
+        for field, value in (
+            ("productFamily", "ML Instance"),
+            ("component", "Training"),
+            ("instanceName", instance_type),
+            ("regionCode", region),
+        )
+    ]
+    paginator = client.get_paginator("get_products")
+    for page in paginator.paginate(ServiceCode="AmazonSageMaker", Filters=filters):
+        for item in page.get("PriceList", []):
+            price = _on_demand_usd(json.loads(item) if isinstance(item, str) else item)
+            if price is not None:
+                return price
+    return None
+
+
+def on_demand_price(session: boto3.Session | None, instance_type: str, region: str) -> Price:
+    if session is None:
+        return table_price(instance_type)
+    endpoint = endpoint_override("pricing")
+    if endpoint:  # an emulator has no price list; its error would read as AWS's
+        return table_price(
+            instance_type, f"the Price List API was not asked: requests go to {endpoint}, not AWS"
+        )
+    try:
+        price = price_list_price(session, instance_type, region)
+    except AWS_OR_NETWORK_ERRORS as error:
+        return table_price(instance_type, f"Price List API unavailable: {one_line(error, 80)}")
+    if price is None:
+        return table_price(instance_type, f"{instance_type} not in the Price List for {region}")
+    return Price(price, f"AWS Price List API ({region}, on-demand)")
+
+
+# --- costs --------------------------------------------------------------------------------
+BENCH_FILE = Path("runs/bench/bench.json")
+VALIDATION_IMAGES = 2000  # the seed's validation split, evaluated every epoch
+STARTUP_SECONDS = 300  # provisioning + image pull, typical for a GPU training job; a guess
+
+
+@dataclass
+class CostEstimate:
+    instance_type: str
+    instance_count: int
+    price: Price
+    expected_seconds: float | None
+    epoch_seconds_source: str
+    max_seconds: float
+    spot: bool
+
+    def on_demand(self, seconds: float) -> float:
+        return seconds / 3600 * self.price.per_hour * self.instance_count
+
+    def expected(self) -> float | None:
+        """The likely bill: expected runtime, with the assumed spot saving when spot is on."""
+        if self.expected_seconds is None:
+            return None
+        return self.on_demand(self.expected_seconds) * ((1 - SPOT_DISCOUNT) if self.spot else 1)
+
+    def ceiling(self) -> float:
+        """The most the job can cost: its maximum runtime at the on-demand rate, since nothing
+        guarantees a spot saving."""
+        return self.on_demand(self.max_seconds)
+
+    def line(self) -> str:
+        parts = [f"{self.instance_count}x {self.instance_type} at ${self.price.per_hour:.3f}/h"]
+        if self.expected_seconds is not None:
+            minutes = self.expected_seconds / 60
+            if self.spot:
+                parts.append(
+                    f"expected {minutes:.0f} min ≈ ${self.expected():.2f} with spot "
+                    f"(assumed {SPOT_DISCOUNT:.0%} saving; "
+                    f"${self.on_demand(self.expected_seconds):.2f} on-demand)"
+                )
+            else:
+                parts.append(f"expected {minutes:.0f} min ≈ ${self.expected():.2f}")
+        else:
+            parts.append("expected runtime unknown for this instance type (no measurement)")
+        parts.append(
+            f"ceiling {self.max_seconds / 60:.4g} min ≈ ${self.ceiling():.2f} "
+            "(max runtime at the on-demand rate)"
+        )
+        parts.append(f"epoch times: {self.epoch_seconds_source}")
+        parts.append(f"price: {self.price.source}")
+        return "cost: " + "; ".join(parts)
+
+
+def epoch_seconds(instance_type: str, train_images: int, bench_file: Path = BENCH_FILE):
+    """(frozen, fine_tuned) seconds per epoch for this many training images, and the source."""
+    if bench_file.exists():
+        measured = json.loads(bench_file.read_text()).get("epoch_seconds_by_instance", {})
+        if instance_type in measured:
+            per_image = measured[instance_type]  # seconds per image: training steps, validation
+            validation = VALIDATION_IMAGES * per_image["validation"]
+            return (
+                per_image[FROZEN] * train_images + validation,
+                per_image[FINE_TUNED] * train_images + validation,
+                f"measured by make bench ({bench_file})",
+            )
+    if instance_type == "ml.p2.xlarge":
+        # Scale the seed's K80 timings by image count (its epochs include validation).
+        ref = seed.K80_EPOCH_SECONDS["small"]
+        scale = train_images / seed.RESULTS["small"]["train_images"]
+        return ref[FROZEN] * scale, ref[FINE_TUNED] * scale, "seed study's K80 timings"
+    return None, None, "none measured"
+
+
+def estimate(
+    experiment: Experiment,
+    train_images: int,
+    instance: Instance,
+    count: int,
+    price: Price | None = None,
+) -> CostEstimate:
+    hp = experiment.hp
+    frozen, fine_tuned, source = epoch_seconds(instance.name, train_images)
+    expected = None
+    if frozen is not None:
+        expected = (
+            STARTUP_SECONDS
+            + hp.epochs_frozen * frozen / count
+            + hp.epochs_fine_tuned * fine_tuned / count
+        )
+    return CostEstimate(
+        instance_type=instance.name,
+        instance_count=count,
+        price=price or table_price(instance.name),
+        expected_seconds=expected,
+        epoch_seconds_source=source,
+        max_seconds=experiment.max_runtime_seconds,
+        spot=experiment.spot,
+    )
