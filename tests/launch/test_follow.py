@@ -71,10 +71,12 @@ class ScriptedJob:
 
 def test_each_transition_once_and_every_log_line_before_the_final_status(monkeypatch):
     script = ScriptedJob()
-    monkeypatch.setattr(JobKind, "describe", lambda kind, sm, job: script.describe(sm, job))
+    monkeypatch.setattr(
+        JobKind, "describe", lambda kind, sm, job, ride_out=False: script.describe(sm, job)
+    )
     monkeypatch.setattr(follow.LogFollower, "poll", lambda self: script.poll())
     monkeypatch.setattr(follow.time, "sleep", lambda seconds: None)
-    session = type("Session", (), {"client": lambda self, name: None})()
+    session = type("Session", (), {"client": lambda self, name, config=None: None})()
     lines = []
     end = follow.follow(session, "j", write=lines.append)
     assert end.description["TrainingJobStatus"] == "Completed"

@@ -289,7 +289,7 @@ class FakeTuningSageMaker:
 
 def test_following_prints_each_training_job_as_it_lands(monkeypatch):
     fake = FakeTuningSageMaker()
-    session = type("Session", (), {"client": lambda self, name: fake})()
+    session = type("Session", (), {"client": lambda self, name, config=None: fake})()
     monkeypatch.setattr(tune.time, "sleep", lambda seconds: None)
     lines = []
     description, jobs = tune.follow(session, "vgg-small-1130-120000", write=lines.append)

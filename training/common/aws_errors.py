@@ -1,32 +1,68 @@
 """AWS failures a user can hit, turned into what to do about them (one place for both the data
 uploader and the launcher).
 
-Two families reach us from boto3: ``ClientError`` (AWS answered with an error) and
+Three families reach us from boto3: ``ClientError`` (AWS answered with an error),
 ``BotoCoreError`` (no answer or a malformed one: no network, no credentials, no region, a bad
-parameter, an endpoint that answers with an HTML page). Both become one line.
+parameter, an endpoint that answers with an HTML page) and boto3's transfer errors (an upload or
+download that failed every try). Each becomes one line.
 """
 
 import os
 import re
 
+from boto3.exceptions import Boto3Error, RetriesExceededError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     ParamValidationError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from training.common.errors import UserError
 
-AWS_ERRORS = (ClientError, BotoCoreError)
-AWS_OR_NETWORK_ERRORS = (ClientError, BotoCoreError, ConnectionError)
+# boto3's own errors come from its transfers: RetriesExceededError when a download was cut off
+# every time it was tried, S3UploadFailedError and S3TransferFailedError.
+AWS_ERRORS = (ClientError, BotoCoreError, Boto3Error)
+AWS_OR_NETWORK_ERRORS = (ClientError, BotoCoreError, Boto3Error, ConnectionError)
 ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403")
 NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
 _TAG = re.compile(r"<[^>]+>")
+
+
+# Error codes AWS services answer when a caller should slow down (botocore's own list).
+THROTTLING = (
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+)
+
+
+def is_transient(error: Exception) -> bool:
+    """Worth another try later: no network (refused, reset, timed out, a broken answer),
+    throttling, or a 5xx answer."""
+    if isinstance(error, (BotocoreConnectionError, HTTPClientError, ConnectionError)):
+        return True
+    if isinstance(error, RetriesExceededError):  # a download cut off on every try
+        return True
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or error_code(error) in THROTTLING
+    return False
 
 
 def error_code(error: Exception) -> str:
@@ -72,19 +108,27 @@ def not_from_aws(service: str, text: str) -> str:
 
 
 def aws_error(error: Exception, doing: str) -> UserError:
+    if isinstance(error, RetriesExceededError) and error.last_exception is not None:
+        return aws_error(error.last_exception, doing)
     if isinstance(error, NoCredentialsError):
         return UserError(
             "no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE"
         )
     if isinstance(error, NoRegionError):
         return UserError("no AWS region: set AWS_REGION or re-run `make infra-up`")
-    if isinstance(error, (EndpointConnectionError, ConnectTimeoutError, ConnectionError)):
+    if isinstance(error, ReadTimeoutError):
+        return UserError(f"AWS did not answer in time while {doing}: re-run in a moment")
+    # Each request was retried with backoff before it came to this (training/common/aws.py).
+    if isinstance(error, (BotocoreConnectionError, HTTPClientError, ConnectionError)):
         return UserError(
             f"cannot reach AWS while {doing} ({one_line(error)}): check the network, a proxy or "
             "AWS_ENDPOINT_URL, then re-run (finished steps are not repeated)"
         )
-    if isinstance(error, ReadTimeoutError):
-        return UserError(f"AWS did not answer in time while {doing}: re-run in a moment")
+    if is_transient(error):  # throttling or a 5xx answer, every retry included
+        return UserError(
+            f"AWS kept answering {one_line(error)} while {doing}: re-run in a moment "
+            "(finished steps are not repeated)"
+        )
     if isinstance(error, ParamValidationError):
         return UserError(f"invalid request while {doing}: {one_line(error, 300)}")
     if error_code(error) in ACCESS_DENIED:

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from training.common.aws_errors import AWS_ERRORS, aws_error, error_code, one_line
+from training.common.aws_errors import AWS_ERRORS, aws_error, error_code, is_transient, one_line
 from training.common.errors import UserError
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"  # where SageMaker writes every training job's log
@@ -49,11 +49,15 @@ class JobKind:
             f"#/{self.console_page}/{name}"
         )
 
-    def describe(self, sm, name: str) -> dict:
-        """The job's description; a name SageMaker does not know is one line saying so."""
+    def describe(self, sm, name: str, ride_out: bool = False) -> dict:
+        """The job's description; a name SageMaker does not know is one line saying so.
+        ``ride_out``: a transient failure (no network, throttling, 5xx) is raised as it is, for
+        a follower that waits for AWS to come back (training/launch/outage.py)."""
         try:
             return getattr(sm, self.describe_call)(**{self.name_key: name})
         except AWS_ERRORS as error:
+            if ride_out and is_transient(error):
+                raise
             message = one_line(error).lower()
             if error_code(error) in ("ValidationException", "ResourceNotFound") and (
                 "not found" in message or "could not find" in message or "can't find" in message

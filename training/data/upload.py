@@ -12,13 +12,13 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
+from training.common import aws
 from training.common.aws_errors import aws_error, error_code
 from training.common.errors import UserError, cli
 from training.common.progress import progress
@@ -40,11 +40,11 @@ def dataset_prefix(digest: str, data_prefix: str = DATASETS_PREFIX) -> str:
     return f"{data_prefix}/{digest}"
 
 
-def s3_client(region: str | None = None, concurrency: int = CONCURRENCY):
-    # A connection per concurrent transfer; botocore's default pool of 10 would serialise them.
-    return boto3.client(
-        "s3", region_name=region, config=Config(max_pool_connections=concurrency + 4)
-    )
+def s3_client(region: str | None = None, concurrency: int = CONCURRENCY, session=None):
+    """S3 with the project's retries (training/common/aws.py) and a connection per concurrent
+    transfer: a smaller pool would serialise them."""
+    session = session or aws.session(region)
+    return session.client("s3", config=Config(max_pool_connections=concurrency + 4))
 
 
 def explain(error: Exception, bucket: str) -> UserError:

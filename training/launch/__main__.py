@@ -18,6 +18,7 @@ from training.data.prepare import load_manifest
 from training.data.sample import ensure_sample
 from training.launch import common
 from training.launch.capacity import estimate, lookup
+from training.launch.outage import RECONNECT_MINUTES
 from training.launch.request import DEFAULT_EXPERIMENT, RunRequest, from_args
 from training.report.results import summary_line
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name in ("cloud", "tune"):
             sub.add_argument("--detach", action="store_true", help="submit and return at once")
-            add_poll_seconds(sub)
+            add_following_options(sub)
     commands.choices["local"].add_argument(
         "--mode",
         choices=["process", "docker"],
@@ -62,17 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     for name, option in (("results", "--job"), ("tune-results", "--tuning-job")):
         sub = commands.add_parser(name)
         sub.add_argument(option)
-        add_poll_seconds(sub)
+        add_following_options(sub)
         sub.add_argument("--stack", default="dev")
         sub.add_argument("--runs", type=Path, default=common.RUNS_DIR)
     return parser
 
 
-def add_poll_seconds(command: argparse.ArgumentParser) -> None:
+def add_following_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--poll-seconds",
         type=float,
         help="how often to ask SageMaker how a job is doing (default: 15 s, a tuning job 30 s)",
+    )
+    command.add_argument(
+        "--reconnect-minutes",
+        type=positive_minutes,
+        default=RECONNECT_MINUTES,
+        help=f"how long following rides out a lost connection (default {RECONNECT_MINUTES:g})",
     )
 
 
@@ -114,17 +121,21 @@ def run_cloud(request: RunRequest) -> int:
     if request.detach:
         print(f"detached; follow it later with `{TRAINING_JOB.results_command.format(name=job)}`")
         return 0
-    return follow_and_fetch(session, job, request.runs, request.poll_seconds)
+    return follow_and_fetch(
+        session, job, request.runs, request.poll_seconds, request.reconnect_minutes
+    )
 
 
 def session_for(request: RunRequest):
     return common.boto_session(load_outputs(request.stack, INFRA_DIR).region)
 
 
-def follow_and_fetch(session, job: str, runs: Path, poll_seconds: float | None = None) -> int:
+def follow_and_fetch(
+    session, job: str, runs: Path, poll_seconds: float | None, reconnect_minutes: float
+) -> int:
     from training.launch import follow, results
 
-    end = follow.follow(session, job, poll_seconds)
+    end = follow.follow(session, job, poll_seconds, reconnect_minutes=reconnect_minutes)
     print(summary_line(results.fetch_results(session, job, runs, end)))
     return 0
 
@@ -133,9 +144,8 @@ def run_results(args) -> int:
     if not args.job:
         raise UserError("which job? make results JOB=<training job name>")
     outputs = load_outputs(args.stack, INFRA_DIR)
-    return follow_and_fetch(
-        common.boto_session(outputs.region), args.job, args.runs, args.poll_seconds
-    )
+    session = common.boto_session(outputs.region)
+    return follow_and_fetch(session, args.job, args.runs, args.poll_seconds, args.reconnect_minutes)
 
 
 def run_tune(request: RunRequest) -> int:
@@ -154,7 +164,9 @@ def run_tune(request: RunRequest) -> int:
     if request.detach:
         print(f"detached; follow it later with `{TUNING_JOB.results_command.format(name=name)}`")
         return 0
-    description, training_jobs = tune.follow(session, name, request.poll_seconds)
+    description, training_jobs = tune.follow(
+        session, name, request.poll_seconds, reconnect_minutes=request.reconnect_minutes
+    )
     print(f"results: {tune.fetch(session, name, request.runs, description, training_jobs)}")
     return 0
 
@@ -166,7 +178,9 @@ def run_tune_results(args) -> int:
         raise UserError("which tuning job? make tune-results TUNING_JOB=<tuning job name>")
     outputs = load_outputs(args.stack, INFRA_DIR)
     session = common.boto_session(outputs.region)
-    description, jobs = tune.follow(session, args.tuning_job, args.poll_seconds)
+    description, jobs = tune.follow(
+        session, args.tuning_job, args.poll_seconds, reconnect_minutes=args.reconnect_minutes
+    )
     print(f"results: {tune.fetch(session, args.tuning_job, args.runs, description, jobs)}")
     return 0
 

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import boto3
 
+from training.common import aws
 from training.common.aws_errors import (
     AWS_OR_NETWORK_ERRORS,
     aws_error,
@@ -18,6 +19,7 @@ from training.common.aws_errors import (
 )
 from training.common.errors import Interrupted, UserError
 from training.common.sagemaker import LOG_GROUP, TERMINAL, TRAINING_JOB, JobKind
+from training.launch.outage import RECONNECT_MINUTES, Outage
 
 
 @dataclass
@@ -31,28 +33,31 @@ class JobEnd:
 class LogFollower:
     """Streams new CloudWatch log lines of a job's streams; remembers the last ones.
 
-    A failed log read never stops the following: the next poll tries again."""
+    Its position in each stream (CloudWatch's forward tokens) moves only past lines it holds, so a
+    poll that fails part-way loses nothing: the lines read before the failure are handed out by
+    the next poll that succeeds, and none twice."""
 
     def __init__(self, session: boto3.Session, job: str, keep: int = 20) -> None:
-        self.logs = session.client("logs")
+        self.logs = session.client("logs", config=aws.FOLLOWING)
         self.job = job
         self.tokens: dict[str, str] = {}
         self.tail: deque[str] = deque(maxlen=keep)
+        self._pending: list[tuple[float, str]] = []  # read, not yet handed out
 
     def poll(self) -> list[tuple[float, str]]:
-        """The new log lines of every stream, as (timestamp in ms, line)."""
-        events: list[tuple[float, str]] = []
+        """The new log lines of every stream, as (timestamp in ms, line). A transient failure
+        raises (the follower rides it out); no log group yet is no line yet."""
         try:
             streams = self.logs.describe_log_streams(
                 logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.job}/"
             ).get("logStreams", [])
-        except AWS_OR_NETWORK_ERRORS:
-            return events  # no log group or stream before the instances start
+        except AWS_OR_NETWORK_ERRORS as error:
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+            streams = []  # the instances have not started writing yet
         for stream in streams:
-            try:
-                self.read(stream["logStreamName"], events)
-            except AWS_OR_NETWORK_ERRORS:
-                continue  # what was read is kept; the next poll goes on from there
+            self.read(stream["logStreamName"], self._pending)
+        events, self._pending = self._pending, []
         return events
 
     def read(self, stream: str, into: list) -> None:
@@ -122,19 +127,26 @@ POLL_SECONDS = 15.0  # how often a training job is asked for news; --poll-second
 
 
 def follow(
-    session: boto3.Session, job: str, poll_seconds: float | None = None, write=print
+    session: boto3.Session,
+    job: str,
+    poll_seconds: float | None = None,
+    write=print,
+    reconnect_minutes: float = RECONNECT_MINUTES,
 ) -> JobEnd:
     """Prints status changes and log lines, in the order they happened, until the job ends; the
     log is read after the job's status, so every line it wrote comes before its final status.
+    A lost connection is ridden out for ``reconnect_minutes`` (outage.py).
 
     Ctrl-C asks whether to stop the job (it would otherwise keep running and billing)."""
-    sm = session.client("sagemaker")
+    sm = session.client("sagemaker", config=aws.FOLLOWING)
     follower = LogFollower(session, job)
     tracker = StatusTracker(job)
+    outage = Outage(job, TRAINING_JOB.results_command.format(name=job), reconnect_minutes, write)
     try:
         while True:
-            description = TRAINING_JOB.describe(sm, job)
-            events = tracker.events(description) + follower.poll()
+            description = outage.run(lambda: TRAINING_JOB.describe(sm, job, ride_out=True))
+            events = outage.run(follower.poll)
+            events = tracker.events(description) + events
             for _, line in sorted(events, key=lambda event: event[0]):
                 write(line)
             if description["TrainingJobStatus"] in TERMINAL:

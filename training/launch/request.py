@@ -16,6 +16,7 @@ from vgg_transfer.config import Hyperparameters
 from training.common.errors import UserError
 from training.launch import experiments
 from training.launch.capacity import AUTO, Instance, check_framework, lookup
+from training.launch.outage import RECONNECT_MINUTES
 
 DEFAULT_EXPERIMENT = {"local": "smoke", "cloud": "small", "tune": "small", "cost": "small"}
 
@@ -37,6 +38,7 @@ class RunRequest:
     parallel: int = 1
     mode: str = "process"  # local: in this Python, or "docker" (the SDK's local container)
     poll_seconds: float | None = None  # following: how often to ask SageMaker (None: default)
+    reconnect_minutes: float = RECONNECT_MINUTES  # following: how long to ride out an outage
 
     @property
     def hp(self) -> Hyperparameters:
@@ -121,6 +123,7 @@ def from_args(args: argparse.Namespace) -> RunRequest:
         parallel=getattr(args, "parallel", 1),
         mode=getattr(args, "mode", "process"),
         poll_seconds=getattr(args, "poll_seconds", None),
+        reconnect_minutes=getattr(args, "reconnect_minutes", RECONNECT_MINUTES),
     )
     if request.command == "cost" and request.instance_type == AUTO:
         raise UserError(

@@ -8,7 +8,7 @@ from vgg_transfer.contract import OptMl
 
 from training.common import sagemaker
 from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, NOT_FOUND, aws_error, error_code
-from training.data.upload import dataset_prefix, upload_splits
+from training.data.upload import dataset_prefix, s3_client, upload_splits
 from training.launch import common
 from training.launch.preflight import Plan
 from training.launch.spec import JobSpec, job_hyperparameters
@@ -42,7 +42,7 @@ def stage(plan: Plan, session: boto3.Session) -> JobSpec:
         request.splits,
         outputs.bucket,
         list(splits.values()),
-        client=session.client("s3"),
+        client=s3_client(session=session),
         data_prefix=outputs.data_prefix,
     )
     data_root = f"s3://{outputs.bucket}/{dataset_prefix(digest, outputs.data_prefix)}"

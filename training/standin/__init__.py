@@ -23,7 +23,7 @@ from pathlib import Path
 from training.standin import wiring
 from training.standin.containers import check_can_run
 from training.standin.iam import CannotAssumeRole, role_credentials
-from training.standin.jobs import Interruption, JobRun
+from training.standin.jobs import Emulator, Interruption, JobRun
 from training.standin.tuning import TuningRun
 
 __all__ = ["Interruption", "StandIn", "check_can_run"]
@@ -40,10 +40,8 @@ class StandIn:
         region: str = "us-east-1",
         interruption: Interruption | None = None,
     ) -> None:
-        self.endpoint_url = endpoint_url
+        self.emulator = Emulator(endpoint_url, region, Path(runs_dir), interruption)
         self.region = region
-        self.runs_dir = Path(runs_dir)
-        self.interruption = interruption
         self.runs: dict[str, JobRun] = {}  # every training job, by name
         self.tunings: dict[str, TuningRun] = {}
         self._patched: list = []
@@ -87,15 +85,7 @@ class StandIn:
         job.final_metric_data_list = []
         job.training_time_in_seconds = job.billable_time_in_seconds = None
         job.creation_time = job.last_modified_time = datetime.now(UTC)
-        run = JobRun(
-            job,
-            credentials,
-            self.endpoint_url,
-            self.region,
-            self.runs_dir,
-            interruption=self.interruption,
-            on_end=on_end,
-        )
+        run = JobRun(job, credentials, self.emulator, on_end=on_end)
         run.set_status("InProgress", "Starting")
         self.runs[run.name] = run
         threading.Thread(target=run.run, daemon=True, name=f"job-{run.name}").start()

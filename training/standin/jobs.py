@@ -139,26 +139,30 @@ class Attempt:
         self._signal_groups(signal.SIGKILL)  # then the instance goes, every process on it
 
 
+@dataclass(frozen=True)
+class Emulator:
+    """Where the stand-in's jobs run: the emulator's endpoint and region, the folder for their
+    volumes, and the one spot interruption of the rehearsal, if any."""
+
+    endpoint_url: str
+    region: str
+    runs_dir: Path
+    interruption: Interruption | None = None
+
+
 class JobRun:
     """Runs one training job that moto recorded (see the module docstring)."""
 
     def __init__(
-        self,
-        job,
-        credentials: dict,
-        endpoint_url: str,
-        region: str,
-        runs_dir: Path,
-        interruption: Interruption | None = None,
-        on_end: Callable | None = None,
+        self, job, credentials: dict, emulator: Emulator, on_end: Callable | None = None
     ) -> None:
         self.job = job  # moto's FakeTrainingJob: what DescribeTrainingJob answers
         self.name = job.training_job_name
         self.credentials = credentials  # the execution role's, for everything done on AWS
-        self.endpoint_url = endpoint_url
-        self.region = region
-        self.root = Path(runs_dir) / self.name
-        self.interruption = interruption
+        self.endpoint_url = emulator.endpoint_url
+        self.region = emulator.region
+        self.root = Path(emulator.runs_dir) / self.name
+        self.interruption = emulator.interruption
         self.on_end = on_end
         self.attempts = 0
         self.billable = 0.0
@@ -350,20 +354,8 @@ class JobRun:
             logs.create_log_group(logGroupName=LOG_GROUP)
         attempt = self.attempt = Attempt()
         lines: queue.Queue = queue.Queue()
-        streams = {}
-        image = self.job.algorithm_specification["TrainingImage"]
-        command = containers.command_of(self.job.algorithm_specification)
-        for host, opt_ml in volumes.items():
-            env = containers.environment(
-                image, opt_ml.parent / "home", self.sagemaker_environment()
-            )
-            process = containers.start(
-                command, env, opt_ml, network.hosts_file, network.namespace(host)
-            )
-            attempt.processes.append(process)
-            streams[host] = f"{self.name}/{host}-{int(time.time())}"
-            logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=streams[host])
-            threading.Thread(target=_pump, args=(host, process.stdout, lines), daemon=True).start()
+        streams = {host: self._start(host, opt_ml, network, attempt, lines, logs)
+                   for host, opt_ml in volumes.items()}  # fmt: skip
         # SageMaker syncs each host's folder; only the chief writes checkpoints in this job.
         sync = CheckpointSync(
             self.client("s3"),
@@ -371,8 +363,7 @@ class JobRun:
             volumes[self.hosts[0]] / "checkpoints",
         )
         sync.start()
-        watch = threading.Thread(target=self._watch, args=(attempt,), daemon=True)
-        watch.start()
+        threading.Thread(target=self._watch, args=(attempt,), daemon=True).start()
         pending: dict[str, list[str]] = {host: [] for host in volumes}
         open_pipes, last_flush = len(volumes), time.time()
         while open_pipes:
@@ -393,6 +384,24 @@ class JobRun:
         self._flush(logs, streams, pending)
         sync.stop(flush=attempt.reason != "Interrupted")  # reclaimed: what was not uploaded is lost
         return codes, attempt.reason
+
+    def _start(self, host: str, opt_ml: Path, network: HostNetwork, attempt: Attempt,
+               lines: queue.Queue, logs) -> str:  # fmt: skip
+        """Starts the host's container with its output pumped into ``lines``; returns the name
+        of its log stream."""
+        algorithm = self.job.algorithm_specification
+        env = containers.environment(
+            algorithm["TrainingImage"], opt_ml.parent / "home", self.sagemaker_environment()
+        )
+        process = containers.start(
+            containers.command_of(algorithm), env, opt_ml, network.hosts_file,
+            network.namespace(host),
+        )  # fmt: skip
+        attempt.processes.append(process)
+        stream = f"{self.name}/{host}-{int(time.time())}"
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        threading.Thread(target=_pump, args=(host, process.stdout, lines), daemon=True).start()
+        return stream
 
     def _reclaim(self, attempt: Attempt, sync: CheckpointSync) -> None:
         interruption = self.interruption
