@@ -22,6 +22,8 @@ MAX_JOBS ?=
 PARALLEL ?=
 # train-cloud, tune: a job's maximum runtime in minutes (default: the experiment's max_runtime_minutes)
 MAX_RUNTIME_MINUTES ?=
+# train-cloud, tune, results, tune-results: how long following rides out a lost connection (default 30)
+RECONNECT_MINUTES ?=
 # tuning job name (make tune-results)
 TUNING_JOB ?=
 # make predict: a run folder (runs/<job>) and the images: a folder, one image, or Kaggle's test.zip
@@ -30,6 +32,10 @@ RUN ?=
 IMAGES ?=
 # make predict: keep each P(dog) inside [CLIP, 1-CLIP] (log loss; e.g. 0.005)
 CLIP ?=
+# make track: 1 also logs each model to MLflow and registers it in the Model Registry
+TRACK_MODEL ?=
+# make ui: the port of the MLflow UI on 127.0.0.1 (default 5000)
+UI_PORT ?=
 # 1: submit and return at once (make train-cloud)
 DETACH ?=
 # 1: a new checkpoint folder, so a finished experiment trains again from the start (train-cloud)
@@ -68,7 +74,8 @@ export UV_CACHE_DIR ?= $(HOME)/.cache/uv
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-compat lock check-platforms lint format test test-fast data data-sample \
-        data-upload train-local train-cloud rehearse results tune tune-results predict report infra-preview \
+        data-upload train-local train-cloud rehearse results tune tune-results predict report track ui \
+        infra-preview \
         infra-up infra-down bench cost clean
 
 help: ## list the targets and the settings they take
@@ -173,14 +180,15 @@ LAUNCH_ARGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(H
               $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) \
               $(if $(WEIGHTS),--weights-file $(WEIGHTS)) --splits $(SPLITS) --stack $(STACK)
 RUNTIME_ARGS = $(if $(MAX_RUNTIME_MINUTES),--max-runtime-minutes $(MAX_RUNTIME_MINUTES))
+FOLLOW_ARGS = $(if $(RECONNECT_MINUTES),--reconnect-minutes $(RECONNECT_MINUTES))
 TUNE_ARGS = $(if $(MAX_JOBS),--max-jobs $(MAX_JOBS)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 train-local: setup ## run an experiment on this machine, SageMaker contract emulated (default: smoke)
 	$(PY) -m training.launch local $(LAUNCH_ARGS) $(if $(MODE),--mode $(MODE))
 
 train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch results (default: small)
-	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(RUNTIME_ARGS) $(if $(DETACH),--detach) \
-	    $(if $(FRESH),--fresh)
+	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(RUNTIME_ARGS) $(FOLLOW_ARGS) \
+	    $(if $(DETACH),--detach) $(if $(FRESH),--fresh)
 
 rehearse: setup setup-compat ## train-cloud (TUNE=1: tune) offline: emulated AWS, SageMaker stand-in (default: smoke)
 	$(PY) -m training.standin.rehearse $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
@@ -189,15 +197,17 @@ rehearse: setup setup-compat ## train-cloud (TUNE=1: tune) offline: emulated AWS
 	    $(RUNTIME_ARGS)
 
 results: setup ## fetch a SageMaker job's results and write its report: make results JOB=<name>
-	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK)
+	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK) $(FOLLOW_ARGS)
 
 tune: setup ## tune the recipe on SageMaker: make tune EXPERIMENT=small MAX_JOBS=10 PARALLEL=2
 	$(PY) -m training.launch tune $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
 	    $(if $(INSTANCE),--instance $(INSTANCE)) $(if $(WEIGHTS),--weights-file $(WEIGHTS)) \
-	    $(TUNE_ARGS) $(RUNTIME_ARGS) --splits $(SPLITS) --stack $(STACK) $(if $(DETACH),--detach)
+	    $(TUNE_ARGS) $(RUNTIME_ARGS) $(FOLLOW_ARGS) --splits $(SPLITS) --stack $(STACK) \
+	    $(if $(DETACH),--detach)
 
 tune-results: setup ## follow a tuning job, then its table, plot and best model: TUNING_JOB=<name>
-	$(PY) -m training.launch tune-results $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB)) --stack $(STACK)
+	$(PY) -m training.launch tune-results $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB)) \
+	    --stack $(STACK) $(FOLLOW_ARGS)
 
 predict: setup ## classify images with a run's model: make predict RUN=runs/<job> IMAGES=<folder|image|zip>
 	$(PY) -m training.predict $(if $(RUN),--run $(RUN)) $(if $(IMAGES),--images "$(IMAGES)") \
@@ -205,6 +215,12 @@ predict: setup ## classify images with a run's model: make predict RUN=runs/<job
 
 report: setup ## one table comparing every run under runs/ with the seed
 	$(PY) -m training.report.compare runs
+
+track: setup ## record every run under runs/ in MLflow (runs record themselves; TRACK_MODEL=1 adds models)
+	$(PY) -m training.report.tracking runs $(if $(TRACK_MODEL),--log-model)
+
+ui: setup ## the MLflow UI on 127.0.0.1 over the runs' store (or where MLFLOW_TRACKING_URI points)
+	$(PY) -m training.report.tracking runs --ui $(if $(UI_PORT),--port $(UI_PORT))
 
 cost: setup ## what an experiment costs: make cost EXPERIMENT=small INSTANCE=ml.p2.xlarge
 	$(PY) -m training.launch cost $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) \

@@ -8,7 +8,7 @@ import pulumi_aws as aws
 
 from infra import dlc
 from infra.bucket import PREFIXES, BucketSettings, TrainingBucket
-from infra.role import LauncherPolicy, SageMakerExecutionRole, Scope
+from infra.role import LauncherExtras, LauncherPolicy, SageMakerExecutionRole, Scope
 
 
 def read_settings(config: pulumi.Config) -> BucketSettings:
@@ -33,7 +33,12 @@ def define_stack() -> dict[str, pulumi.Input]:
 
     bucket = TrainingBucket("training", settings)
     role = SageMakerExecutionRole("sagemaker-execution", bucket.arn, scope, settings.kms_key_arn)
-    launcher = LauncherPolicy("launcher", bucket.arn, role.arn, scope, settings.kms_key_arn)
+    extras = LauncherExtras(
+        kms_key_arn=settings.kms_key_arn,
+        # Off by default: the launcher records runs in MLflow here only when this is set.
+        mlflow_tracking_server_arn=pulumi.Config().get("mlflowTrackingServerArn"),
+    )
+    launcher = LauncherPolicy("launcher", bucket.arn, role.arn, scope, extras)
 
     outputs: dict[str, pulumi.Input] = {
         "bucket_name": bucket.name,

@@ -158,8 +158,35 @@ def bucket_key(kms_key_arn: str) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class LauncherExtras:
+    """What the launcher may also use, when the stack is configured with it."""
+
+    kms_key_arn: str | None = None  # the bucket's customer KMS key
+    mlflow_tracking_server_arn: str | None = None  # a SageMaker managed MLflow tracking server
+
+
+def mlflow_statements(server_arn: str) -> list[dict]:
+    """Recording runs in a SageMaker managed MLflow tracking server (training/report/tracking.py,
+    through the sagemaker-mlflow plugin), and make ui's presigned link to its UI."""
+    return [
+        {
+            "Sid": "RecordRunsInMlflow",
+            "Effect": "Allow",
+            "Action": "sagemaker-mlflow:*",
+            "Resource": server_arn,
+        },
+        {
+            "Sid": "OpenMlflowUi",
+            "Effect": "Allow",
+            "Action": "sagemaker:CreatePresignedMlflowTrackingServerUrl",
+            "Resource": server_arn,
+        },
+    ]
+
+
 def launcher_policy(
-    bucket_arn: str, role_arn: str, scope: Scope, kms_key_arn: str | None = None
+    bucket_arn: str, role_arn: str, scope: Scope, extras: LauncherExtras = LauncherExtras()
 ) -> str:
     """For the person or CI that runs `make train-cloud`: stage data, run and follow jobs."""
     statements = [
@@ -219,9 +246,11 @@ def launcher_policy(
             "Resource": "*",
         },
     ]
-    if kms_key_arn:
+    if extras.kms_key_arn:
         # Staging, the SDK's code upload and artifact downloads encrypt/decrypt with the key.
-        statements.append(bucket_key(kms_key_arn))
+        statements.append(bucket_key(extras.kms_key_arn))
+    if extras.mlflow_tracking_server_arn:
+        statements += mlflow_statements(extras.mlflow_tracking_server_arn)
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
@@ -260,7 +289,7 @@ class LauncherPolicy(pulumi.ComponentResource):
         bucket_arn: pulumi.Input[str],
         role_arn: pulumi.Input[str],
         scope: Scope,
-        kms_key_arn: str | None = None,
+        extras: LauncherExtras = LauncherExtras(),
         opts=None,
     ) -> None:
         super().__init__("vgg-dogs-cats:iam:LauncherPolicy", name, None, opts)
@@ -268,7 +297,7 @@ class LauncherPolicy(pulumi.ComponentResource):
             name,
             description="Launch and follow VGG16 dogs-vs-cats SageMaker training jobs",
             policy=pulumi.Output.all(bucket_arn, role_arn).apply(
-                lambda args: launcher_policy(args[0], args[1], scope, kms_key_arn)
+                lambda args: launcher_policy(args[0], args[1], scope, extras)
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -1,4 +1,9 @@
-"""Shared by both test environments: puts the TensorFlow and Keras versions in the log header."""
+"""Shared by both test environments: the TensorFlow and Keras versions in the log header, the
+order the tests run in, and the MLflow store the runs they make are recorded in."""
+
+import os
+
+import pytest
 
 
 def pytest_report_header(config):
@@ -19,3 +24,21 @@ def pytest_collection_modifyitems(items):
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory):
+    """Every run the tests make is recorded in MLflow, as the product does, in one store per
+    test session (as MLFLOW_TRACKING_URI points a user's runs at one server): a new SQLite store
+    costs seconds of migrations, and each test's runs folder is new. The tracking tests point
+    runs at stores of their own."""
+    from training.report.tracking import TRACKING_ENV
+
+    store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    previous = os.environ.get(TRACKING_ENV)
+    os.environ[TRACKING_ENV] = f"sqlite:///{store}"
+    yield
+    if previous is None:
+        os.environ.pop(TRACKING_ENV, None)
+    else:
+        os.environ[TRACKING_ENV] = previous

@@ -233,6 +233,8 @@ CALLERS = {
     "pricing:GetProducts": ("get_products",),
     "kms:Decrypt": ("download_file",),  # objects encrypted with the bucket's customer key
     "kms:GenerateDataKey": ("upload_file",),
+    "sagemaker-mlflow:*": ("MlflowClient(",),  # through the sagemaker-mlflow plugin
+    "sagemaker:CreatePresignedMlflowTrackingServerUrl": ("create_presigned_mlflow_tracking",),
 }
 LAUNCHER_CODE = ("training/launch", "training/common", "training/data", "training/report")
 
@@ -244,7 +246,8 @@ def snake_case(action: str) -> str:
 def test_every_action_the_launcher_policy_grants_has_a_caller(run_program):
     from pathlib import Path
 
-    mocks, _ = run_program({"vgg-dogs-cats:encryption": "sse-kms", "vgg-dogs-cats:kmsKeyArn": KEY})
+    mocks, _ = run_program({"vgg-dogs-cats:encryption": "sse-kms", "vgg-dogs-cats:kmsKeyArn": KEY,
+                            "vgg-dogs-cats:mlflowTrackingServerArn": MLFLOW})  # fmt: skip
     granted = {a for s in statements(mocks.policy(LAUNCHER)) for a in as_list(s["Action"])}
     repo = Path(__file__).resolve().parents[2]
     code = "\n".join(
@@ -259,6 +262,24 @@ def test_every_action_the_launcher_policy_grants_has_a_caller(run_program):
         "pricing:GetProducts",
         "logs:GetLogEvents",
     } <= granted
+
+
+MLFLOW = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/vgg-runs"
+
+
+def test_the_launcher_may_record_runs_in_managed_mlflow_only_when_configured(run_program):
+    mocks, _ = run_program()
+    plain = {a for s in statements(mocks.policy(LAUNCHER)) for a in as_list(s["Action"])}
+    assert not [a for a in plain if "mlflow" in a.lower()], "MLflow rights without the setting"
+    mocks, _ = run_program({"vgg-dogs-cats:mlflowTrackingServerArn": MLFLOW})
+    granted = [
+        s for s in statements(mocks.policy(LAUNCHER)) if "mlflow" in str(s["Action"]).lower()
+    ]
+    assert {a for s in granted for a in as_list(s["Action"])} == {
+        "sagemaker-mlflow:*",
+        "sagemaker:CreatePresignedMlflowTrackingServerUrl",
+    }
+    assert all(s["Resource"] == MLFLOW for s in granted), "MLflow rights beyond that server"
 
 
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -16,6 +16,7 @@ from launch_helpers import TINY
 from training.common.errors import UserError
 from training.launch.experiments import load
 from training.predict import main as predict
+from training.report import tracking
 from training.standin.rehearse import Rehearsal, rehearse
 
 pytestmark = [
@@ -131,6 +132,10 @@ def test_a_tuning_rehearsal_runs_aws_toolkit_and_one_job_resumes_its_own_checkpo
     assert resumed in reclaim
     assert logs[resumed].count("=== ") == 2, "the restart wrote no stream of its own"
     assert "make predict RUN=" in out
+    # MLflow: the tuning job is a parent run, each training job a child with its objective.
+    parent, children = tracking.tuning_record(summary["tuning_job"], summary["objective"])
+    assert children == {row["training_job"]: row["objective"] for row in summary["training_jobs"]}
+    assert f"is run {parent}, its children:" in out
     fetched = summary["fetched_training_job"]
     assert fetched == summary["best_training_job"]
     assert predict(["--run", str(workdir / "runs" / fetched), "--images",

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import boto3
 
+from training.common import aws
 from training.common.errors import UserError
+from training.common.paths import RUNS_DIR  # noqa: F401  (the launcher's default --runs)
 from training.data.prepare import load_manifest
 from training.launch.experiments import Experiment
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_DIR = REPO / "training" / "job"  # the SageMaker source_dir, shipped as is
 ENTRY_SCRIPT = "train.py"
-RUNS_DIR = Path("runs")
 
 
 def _git(*args: str) -> str:
@@ -53,7 +54,8 @@ def train_images(manifest: dict, experiment: Experiment) -> int:
 
 
 def boto_session(region: str) -> boto3.Session:
-    return boto3.Session(region_name=region)
+    """The session every launcher step takes: its clients retry as training/common/aws.py says."""
+    return aws.session(region)
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from training.launch import common
 from training.launch.experiments import to_argument
 from training.launch.request import RunRequest
 from training.launch.spec import JobSpec, local_spec
+from training.report import tracking
 from training.report.results import RunInfo, unpack_artifacts, write_report
 
 HOST = "algo-1"
@@ -160,4 +161,6 @@ def report_local_run(spec: JobSpec, seconds: float | None) -> Path:
         training_seconds=seconds,
         extra={"experiment_settings": spec.experiment.to_dict()},
     )
-    return write_report(run_dir, info)
+    report = write_report(run_dir, info)
+    tracking.record_run(run_dir)
+    return report

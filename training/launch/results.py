@@ -1,5 +1,6 @@
 """Results: a finished job's artifacts pulled back into ``runs/<job>/`` with its report."""
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from training.launch import common
 from training.launch.capacity import lookup
 from training.launch.experiments import available, from_hyperparameter, load
 from training.launch.follow import JobEnd, explain_failure
+from training.report import tracking
 from training.report.results import RunInfo, unpack_artifacts, write_report
 
 
@@ -35,13 +37,19 @@ def artifact_keys(description: dict) -> tuple[str, list[str]]:
     return bucket, [model_key, model_key.rsplit("/", 1)[0] + f"/{OUTPUT_ARCHIVE}"]
 
 
-def download_artifacts(session: boto3.Session, description: dict, target: Path) -> None:
+KEPT = ".downloads"  # under the runs folder: archives of a fetch that did not finish, by job
+
+
+def download_artifacts(session: boto3.Session, description: dict, target: Path, kept: Path) -> None:
+    """model.tar.gz and output.tar.gz into ``target``. Each archive is downloaded into ``kept``
+    first (whole, or not at all), with its ETag beside it, so a fetch cut off part-way downloads
+    only what it lacks when it is re-run."""
     bucket, keys = artifact_keys(description)
     s3 = session.client("s3")
-    missing = []
+    etags, missing = {}, []
     for key in keys:
         try:
-            s3.head_object(Bucket=bucket, Key=key)
+            etags[key] = s3.head_object(Bucket=bucket, Key=key)["ETag"]
         except AWS_ERRORS as error:
             if error_code(error) not in NOT_FOUND:
                 raise aws_error(error, f"looking for s3://{bucket}/{key}") from error
@@ -52,11 +60,20 @@ def download_artifacts(session: boto3.Session, description: dict, target: Path) 
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing (deleted, "
             "or removed by a lifecycle rule?); nothing was written under runs/"
         )
+    kept.mkdir(parents=True, exist_ok=True)
     for key in keys:
-        try:
-            s3.download_file(bucket, key, str(target / key.rsplit("/", 1)[-1]))
-        except AWS_OR_NETWORK_ERRORS as error:
-            raise aws_error(error, f"downloading s3://{bucket}/{key}") from error
+        name = key.rsplit("/", 1)[-1]
+        archive, etag_file = kept / name, kept / f"{name}.etag"
+        if archive.exists() and etag_file.exists() and etag_file.read_text() == etags[key]:
+            print(f"[results] {name}: downloaded by an earlier try, not again")
+        else:
+            etag_file.unlink(missing_ok=True)
+            try:  # s3transfer writes a temporary file and renames it when it is whole
+                s3.download_file(bucket, key, str(archive))
+            except AWS_OR_NETWORK_ERRORS as error:
+                raise aws_error(error, f"downloading s3://{bucket}/{key}") from error
+            etag_file.write_text(etags[key])
+        shutil.copyfile(archive, target / name)
 
 
 def run_info(description: dict) -> RunInfo:
@@ -87,6 +104,7 @@ def run_info(description: dict) -> RunInfo:
         cost_usd=None
         if billable is None
         else billable / 3600 * instance.price_per_hour * resources["InstanceCount"],
+        extra={"job_arn": description.get("TrainingJobArn")},
     )
 
 
@@ -135,8 +153,9 @@ def fetch_results(
         raise UserError(f"training job {job} is still {status}; try again when it has finished")
     runs_dir.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{job}.", dir=runs_dir))
+    kept = runs_dir / KEPT / job
     try:
-        download_artifacts(session, end.description, partial)
+        download_artifacts(session, end.description, partial, kept)
         unpack_artifacts(partial)
         if status == "Stopped" and not (partial / "model" / MODEL_FILE).exists():
             raise explain_stop(end.description)
@@ -148,4 +167,8 @@ def fetch_results(
     if run_dir.exists():
         shutil.rmtree(run_dir)
     partial.rename(run_dir)  # the report links its plots by relative names
+    shutil.rmtree(kept, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        kept.parent.rmdir()  # when no other fetch left archives there
+    tracking.record_run(run_dir)
     return run_dir / "report.md"

@@ -35,15 +35,16 @@ from pathlib import Path
 import boto3
 from vgg_transfer import contract
 
-from training.common import sagemaker
-from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, error_code
+from training.common import aws, sagemaker
+from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, error_code, is_transient
 from training.common.errors import UserError
 from training.common.sagemaker import TERMINAL, TUNING_JOB
 from training.launch import common, results, submit
 from training.launch.experiments import tuning_ranges
 from training.launch.follow import stopped_following
+from training.launch.outage import RECONNECT_MINUTES, Outage
 from training.launch.spec import JobSpec
-from training.report import seed
+from training.report import seed, tracking
 
 OBJECTIVE = contract.TUNING_OBJECTIVE
 
@@ -124,14 +125,17 @@ def launch(spec: JobSpec, session: boto3.Session, max_jobs: int, parallel: int) 
 
 
 # --- following -----------------------------------------------------------------------------------
-def training_jobs(sm, name: str) -> list[dict]:
-    """Every training job the tuning job started, with its hyperparameters and objective."""
+def training_jobs(sm, name: str, ride_out: bool = False) -> list[dict]:
+    """Every training job the tuning job started, with its hyperparameters and objective.
+    ``ride_out``: a transient failure is raised as it is (see JobKind.describe)."""
     jobs = []
     try:
         paginator = sm.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
         for page in paginator.paginate(HyperParameterTuningJobName=name):
             jobs.extend(page.get("TrainingJobSummaries", []))
     except AWS_OR_NETWORK_ERRORS as error:
+        if ride_out and is_transient(error):
+            raise
         raise aws_error(error, f"listing the training jobs of {name}") from error
     return sorted(jobs, key=lambda job: job.get("TrainingJobName", ""))
 
@@ -144,15 +148,23 @@ def objective_of(job: dict) -> float | None:
 POLL_SECONDS = 30.0  # how often a tuning job is asked for news; --poll-seconds changes it
 
 
-def follow(session: boto3.Session, name: str, poll_seconds: float | None = None, write=print):
+def follow(
+    session: boto3.Session,
+    name: str,
+    poll_seconds: float | None = None,
+    write=print,
+    reconnect_minutes: float = RECONNECT_MINUTES,
+):
     """Prints each training job's status and objective as it lands, until the tuning ends.
-    Returns (description, training jobs). Ctrl-C offers to stop the tuning job."""
-    sm = session.client("sagemaker")
+    Returns (description, training jobs). A lost connection is ridden out for
+    ``reconnect_minutes`` (outage.py); Ctrl-C offers to stop the tuning job."""
+    sm = session.client("sagemaker", config=aws.FOLLOWING)
     seen: dict[str, tuple] = {}
+    outage = Outage(name, TUNING_JOB.results_command.format(name=name), reconnect_minutes, write)
     try:
         while True:
-            description = TUNING_JOB.describe(sm, name)
-            jobs = training_jobs(sm, name)
+            description = outage.run(lambda: TUNING_JOB.describe(sm, name, ride_out=True))
+            jobs = outage.run(lambda: training_jobs(sm, name, ride_out=True))
             for job in jobs:
                 state = (job.get("TrainingJobStatus"), objective_of(job), job.get("FailureReason"))
                 if seen.get(job["TrainingJobName"]) != state:
@@ -372,6 +384,7 @@ def fetch(session: boto3.Session, name: str, runs_dir: Path, description=None, j
     summary.update(fetched_training_job=fetched, note=note)
     logs = {job["TrainingJobName"]: job_log(session, job["TrainingJobName"]) for job in jobs}
     path = write_results(runs_dir / name, summary, best_report, logs)
+    tracking.record_tuning(runs_dir / name)
     if note:
         print(f"note: {note}")
     print(f"each training job's log: {runs_dir / name / 'logs'}/<training job>.log")

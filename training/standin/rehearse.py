@@ -34,6 +34,7 @@ from vgg_transfer.contract import FINE_TUNED
 
 from training.common.errors import UserError, cli
 from training.common.infra_outputs import INFRA_DIR, save_outputs
+from training.report import tracking
 
 STACK = "rehearse"
 POLL_SECONDS = 1  # the emulator is on this machine: no rate limit to spare
@@ -261,6 +262,29 @@ def check_tuning_jobs(summary: dict, logs: Path) -> None:
         raise UserError(f"the rehearsal found wrong artifacts or objectives: {', '.join(problems)}")
 
 
+def check_tracking(summary: dict) -> None:
+    """The tuning job in MLflow: a parent run, and a child run per training job holding the
+    objective tuning.json has for it."""
+    name, objective = summary["tuning_job"], summary["objective"]
+    recorded = tracking.tuning_record(name, objective)
+    if recorded is None:
+        raise UserError(f"tuning job {name} is not recorded in MLflow at {tracking.tracking_uri()}")
+    parent, children = recorded
+    print(f"MLflow ({tracking.tracking_uri()}): tuning job {name} is run {parent}, its children:")
+    problems = []
+    for row in summary["training_jobs"]:
+        job, expected = row["training_job"], row["objective"]
+        found = children.get(job, "no child run")
+        same = found == expected or (
+            isinstance(found, float) and expected is not None and abs(found - expected) < 1e-9
+        )
+        print(f"  {job}: {objective} {found} {'✓' if same else f'✗ (tuning.json: {expected})'}")
+        if not same:
+            problems.append(job)
+    if problems or len(children) != len(summary["training_jobs"]):
+        raise UserError(f"MLflow's record of {name} differs from tuning.json: {problems}")
+
+
 def tuning_summary(stand_in, splits: Path, runs: Path) -> Path:
     """Checks every training job, then says where the tuning job's results and logs are, and
     which command uses its best model."""
@@ -268,6 +292,7 @@ def tuning_summary(stand_in, splits: Path, runs: Path) -> Path:
     folder = runs / tuning.name
     summary = json.loads((folder / "tuning.json").read_text())
     check_tuning_jobs(summary, folder / "logs")
+    check_tracking(summary)
     print(f"each training job's log: {folder / 'logs'}/<training job>.log")
     fetched = summary.get("fetched_training_job")
     if fetched:

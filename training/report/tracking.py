@@ -1,0 +1,465 @@
+"""Every run in MLflow, recorded on the workstation from the files the run wrote, so that runs can be
+compared where ML engineers compare them: curves overlaid, runs filtered by a hyperparameter, a
+tuning job's trials side by side.
+
+Which runs: ``make train-local``, ``make results``/``train-cloud``, ``make rehearse``, and every
+training job of ``make tune``/``tune-results`` as a child of its tuning job's run; ``make track``
+records whatever under runs/ is not recorded yet. One MLflow experiment per project experiment
+(``smoke``, ``small``, ``full``). The job in the container knows nothing of MLflow.
+
+Where: ``MLFLOW_TRACKING_URI`` when set (any MLflow server, or a SageMaker managed MLflow tracking
+server's ARN, through the sagemaker-mlflow plugin), else the project's SQLite store
+(``runs/mlflow.db``, artifacts in ``runs/mlartifacts``) whatever ``--runs`` a command was given,
+so that one ``make ui`` on 127.0.0.1 shows them all. A run fetched from an AWS_ENDPOINT_URL
+(``make rehearse``'s emulator) carries that endpoint as a tag.
+
+A run is keyed by its job name: recording it again updates the same MLflow run, never a second
+one. Nothing is lost when tracking fails: one line says so, the run's files are complete, and
+``make track`` records them later.
+"""
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from vgg_transfer import contract
+from vgg_transfer.contract import PHASES
+
+from training.common.errors import UserError, cli
+from training.common.paths import RUNS_DIR
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+STORE = "mlflow.db"  # under the runs folder
+ARTIFACTS = "mlartifacts"
+JOB_TAG = "vgg.job_name"  # what makes recording idempotent
+FINGERPRINT_TAG = "vgg.fingerprint"  # the files' digest: unchanged files need no new record
+MODEL_NAME = "vgg16-dogs-cats"  # the Model Registry's name for models logged with --log-model
+CURVES = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def tracking_uri() -> str:
+    return os.environ.get(TRACKING_ENV) or f"sqlite:///{(RUNS_DIR / STORE).resolve()}"
+
+
+def artifact_location() -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store (MLflow's own default
+    would be ./mlruns wherever the command ran), or wherever a tracking server keeps them."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / ARTIFACTS).resolve().as_uri()
+
+
+# --- what a run's files say ----------------------------------------------------------------------
+def read_history(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def epoch_metrics(history: list[dict]) -> list[tuple[str, float, int]]:
+    """(metric, value, step) for every epoch of both phases on one step axis: fine-tuning
+    continues the frozen phase's epochs, as in accuracy.png."""
+    points, offset = [], 0
+    for phase in PHASES:
+        rows = [row for row in history if row["phase"] == phase]
+        for row in rows:
+            step = offset + int(float(row["epoch"]))
+            points += [(name, float(row[name]), step) for name in CURVES if row.get(name) != ""]
+        offset += len(rows)
+    return points
+
+
+def summary_metrics(report: dict) -> dict[str, float]:
+    """Test loss and accuracy per phase, the seed's figure and the difference, seconds, cost."""
+    metrics = {}
+    for phase, row in report["phases"].items():
+        metrics[f"{phase}.test_accuracy"] = row["test_accuracy"]
+        metrics[f"{phase}.test_loss"] = row["test_loss"]
+        metrics[f"{phase}.best_val_accuracy"] = row["best_val_accuracy"]
+        if row.get("seed"):
+            metrics[f"{phase}.seed_test_accuracy"] = row["seed"]["test_accuracy"]
+            metrics[f"{phase}.test_accuracy_minus_seed"] = row["test_accuracy_minus_seed"]
+    for key in ("training_seconds", "billable_seconds", "cost_usd"):
+        if report.get(key) is not None:
+            metrics[key] = report[key]
+    return metrics
+
+
+def run_params(report: dict) -> dict[str, str]:
+    params = {key: str(value) for key, value in (report.get("config") or {}).items()}
+    versions = report.get("versions") or {}
+    params.update(
+        instance_type=str(report["instance_type"]),
+        instance_count=str(report["instance_count"]),
+        image_uri=str(report["image_uri"]),
+        dataset_digest=str(report["dataset_digest"]),
+        git_commit=str(report["git_commit"]),
+        tensorflow=str(versions.get("tensorflow")),
+        keras=str(versions.get("keras")),
+    )
+    return params
+
+
+def run_tags(report: dict) -> dict[str, str]:
+    """The job's name, its SageMaker ARN (or "local"), status and console link."""
+    from training.common.aws_errors import endpoint_override
+    from training.common.sagemaker import TRAINING_JOB
+
+    job, arn = report["job_name"], report.get("job_arn")
+    tags = {JOB_TAG: job, "status": str(report.get("status", "Completed")), "mode": report["mode"],
+            "sagemaker.arn": arn or "local"}  # fmt: skip
+    if arn:
+        tags["sagemaker.console"] = TRAINING_JOB.console_url(arn.split(":")[3], job)
+        endpoint = endpoint_override("sagemaker")
+        if endpoint:  # not AWS: make rehearse's emulator, or another stand-in
+            tags["aws.endpoint_url"] = endpoint
+    return tags
+
+
+def fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# --- MLflow ---------------------------------------------------------------------------------------
+@contextmanager
+def quiet_mlflow():
+    """MLflow's own start-up chatter (database migrations, alembic) stays out of the output."""
+    import mlflow  # noqa: F401  (it sets its loggers' levels when imported)
+
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+# A tracking server that does not answer must not hold a finished run for minutes (MLflow's own
+# defaults retry 7 times with growing waits); a user's own settings win.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+def client_for():
+    from mlflow.tracking import MlflowClient
+
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if not os.environ.get(TRACKING_ENV):
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def experiment_id(client, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location())
+
+
+def existing_run(client, experiment: str, job: str):
+    found = client.search_runs([experiment], filter_string=f"tags.`{JOB_TAG}` = '{job}'")
+    return found[0] if found else None
+
+
+def fresh_run(client, experiment: str, job: str, parent: str | None = None):
+    """The MLflow run of ``job``, made anew: an older record of it goes to MLflow's bin, so the
+    job keeps one run whatever happened to its files since."""
+    old = existing_run(client, experiment, job)
+    if old is not None:
+        client.delete_run(old.info.run_id)
+    tags = {JOB_TAG: job}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    return client.create_run(experiment, run_name=job, tags=tags)
+
+
+def up_to_date(client, experiment: str, job: str, digest: str) -> str | None:
+    """The run id when ``job`` is recorded from these very files."""
+    old = existing_run(client, experiment, job)
+    if old is not None and old.data.tags.get(FINGERPRINT_TAG) == digest:
+        return old.info.run_id
+    return None
+
+
+def log_all(client, run_id: str, params: dict, metrics: list, tags: dict) -> None:
+    """Params, metrics (name, value, step) and tags, in batches of the sizes MLflow takes."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    stamp = int(time.time() * 1000)
+    param_list = [Param(key, str(value)[:6000]) for key, value in params.items()]
+    metric_list = [Metric(key, float(value), stamp, step) for key, value, step in metrics]
+    for start in range(0, len(param_list), 100):
+        client.log_batch(run_id, params=param_list[start : start + 100])
+    for start in range(0, len(metric_list), 1000):
+        client.log_batch(run_id, metrics=metric_list[start : start + 1000])
+    client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+
+def record_run(run_dir: Path, parent: str | None = None, log_model: bool = False,
+               print_line=print) -> str | None:  # fmt: skip
+    """Records ``runs/<job>`` (report.json, history.csv, plots) in MLflow; returns the run id, or
+    None when tracking failed (one line says so; the files are untouched)."""
+    run_dir = Path(run_dir)
+    report_path = run_dir / "report.json"
+    history_path = run_dir / "output" / contract.HISTORY_FILE
+    if not report_path.exists():
+        raise UserError(f"{run_dir} has no report.json: not a finished run of this project")
+    report = json.loads(report_path.read_text())
+    job = report["job_name"]
+    try:
+        with quiet_mlflow():
+            return _record(run_dir, report, history_path, parent, log_model)
+    except Exception as error:  # MLflow and its stores raise many kinds
+        print_line(tracking_failed(job, error))
+        return None
+
+
+def _record(run_dir, report, history_path, parent, log_model) -> str:
+    client = client_for()
+    experiment = experiment_id(client, report["experiment"])
+    digest = fingerprint(run_dir / "report.json", history_path)
+    current = up_to_date(client, experiment, report["job_name"], digest)
+    if current and not log_model:
+        if parent:  # recorded alone first (make track), now known as a tuning job's member
+            client.set_tag(current, "mlflow.parentRunId", parent)
+        return current
+    run = fresh_run(client, experiment, report["job_name"], parent)
+    run_id = run.info.run_id
+    metrics = epoch_metrics(read_history(history_path))
+    metrics += [(key, value, 0) for key, value in summary_metrics(report).items()]
+    log_all(client, run_id, run_params(report), metrics,
+            {**run_tags(report), FINGERPRINT_TAG: digest})  # fmt: skip
+    for name in ("report.md", "report.json", *report.get("plots", [])):
+        if (run_dir / name).exists():
+            client.log_artifact(run_id, str(run_dir / name))
+    config = run_dir / "output" / contract.CONFIG_FILE
+    if config.exists():
+        client.log_artifact(run_id, str(config))
+    if log_model:
+        log_keras_model(run_id, run_dir / "model" / contract.MODEL_FILE)
+    client.set_terminated(run_id, "FINISHED" if report.get("status", "Completed") == "Completed"
+                          else "KILLED")  # fmt: skip
+    return run_id
+
+
+def log_keras_model(run_id: str, path: Path) -> None:
+    """The model in MLflow's Keras flavour, registered in the Model Registry."""
+    import mlflow
+    from vgg_transfer import model as vgg
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.keras.log_model(vgg.load_model(str(path)), name="model",
+                               registered_model_name=MODEL_NAME)  # fmt: skip
+
+
+def tracking_failed(job: str, error: Exception) -> str:
+    reason = " ".join(str(error).split())[:200]
+    return (
+        f"tracking: {job} was not recorded in MLflow at {tracking_uri()} ({reason}); "
+        "its files are complete: `make track` records it later"
+    )
+
+
+# --- tuning ---------------------------------------------------------------------------------------
+EPOCH = re.compile(r"\[epoch\] phase=(\w+) epoch=(\d+)/\d+ (.*)")
+TEST = re.compile(r"\[test\] phase=(\w+) (.*)")
+FIELD = re.compile(r"(\w+)=([-+0-9.eE]+|nan)")
+
+
+def log_metrics(lines: list[str]) -> list[tuple[str, float, int]]:
+    """A training job's curves and test figures from its log lines (contract.EPOCH_LINE,
+    TEST_LINE), on the one step axis of epoch_metrics; a restarted epoch counts once."""
+    epochs: dict[tuple[str, int], dict] = {}
+    tests: dict[str, dict] = {}
+    for line in lines:
+        if match := EPOCH.search(line):
+            epochs[(match.group(1), int(match.group(2)))] = dict(FIELD.findall(match.group(3)))
+        elif match := TEST.search(line):
+            tests[match.group(1)] = dict(FIELD.findall(match.group(2)))
+    history = [
+        {"phase": phase, "epoch": str(epoch), **{name: fields.get(name, "") for name in CURVES}}
+        for (phase, epoch), fields in sorted(epochs.items(), key=lambda item: (
+            PHASES.index(item[0][0]) if item[0][0] in PHASES else 9, item[0][1]))
+    ]  # fmt: skip
+    points = epoch_metrics(history)
+    for phase, fields in tests.items():
+        points += [(f"{phase}.{name}", float(value), 0) for name, value in fields.items()]
+    return points
+
+
+def record_tuning(tuning_dir: Path, print_line=print) -> str | None:
+    """The tuning job as a parent run (its table, plot and settings), and each of its training
+    jobs as a child run (tuned values, status, objective, curves from its log); the fetched best
+    job's full record is a child too. Returns the parent run id, or None (one line)."""
+    tuning_dir = Path(tuning_dir)
+    summary = json.loads((tuning_dir / "tuning.json").read_text())
+    try:
+        with quiet_mlflow():
+            return _record_tuning(tuning_dir, summary)
+    except Exception as error:  # MLflow and its stores raise many kinds
+        print_line(tracking_failed(summary["tuning_job"], error))
+        return None
+
+
+def _record_tuning(tuning_dir: Path, summary: dict) -> str:
+    from training.common.sagemaker import experiment_of
+
+    runs_dir = tuning_dir.parent
+    client = client_for()
+    name = summary["tuning_job"]
+    experiment = experiment_id(client, experiment_of(name))
+    parent = fresh_run(client, experiment, name).info.run_id
+    log_all(client, parent, {"objective": summary["objective"], "tuned": ",".join(summary["tuned"])},
+            [], {JOB_TAG: name, "status": summary["status"],
+                 "best_training_job": summary.get("best_training_job") or ""})  # fmt: skip
+    for artifact in ("tuning.md", "tuning.json", "tuning.png"):
+        client.log_artifact(parent, str(tuning_dir / artifact))
+    for row in summary["training_jobs"]:
+        job = row["training_job"]
+        if (
+            row["training_job"] == summary.get("fetched_training_job")
+            and (runs_dir / job / "report.json").exists()
+        ):
+            best = _record(runs_dir / job, json.loads((runs_dir / job / "report.json").read_text()),
+                           runs_dir / job / "output" / contract.HISTORY_FILE, parent, False)  # fmt: skip
+            if row.get("objective") is not None:
+                client.log_metric(best, summary["objective"], row["objective"])
+            continue
+        child = fresh_run(client, experiment, job, parent).info.run_id
+        log = tuning_dir / "logs" / f"{job}.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        metrics = log_metrics(lines)
+        if row.get("objective") is not None:
+            metrics.append((summary["objective"], row["objective"], 0))
+        params = {key: str(row[key]) for key in summary["tuned"]}
+        log_all(client, child, params, metrics, {JOB_TAG: job, "status": str(row["status"]),
+                "failure_reason": str(row.get("failure_reason") or "")})  # fmt: skip
+        if log.exists():
+            client.log_artifact(child, str(log))
+        client.set_terminated(child, "FINISHED" if row["status"] == "Completed" else "FAILED")
+    client.set_terminated(parent, "FINISHED")
+    return parent
+
+
+def tuning_record(name: str, objective: str) -> tuple[str, dict[str, float | None]] | None:
+    """How a tuning job reads back from MLflow: its parent run's id and, for each child run's
+    training job, the objective recorded; None when it is not recorded."""
+    from training.common.sagemaker import experiment_of
+
+    with quiet_mlflow():
+        client = client_for()
+        experiment = client.get_experiment_by_name(experiment_of(name))
+        parent = experiment and existing_run(client, experiment.experiment_id, name)
+        if not parent:
+            return None
+        children = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+        )
+    return parent.info.run_id, {
+        child.data.tags[JOB_TAG]: child.data.metrics.get(objective) for child in children
+    }
+
+
+# --- make track -----------------------------------------------------------------------------------
+def folders_with(runs_dir: Path, name: str) -> list[Path]:
+    """The folders under ``runs_dir`` holding a ``name`` the runs wrote: not MLflow's own copies
+    (mlartifacts), the stand-in's work folders, or a fetch under way (hidden folders)."""
+    found = []
+    for path in sorted(Path(runs_dir).rglob(name)):
+        parts = path.relative_to(runs_dir).parts[:-1]
+        if ARTIFACTS in parts or "standin" in parts or any(p.startswith(".") for p in parts):
+            continue
+        found.append(path.parent)
+    return found
+
+
+def record_all(runs_dir: Path, log_model: bool = False) -> int:
+    """Every finished run and tuning job under ``runs_dir``; returns how many were recorded."""
+    recorded = 0
+    for folder in folders_with(runs_dir, "report.json"):
+        recorded += record_run(folder, log_model=log_model) is not None
+    for folder in folders_with(runs_dir, "tuning.json"):
+        recorded += record_tuning(folder) is not None
+    return recorded
+
+
+UI_PORT = 5000
+
+
+def presigned_url(arn: str) -> str:
+    """A SageMaker managed MLflow tracking server's UI, through a presigned URL."""
+    from training.common import aws
+    from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error
+
+    name, region = arn.rsplit("/", 1)[-1], arn.split(":")[3]
+    try:
+        sm = aws.session(region).client("sagemaker")
+        answer = sm.create_presigned_mlflow_tracking_server_url(TrackingServerName=name)
+    except AWS_OR_NETWORK_ERRORS as error:
+        raise aws_error(
+            error, f"asking for the UI address of MLflow tracking server {name}"
+        ) from error
+    return answer["AuthorizedUrl"]
+
+
+def serve_ui(port: int = UI_PORT) -> int:
+    """``make ui``: the MLflow UI over the project's store on 127.0.0.1; for a remote tracking
+    server, where to open its own UI."""
+    uri = tracking_uri()
+    if uri.startswith("arn:"):
+        print(f"MLflow UI of {uri}: {presigned_url(uri)}")
+        return 0
+    if not uri.startswith("sqlite:"):
+        print(f"MLflow UI: {uri} (MLFLOW_TRACKING_URI's own server)")
+        return 0
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    print(
+        f"MLflow UI: http://127.0.0.1:{port} (runs recorded in {uri}; Ctrl-C stops it)", flush=True
+    )
+    command = ["mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root",
+               artifact_location(), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    executable = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    os.execv(executable, [executable, *command[1:]])
+    return 0
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="record runs in MLflow (make track), or serve it")
+    parser.add_argument("runs", type=Path, nargs="?", default=RUNS_DIR)
+    parser.add_argument("--log-model", action="store_true", help="and each model, registered")
+    parser.add_argument("--ui", action="store_true", help="serve the MLflow UI (make ui)")
+    parser.add_argument("--port", type=int, default=UI_PORT)
+    args = parser.parse_args(argv)
+    if args.ui:
+        return serve_ui(args.port)
+    if not args.runs.is_dir():
+        raise UserError(f"no runs folder at {args.runs}: run `make train-local` first")
+    count = record_all(args.runs, args.log_model)
+    print(f"tracking: {count} run(s) under {args.runs} recorded in {tracking_uri()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
