@@ -6,9 +6,11 @@
 Every figure is a median of repeated measurements taken in this run; ``bench.json`` keeps every
 raw repeat. Rows:
 1. input pipeline alone (decode + resize + the seed's augmentation, 150×150): ours (tf.data) vs
-   the seed's ``ImageDataGenerator.flow_from_directory``;
+   the seed's ``ImageDataGenerator.flow_from_directory``; then the warp alone, design by design;
 2. frozen phase: the seed's way (conv base run every epoch) vs feature caching;
-3. fine-tuning: float32 vs mixed precision (bfloat16 on CPUs) vs XLA;
+3. fine-tuning: float32 vs the seed's augmentation in the step, mixed precision (bfloat16 on
+   CPUs) and XLA (with the augmentation compiled into the step), and which bounds training: the
+   input pipeline or the model;
 4. the ``smoke`` experiment end to end, seconds per phase (CPU only; one run, it takes minutes).
 """
 
@@ -141,9 +143,9 @@ def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
     def build(threads: int = 0):
         return job_data.build_cache(split, 150, cache_dir, threads=threads)
 
-    def epoch(cache, threads: int = 0):
+    def epoch(cache, threads: int = 0, augment: bool = True):
         hp = job_config.Hyperparameters(batch_size=64, seed=0)
-        dataset = job_data.make_dataset(cache, hp, True, augment=True, threads=threads)
+        dataset = job_data.make_dataset(cache, hp, True, augment=augment, threads=threads)
         for _ in dataset:
             pass
 
@@ -172,6 +174,9 @@ def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
     decode_one_s = [timed(lambda: build(threads=1)) for _ in range(sizes.repeats)]
     epoch_s = [timed(lambda: epoch(cache)) for _ in range(sizes.repeats)]
     epoch_one_s = [timed(lambda: epoch(cache, threads=1)) for _ in range(sizes.repeats)]
+    # the job's own training input: the augmentation is the training step's first op
+    epoch(cache, augment=False)
+    unwarped_s = [timed(lambda: epoch(cache, augment=False)) for _ in range(sizes.repeats)]
     seed_s = [timed(seeds) for _ in range(sizes.repeats)]
 
     def amortised(epoch_seconds: list[float], decode_seconds: list[float]) -> float:
@@ -193,12 +198,114 @@ def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
         "seed_seconds": seed_s,
         "decode_images_per_second": median_rate(n, decode_s),
         "epoch_images_per_second": median_rate(n, epoch_s),
+        "unwarped_epoch_seconds": unwarped_s,
+        "training_input_images_per_second": median_rate(n, unwarped_s),
+        "warp": bench_warp(cache.images, sizes),
         "ours_images_per_second": ours_rate,
         "ours_one_thread_images_per_second": one_thread_rate,
         "seed_images_per_second": seed_rate,  # the generator runs on one thread
         "ratio": ours_rate / seed_rate,
         "ratio_per_thread": one_thread_rate / seed_rate,
     }
+
+
+# --- 1e. the warp alone, design by design -----------------------------------------------------
+WARP_BATCH = 64
+
+
+def projective_warp(images, transforms, dtype: str = "float32"):
+    """The warp before: ImageProjectiveTransformV3 (no XLA kernel) on float32, or on the uint8
+    cache, whose output the op truncates to whole levels."""
+    import tensorflow as tf
+
+    images = tf.cast(images, dtype)
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
+    )
+    return tf.cast(warped, tf.float32)
+
+
+def cache_gather_warp(cache, indices, transforms):
+    """The gather and the warp fused: each output pixel's four neighbours read straight from the
+    whole cache (a tensor), skipping the batch copy. Needs the cache in memory as a tensor."""
+    import tensorflow as tf
+
+    size = cache.shape[1]
+    x, y = job_data.sampling_grid(transforms, size, size)
+    x0, y0 = tf.floor(x), tf.floor(y)
+    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+    col0, row0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    col1, row1 = tf.minimum(col0 + 1, size - 1), tf.minimum(row0 + 1, size - 1)
+    first = tf.cast(indices, tf.int32)[:, None, None, None] * (size * size)
+    corners = tf.stack(
+        [row0 * size + col0, row0 * size + col1, row1 * size + col0, row1 * size + col1], axis=1
+    )
+    pixels = tf.cast(tf.gather(tf.reshape(cache, [-1, 3]), corners + first), tf.float32)
+    top = pixels[:, 0] + wx * (pixels[:, 1] - pixels[:, 0])
+    bottom = pixels[:, 2] + wx * (pixels[:, 3] - pixels[:, 2])
+    return top + wy * (bottom - top)
+
+
+def bench_warp(cache_images: np.ndarray, sizes: Sizes, batches: int = 6) -> dict:
+    """Each warp design on batches of the cache (150 px, 64 images, indices drawn afresh), in
+    img/s on every core, and its largest difference from the warp before (ImageProjectiveTransformV3
+    on float32, which the tests hold to ImageDataGenerator's transform)."""
+    import tensorflow as tf
+
+    cache = tf.constant(cache_images)
+    size = cache_images.shape[1]
+    rng = np.random.default_rng(0)
+
+    def transforms(count):
+        params = job_data.random_parameters(count, size, size)
+        return job_data.affine_transforms(params, size, size)
+
+    designs = {
+        "ImageProjectiveTransformV3, float32 (before)": lambda ix, t: projective_warp(
+            tf.gather(cache, ix), t
+        ),
+        "ImageProjectiveTransformV3, uint8": lambda ix, t: projective_warp(
+            tf.gather(cache, ix), t, "uint8"
+        ),
+        "gather warp, op by op": lambda ix, t: job_data.warp(tf.gather(cache, ix), t),
+        "gather warp, XLA-compiled (kept)": lambda ix, t: job_data.compiled_warp(
+            tf.gather(cache, ix), t
+        ),
+        "gathered straight from the cache, XLA (cache as a tensor)": tf.function(
+            lambda ix, t: cache_gather_warp(cache, ix, t), jit_compile=True
+        ),
+    }
+    check_indices = tf.constant(np.arange(min(8, len(cache_images))), tf.int64)
+    check_transforms = transforms(len(check_indices))
+    reference = designs["ImageProjectiveTransformV3, float32 (before)"](
+        check_indices, check_transforms
+    ).numpy()
+    rows = {}
+    for name, design in designs.items():
+        step = tf.function(design)
+
+        def run(step=step):
+            for _ in range(batches):
+                ix = tf.constant(rng.integers(0, len(cache_images), WARP_BATCH), tf.int64)
+                step(ix, transforms(WARP_BATCH)).numpy()
+
+        run()  # warm-up: traces, and compiles the XLA designs
+        seconds = [timed(run) for _ in range(sizes.repeats)]
+        difference = np.abs(step(check_indices, check_transforms).numpy() - reference).max()
+        rows[name] = {
+            "seconds": seconds,
+            "images_per_second": median_rate(batches * WARP_BATCH, seconds),
+            "max_difference_from_before": float(difference),
+        }
+    before = rows["ImageProjectiveTransformV3, float32 (before)"]["images_per_second"]
+    for row in rows.values():
+        row["ratio_to_before"] = row["images_per_second"] / before
+    return rows
 
 
 # --- 2./3. model phases -----------------------------------------------------------------------
@@ -285,13 +392,15 @@ def bench_fine_tuning(sizes: Sizes) -> dict:
         "augmented": (False, False, True),  # the seed's warp as the step's first op
         "mixed_precision": (True, False, False),
         "xla": (False, True, False),
+        "xla_augmented": (False, True, True),  # the warp compiled into the step with the model
     }
     results = {}
     for name, (mixed, xla, augmented) in variants.items():
         model = fresh_model(sizes, mixed=mixed)
         vgg.unfreeze_from(model, "block4_conv1")
-        if augmented:
-            model = vgg.with_augmentation(model, job_data.SeedAugmentation())
+        if augmented:  # as the job builds it (train.seed_augmentation)
+            compiled = not xla and vgg.gpu_count() == 0
+            model = vgg.with_augmentation(model, job_data.SeedAugmentation(compiled=compiled))
         vgg.compile_model(model, tf.keras.optimizers.RMSprop(1e-5), xla=xla)
         model.fit(
             dataset.take(1), epochs=1, shuffle=False, verbose=0
@@ -310,6 +419,21 @@ def bench_fine_tuning(sizes: Sizes) -> dict:
     for row in results.values():
         row["ratio_to_float32"] = row["images_per_second"] / base
     return {"images": n, "image_size": sizes.model_image_size, "variants": results}
+
+
+def bottleneck(pipeline: dict, fine_tuning: dict) -> dict:
+    """Which bounds fine-tuning, with XLA and without: the job's input (gather from the cache;
+    the augmentation is in the step) or the step itself (augmentation + model)."""
+    input_rate = pipeline["training_input_images_per_second"]
+    rows = {}
+    for name in ("augmented", "xla_augmented"):
+        step_rate = fine_tuning["variants"][name]["images_per_second"]
+        rows[name] = {
+            "input_images_per_second": input_rate,
+            "step_images_per_second": step_rate,
+            "slower": "input pipeline" if input_rate < step_rate else "model",
+        }
+    return rows
 
 
 # --- 4. smoke end to end ----------------------------------------------------------------------
@@ -374,6 +498,8 @@ def render(result: dict) -> str:
         f"| **{p['ratio_per_thread']:.1f}×** |",
         f"| 1c. one-time decode into the cache / one cached epoch with augmentation | "
         f"{p['decode_images_per_second']:.0f} img/s / {p['epoch_images_per_second']:.0f} img/s | — | — |",
+        f"| 1c'. one cached epoch as the job reads it (augmentation in the training step) | "
+        f"{p['training_input_images_per_second']:.0f} img/s | — | — |",
         f"| 1d. cache memory | {p['cache_bytes_per_image']} B per image: "
         f"{p['cache_bytes_per_image'] * 4000 / 1e6:.0f} MB for small's 4,000, "
         f"{p['cache_bytes_per_image'] * 21000 / 1e9:.2f} GB for full's 21,000 | — | — |",
@@ -381,7 +507,15 @@ def render(result: dict) -> str:
         f"{f['cached_images_per_second']:.0f} img/s (feature caching) | "
         f"{f['seed_way_images_per_second']:.0f} img/s (conv base every epoch) | **{f['ratio']:.1f}×** |",
     ]
-    for name in ("augmented", "mixed_precision", "xla"):
+    before = "ImageProjectiveTransformV3, float32 (before)"
+    for name, row in p["warp"].items():
+        lines.append(
+            f"| 1e. the warp alone, {name}, batches of {WARP_BATCH} (largest difference from "
+            f"before: {row['max_difference_from_before']:.3f} of 255) | "
+            f"{row['images_per_second']:.0f} img/s | {p['warp'][before]['images_per_second']:.0f} "
+            f"img/s (before) | **{row['ratio_to_before']:.2f}×** |"
+        )
+    for name in ("augmented", "mixed_precision", "xla", "xla_augmented"):
         row = t["variants"][name]
         lines.append(
             f"| 3. fine-tuning, {t['image_size']} px, {name} ({row['policy']}) | "
@@ -396,13 +530,13 @@ def render(result: dict) -> str:
             f"{s['phase_seconds'][FROZEN]:.0f} s, {FINE_TUNED} {s['phase_seconds'][FINE_TUNED]:.0f} "
             f"s, total {s['total_seconds']:.0f} s | — | — |"
         )
-    if result.get("bottleneck"):
-        b = result["bottleneck"]
-        lines += [
-            "",
-            f"Bottleneck: the {b['slower']} (input pipeline {b['pipeline_images_per_second']:.0f} "
-            f"img/s per epoch vs fine-tuning {b['model_images_per_second']:.0f} img/s).",
-        ]
+    for name, b in result.get("bottleneck", {}).items():
+        with_xla = "with XLA" if name.startswith("xla") else "without XLA"
+        lines.append(
+            f"\nBottleneck {with_xla}: the {b['slower']} (training input "
+            f"{b['input_images_per_second']:.0f} img/s vs fine-tuning step with augmentation "
+            f"{b['step_images_per_second']:.0f} img/s)."
+        )
     if result.get("seed_equivalents"):
         lines += [
             "",
@@ -446,13 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  3. fine-tuning variants measured", flush=True)
     if sizes.smoke:
         result["smoke"] = bench_smoke(args.out)
-    pipeline_rate = result["pipeline"]["epoch_images_per_second"]
-    model_rate = result["fine_tuning"]["variants"]["augmented"]["images_per_second"]
-    result["bottleneck"] = {
-        "pipeline_images_per_second": pipeline_rate,
-        "model_images_per_second": model_rate,
-        "slower": "input pipeline" if pipeline_rate < model_rate else "model",
-    }
+    result["bottleneck"] = bottleneck(result["pipeline"], result["fine_tuning"])
     if args.device == "gpu":
         result["seed_equivalents"] = seed_equivalents(result[FROZEN], result["fine_tuning"])
         if args.instance_type:

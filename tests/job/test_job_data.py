@@ -195,7 +195,9 @@ def Cache(count):
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3),
+    # the job's CPU augmentation: the warp compiled on its own, inside each replica's step
+    model = keras.Sequential([keras.Input((8, 8, 3)), data.SeedAugmentation(compiled=True),
+                              keras.layers.Conv2D(4, 3),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1)])
     model.compile("sgd", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
 hp = config.Hyperparameters(batch_size=4, seed=1)
@@ -211,7 +213,8 @@ print("ok", images)
 
 def test_two_replicas_train_and_evaluate_splits_that_do_not_divide_evenly(tmp_path):
     # 13 training images in batches of 4 end in a batch of 1, and 9 test images likewise: each
-    # would hand a replica an empty piece, which failed mid-epoch under Keras 2 and 3.
+    # would hand a replica an empty piece, which failed mid-epoch under Keras 2 and 3. The
+    # replicas augment as the job does on CPUs.
     env = dict(os.environ, PYTHONPATH=str(JOB_DIR), TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
         [sys.executable, "-c", TWO_REPLICAS], env=env, capture_output=True, text=True, timeout=300
@@ -241,13 +244,10 @@ def keras_seed_transform(image: np.ndarray, params: dict) -> np.ndarray:
     return moved[:, ::-1] if params["flip"] else moved  # the generator flips after the affine
 
 
-def test_the_augmentation_is_the_seeds_transform_for_fixed_parameters():
-    rng = np.random.default_rng(11)
-    size = 40
-    image = rng.uniform(0, 255, size=(size, size, 3)).astype(np.float32)
-    image = tf.image.resize(tf.image.resize(image, (10, 10)), (size, size)).numpy()  # smooth
-    for _ in range(8):
-        params = {
+def seed_parameter_draws(rng, size: int, count: int) -> list:
+    """``count`` parameter sets in the seed's ranges (shear wider, to see it)."""
+    return [
+        {
             "theta": rng.uniform(-1, 1) * np.deg2rad(data.ROTATION_DEGREES),
             "tx": rng.uniform(-1, 1) * data.HEIGHT_SHIFT * size,
             "ty": rng.uniform(-1, 1) * data.WIDTH_SHIFT * size,
@@ -256,9 +256,63 @@ def test_the_augmentation_is_the_seeds_transform_for_fixed_parameters():
             "zy": rng.uniform(1 - data.ZOOM, 1 + data.ZOOM),
             "flip": float(rng.uniform() < 0.5),
         }
-        batch_params = {k: tf.constant([v], tf.float32) for k, v in params.items()}
-        ours = data.warp(image[None], data.affine_transforms(batch_params, size, size))[0]
-        np.testing.assert_allclose(ours.numpy(), keras_seed_transform(image, params), atol=0.05)
+        for _ in range(count)
+    ]
+
+
+def smooth_image(rng, size: int) -> np.ndarray:
+    image = rng.uniform(0, 255, size=(size, size, 3)).astype(np.float32)
+    return tf.image.resize(tf.image.resize(image, (10, 10)), (size, size)).numpy()
+
+
+def batched(params: dict) -> dict:
+    return {k: tf.constant([v], tf.float32) for k, v in params.items()}
+
+
+TRANSFORM_TOLERANCE = 0.05  # of 255: float rounding, whatever the warp's implementation
+
+
+@pytest.mark.parametrize("warp", [data.warp, data.compiled_warp], ids=["ops", "xla"])
+def test_the_augmentation_is_the_seeds_transform_for_fixed_parameters(warp):
+    rng = np.random.default_rng(11)
+    size = 40
+    image = smooth_image(rng, size)
+    for params in seed_parameter_draws(rng, size, 8):
+        transforms = data.affine_transforms(batched(params), size, size)
+        expected = keras_seed_transform(image, params)
+        ours = warp(image[None], transforms)[0].numpy()
+        np.testing.assert_allclose(ours, expected, atol=TRANSFORM_TOLERANCE)
+        # the pipeline hands the warp its uint8 cache: the same transform of those pixels
+        pixels = np.round(image).astype(np.uint8)
+        ours_uint8 = warp(pixels[None], transforms)[0].numpy()
+        np.testing.assert_allclose(
+            ours_uint8, keras_seed_transform(pixels.astype(np.float32), params), atol=0.05
+        )
+
+
+def test_with_xla_the_augmentation_runs_in_the_compiled_training_step(monkeypatch):
+    """A training step compiled by XLA (jit_compile=True) whose loss is the distance between the
+    in-step augmentation's output and ImageDataGenerator's transform of the same image with the
+    same parameters: XLA compiles the warp (ImageProjectiveTransformV3, which it replaced,
+    fails to compile) and the loss is ~0 only if the compiled output is the generator's."""
+    rng = np.random.default_rng(3)
+    size = 24
+    image = smooth_image(rng, size)
+    params = seed_parameter_draws(rng, size, 1)[0]
+    monkeypatch.setattr(data, "random_parameters", lambda batch, h, w: batched(params))
+    expected = keras_seed_transform(image, params)
+
+    inputs = tf.keras.Input((size, size, 3))
+    augmented = data.SeedAugmentation(name="augment")(inputs)
+    scaled = tf.keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")(
+        tf.keras.layers.Reshape((size * size * 3, 1))(augmented)
+    )  # a trainable identity, so there is a step to compile
+    model = tf.keras.Model(inputs, tf.keras.layers.Flatten()(scaled))
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.0), loss="mae", jit_compile=True)
+    loss = model.train_on_batch(image[None], expected.reshape(1, -1))
+    assert float(np.ravel(loss)[0]) < TRANSFORM_TOLERANCE / 5
+    identity = model.predict(image[None], verbose=0)  # evaluation: no augmentation
+    np.testing.assert_allclose(identity.reshape(image.shape), image, atol=1e-3)
 
 
 def test_random_parameters_span_exactly_the_seeds_ranges():
@@ -292,10 +346,20 @@ def test_augmentation_runs_in_training_only_and_changes_every_image():
     assert float(tf.reduce_min(layer(bright, training=True))) == pytest.approx(200.0, abs=1e-3)
 
 
-def test_with_xla_the_pipeline_augments_instead(channels, tmp_path):
+def test_the_pipeline_augments_when_asked(channels, tmp_path):
+    """make bench warps in the pipeline, as the seed's generator did."""
     cache = cache_of(channels, cache_dir=str(tmp_path))
     known = identities(cache)
     hp = Hyperparameters(batch_size=8, seed=0)
     batch, _ = next(iter(data.make_dataset(cache, hp, training=True, augment=True)))
+    assert batch.dtype == tf.float32
     unchanged = [image.astype(np.uint8).tobytes() in known for image in batch.numpy()]
     assert not any(unchanged), "the pipeline did not augment"
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_the_job_augments_in_the_training_step_whatever_the_flags(xla):
+    hp = Hyperparameters(image_size=32, weights="none", xla=xla)
+    layer = train.seed_augmentation(hp)
+    assert isinstance(layer, data.SeedAugmentation)
+    assert layer.compiled is (not xla)  # no GPU here: compiled alone, or with the step

@@ -30,9 +30,24 @@ def test_quick_bench_records_every_repeat_and_derives_each_figure(tmp_path, caps
     assert len(frozen["seed_way_epoch_seconds"]) == repeats
     assert len(frozen["cached_extract_seconds"]) == repeats
     variants = result["fine_tuning"]["variants"]
-    assert set(variants) == {"float32", "augmented", "mixed_precision", "xla"}
+    assert set(variants) == {"float32", "augmented", "mixed_precision", "xla", "xla_augmented"}
     bottleneck = result["bottleneck"]
-    assert bottleneck["model_images_per_second"] == variants["augmented"]["images_per_second"]
+    for name in ("augmented", "xla_augmented"):
+        row = bottleneck[name]
+        assert row["step_images_per_second"] == variants[name]["images_per_second"]
+        assert row["input_images_per_second"] == pipeline["training_input_images_per_second"]
+    assert len(pipeline["unwarped_epoch_seconds"]) == repeats
+    # the warp alone: every design measured, compared to the warp before, the kept one exact
+    warp = pipeline["warp"]
+    before = warp["ImageProjectiveTransformV3, float32 (before)"]
+    assert before["ratio_to_before"] == 1.0 and before["max_difference_from_before"] == 0.0
+    for row in warp.values():
+        assert len(row["seconds"]) == repeats
+        assert row["images_per_second"] == pytest.approx(
+            bench.WARP_BATCH * 6 / statistics.median(row["seconds"])
+        )
+    assert warp["gather warp, XLA-compiled (kept)"]["max_difference_from_before"] < 0.05
+    assert warp["ImageProjectiveTransformV3, uint8"]["max_difference_from_before"] > 0.5
     assert variants["float32"]["ratio_to_float32"] == 1.0
     assert all(len(v["seconds"]) == repeats for v in variants.values())
     assert result["machine"]["cores"] >= 1 and result["machine"]["tensorflow"]

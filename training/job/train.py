@@ -169,12 +169,6 @@ def setup(argv: Optional[list]) -> Runtime:
 
 
 # --- data: each split decoded once into a uint8 cache; epochs shuffle indices into it -------------
-def augment_in_pipeline(hp: config.Hyperparameters) -> bool:
-    # The seed's augmentation runs as the training step's first op, on the accelerator. XLA
-    # cannot compile its warp, so with xla=true the input pipeline warps the batches instead.
-    return hp.augment and hp.xla
-
-
 def make_datasets(runtime: Runtime) -> Datasets:
     hp, sharding = runtime.hp, runtime.sharding
     caches = {}
@@ -182,10 +176,9 @@ def make_datasets(runtime: Runtime) -> Datasets:
         started = time.time()
         caches[name] = data.build_cache(split, hp.image_size, runtime.paths.cache_dir)
         print(f"[cache] {caches[name].describe()} ({time.time() - started:.1f} s)", flush=True)
-    augment = augment_in_pipeline(hp)
     datasets = Datasets(
         caches,
-        train=data.make_dataset(caches["train"], hp, True, sharding, augment=augment),
+        train=data.make_dataset(caches["train"], hp, True, sharding),
         validation=data.make_dataset(caches["validation"], hp, False, sharding),
         test=data.make_dataset(caches["test"], hp, False, sharding),
     )
@@ -202,9 +195,17 @@ def build_model(runtime: Runtime) -> tuple:
     with runtime.strategy.scope():
         model = vgg.build_model(hp.image_size, hp.preprocessing, hp.weights, hp.dropout)
         fit_model = model
-        if hp.augment and not augment_in_pipeline(hp):
-            fit_model = vgg.with_augmentation(model, data.SeedAugmentation(name="augment"))
+        if hp.augment:  # the training step's first op, whatever the flags
+            fit_model = vgg.with_augmentation(model, seed_augmentation(hp))
     return model, fit_model
+
+
+def seed_augmentation(hp: config.Hyperparameters) -> data.SeedAugmentation:
+    """With xla=true the warp compiles with the step. Without, on a CPU it is compiled on its own
+    (measured several times faster there); on GPUs its ops run as TensorFlow's kernels, as the
+    rest of the step does."""
+    compiled = not hp.xla and vgg.gpu_count() == 0
+    return data.SeedAugmentation(compiled=compiled, name="augment")
 
 
 # --- a phase -----------------------------------------------------------------------------------------

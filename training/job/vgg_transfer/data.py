@@ -2,7 +2,8 @@
 
 Each split is decoded and resized once per job into a uint8 cache (as flow_from_directory resized
 on load); every epoch then shuffles indices into it. The seed's augmentation warps a whole batch
-with one op as the first step of the training step, on the accelerator. Images stay in [0, 255]
+as the first step of the training step, on the accelerator, in ops XLA compiles (so it stays
+there with xla=true). Images stay in [0, 255]
 here; rescaling or VGG16 preprocessing lives inside the model, so the saved model takes raw
 images.
 """
@@ -281,8 +282,8 @@ def random_parameters(batch: int, height: int, width: int) -> dict:
 
 
 def affine_transforms(params: dict, height: int, width: int) -> tf.Tensor:
-    """One output→input transform per image, as ImageDataGenerator composes it, for
-    ImageProjectiveTransformV3 ([batch, 8]).
+    """One output→input transform per image, as ImageDataGenerator composes it, in
+    ImageProjectiveTransformV3's layout ([batch, 8]: a0 a1 a2 b0 b1 b2 0 0).
 
     Keras composes rotation @ shift @ shear @ zoom about the image centre in (row, col) space,
     then flips. Built here in that space, then swapped to (x=col, y=row)."""
@@ -324,37 +325,75 @@ def affine_transforms(params: dict, height: int, width: int) -> tf.Tensor:
     return tf.reshape(xy, [batch, 9])[:, :8]
 
 
+def sampling_grid(transforms: tf.Tensor, height, width) -> tuple:
+    """Where each output pixel reads the input: (x, y), each [batch, height, width], from the
+    batch's output→input matrices, clamped into the image: the seed's fill_mode="nearest"
+    repeats the edge pixels (ImageProjectiveTransformV3 clamps the same way)."""
+    height_f, width_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    rows, cols = tf.meshgrid(tf.range(height_f), tf.range(width_f), indexing="ij")
+    t = transforms[:, :, None, None]
+    x = t[:, 0] * cols + t[:, 1] * rows + t[:, 2]  # affine: the projective row stays (0, 0)
+    y = t[:, 3] * cols + t[:, 4] * rows + t[:, 5]
+    return tf.clip_by_value(x, 0.0, width_f - 1.0), tf.clip_by_value(y, 0.0, height_f - 1.0)
+
+
 def warp(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
-    """Bilinear warp of a batch, edges repeated (the seed's fill_mode="nearest")."""
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images,
-        transforms=transforms,
-        output_shape=tf.shape(images)[1:3],
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="NEAREST",
+    """Bilinear warp of a batch (uint8 or float) with the edges repeated, as float32: a sampling
+    grid from the matrices and one gather of each output pixel's four neighbours, by flat index
+    into the whole batch. Only ops XLA compiles (ImageProjectiveTransformV3, the op this
+    replaces, has no XLA kernel), with that op's arithmetic: clamp, then interpolate. Gathering
+    uint8 pixels and converting the gathered ones moves a quarter of the bytes."""
+    shape = tf.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], images.shape[3]
+    x, y = sampling_grid(transforms, height, width)
+    x0, y0 = tf.floor(x), tf.floor(y)
+    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+    col0, row0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    col1, row1 = tf.minimum(col0 + 1, width - 1), tf.minimum(row0 + 1, height - 1)
+    first = tf.range(batch)[:, None, None, None] * (height * width)  # each image's first pixel
+    corners = tf.stack(
+        [row0 * width + col0, row0 * width + col1, row1 * width + col0, row1 * width + col1],
+        axis=1,
     )
+    pixels = tf.gather(tf.reshape(images, [-1, channels]), corners + first)
+    pixels = tf.cast(pixels, tf.float32)  # [batch, 4 corners, height, width, channels]
+    top = pixels[:, 0] + wx * (pixels[:, 1] - pixels[:, 0])
+    bottom = pixels[:, 2] + wx * (pixels[:, 3] - pixels[:, 2])
+    return top + wy * (bottom - top)
 
 
-def augment_batch(images: tf.Tensor) -> tf.Tensor:
-    """The seed's random augmentation of a float batch [b, h, w, 3]: one op for the batch."""
+# The warp compiled on its own, for where the step around it is not: the input pipeline and
+# CPU training without xla=true. Measured (make bench, row 1) several times faster on a CPU
+# than the same ops run one by one, or than ImageProjectiveTransformV3.
+compiled_warp = tf.function(warp, jit_compile=True)
+
+
+def augment_batch(images: tf.Tensor, compiled: bool = False) -> tf.Tensor:
+    """The seed's random augmentation of a batch [b, h, w, 3] (uint8 or float) as float32."""
     height, width = images.shape[1], images.shape[2]
     params = random_parameters(tf.shape(images)[0], height, width)
-    return warp(images, affine_transforms(params, height, width))
+    transforms = affine_transforms(params, height, width)
+    return (compiled_warp if compiled else warp)(images, transforms)
 
 
 class SeedAugmentation(keras.layers.Layer):
-    """The first step of the training step: the seed's augmentation on the accelerator, in
-    training only. Not part of the saved model, which takes images as they are."""
+    """The first step of the training step: the seed's augmentation, in training only, on the
+    accelerator, with or without xla=true (the warp is ops XLA compiles). Not part of the saved
+    model, which takes images as they are. ``compiled``: compile the warp on its own, for a step
+    that is not compiled as a whole."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, compiled: bool = False, **kwargs) -> None:
         kwargs.setdefault("dtype", "float32")  # the warp stays float32 under mixed precision
         super().__init__(**kwargs)
+        self.compiled = compiled
 
     def call(self, images, training=None):
         if training:
-            return augment_batch(images)
+            return augment_batch(images, self.compiled)
         return images
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), compiled=self.compiled)
 
 
 def image_order(
@@ -440,8 +479,8 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 255], labels) from the cache; training order is a fresh
     shuffle of image indices every epoch (``hp.seed``), in batches of ``hp.batch_size``.
-    ``augment`` warps the batches here, on the CPU, for when the training step cannot (XLA);
-    otherwise the model's SeedAugmentation does it.
+    ``augment`` warps the batches here, on the CPU, as the seed's generator did (make bench
+    compares the two); the job augments in the training step instead (SeedAugmentation).
 
     With several workers training reads this worker's share; evaluation reads the whole split on
     every worker, so that all run the same steps and every image counts once per worker:
@@ -458,8 +497,9 @@ def make_dataset(
         batch, batch_labels = tf.numpy_function(cache.take, [indices], (tf.uint8, tf.float32))
         batch.set_shape((None, size, size, 3))
         batch_labels.set_shape((None,))
-        batch = tf.cast(batch, tf.float32)
-        return (augment_batch(batch) if augment else batch), batch_labels
+        if augment:  # the warp reads the uint8 batch, gathering bytes
+            return augment_batch(batch, compiled=True), batch_labels
+        return tf.cast(batch, tf.float32), batch_labels
 
     batches = batch_images(
         order, count, hp.batch_size, training, sharding.replicas, cache.split.name
