@@ -3,6 +3,7 @@ and never at the cost of the run's files."""
 
 import csv
 import json
+import time
 
 import pytest
 from launch_helpers import TINY
@@ -63,6 +64,13 @@ def test_a_recorded_run_holds_its_params_curves_results_tags_and_files(run_dir, 
     assert run.data.tags[tracking.JOB_TAG] == report["job_name"]
     assert run.data.tags["sagemaker.arn"] == "local" and run.data.tags["status"] == "Completed"
     assert run.info.run_name == report["job_name"] and run.info.status == "FINISHED"
+    # the job's own times: launched when named, for the seconds it trained
+    stamp = report["job_name"].rsplit("-", 2)[-2:]
+    named = time.mktime(time.strptime("-".join(stamp), "%Y%m%d-%H%M%S"))
+    assert run.info.start_time == int(named * 1000)
+    assert run.info.end_time - run.info.start_time == int(report["training_seconds"] * 1000)
+    experiment = store.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     # artifacts: the report, its plots, the resolved config
     files = {item.path for item in store.list_artifacts(run_id)}
     assert {"report.md", "accuracy.png", "loss.png", "confusion.png", "config.json"} <= files

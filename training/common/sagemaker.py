@@ -130,6 +130,17 @@ def job_name(experiment: str, kind: JobKind = TRAINING_JOB) -> str:
 _NAME = re.compile(rf"{PREFIX}-(.+?)-\d[\d-]*(-\d{{3}}-[0-9a-f]{{8}})?")
 
 
+_TRAINING_STAMP = re.compile(r"-(\d{8}-\d{6})$")
+
+
+def named_at(job: str) -> float | None:
+    """When a training job of ours was named (the launch), in epoch seconds; None for others."""
+    match = _TRAINING_STAMP.search(job)
+    if not match:
+        return None
+    return time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))  # job_name's local time
+
+
 def experiment_of(job: str) -> str:
     """The experiment a job name was built from: a run of ours, a tuning job, or one of its
     training jobs (``<tuning job>-NNN-<8 hex>``); "unknown" for other names."""

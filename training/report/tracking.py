@@ -169,11 +169,21 @@ def client_for():
     return MlflowClient(tracking_uri=tracking_uri())
 
 
+# MLflow 3's UI opens an experiment without this tag as a GenAI one (traces, sessions); ours
+# are model training runs, shown as a runs table and metric charts.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(client, name: str) -> str:
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location())
+    if found is None:
+        return client.create_experiment(
+            name, artifact_location=artifact_location(), tags=EXPERIMENT_KIND
+        )
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in found.tags:  # recorded before the tag was set
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def existing_run(client, experiment: str, job: str):
@@ -181,16 +191,17 @@ def existing_run(client, experiment: str, job: str):
     return found[0] if found else None
 
 
-def fresh_run(client, experiment: str, job: str, parent: str | None = None):
+def fresh_run(client, experiment: str, job: str, parent: str | None = None, start_ms=None):
     """The MLflow run of ``job``, made anew: an older record of it goes to MLflow's bin, so the
-    job keeps one run whatever happened to its files since."""
+    job keeps one run whatever happened to its files since. ``start_ms``: when the job began
+    (default: now, when it is recorded)."""
     old = existing_run(client, experiment, job)
     if old is not None:
         client.delete_run(old.info.run_id)
     tags = {JOB_TAG: job}
     if parent:
         tags["mlflow.parentRunId"] = parent
-    return client.create_run(experiment, run_name=job, tags=tags)
+    return client.create_run(experiment, start_time=start_ms, run_name=job, tags=tags)
 
 
 def up_to_date(client, experiment: str, job: str, digest: str) -> str | None:
@@ -228,10 +239,15 @@ def record_run(run_dir: Path, parent: str | None = None, log_model: bool = False
     job = report["job_name"]
     try:
         with quiet_mlflow():
-            return _record(run_dir, report, history_path, parent, log_model)
+            run_id = _record(run_dir, report, history_path, parent, log_model)
     except Exception as error:  # MLflow and its stores raise many kinds
         print_line(tracking_failed(job, error))
         return None
+    print_line(
+        f"[mlflow] {job}: run {run_id} in experiment {report['experiment']!r} of "
+        f"{tracking_uri()} (make ui to compare runs)"
+    )
+    return run_id
 
 
 def _record(run_dir, report, history_path, parent, log_model) -> str:
@@ -243,7 +259,8 @@ def _record(run_dir, report, history_path, parent, log_model) -> str:
         if parent:  # recorded alone first (make track), now known as a tuning job's member
             client.set_tag(current, "mlflow.parentRunId", parent)
         return current
-    run = fresh_run(client, experiment, report["job_name"], parent)
+    start_ms, end_ms = run_times(report)
+    run = fresh_run(client, experiment, report["job_name"], parent, start_ms)
     run_id = run.info.run_id
     metrics = epoch_metrics(read_history(history_path))
     metrics += [(key, value, 0) for key, value in summary_metrics(report).items()]
@@ -258,8 +275,20 @@ def _record(run_dir, report, history_path, parent, log_model) -> str:
     if log_model:
         log_keras_model(run_id, run_dir / "model" / contract.MODEL_FILE)
     client.set_terminated(run_id, "FINISHED" if report.get("status", "Completed") == "Completed"
-                          else "KILLED")  # fmt: skip
+                          else "KILLED", end_time=end_ms)  # fmt: skip
     return run_id
+
+
+def run_times(report: dict) -> tuple:
+    """(start, end) in ms for MLflow: the launch time in the job's name and the training seconds
+    the job reported, so the UI's duration is the job's, not the recording's; (None, None) when
+    the name carries no time."""
+    from training.common.sagemaker import named_at
+
+    started = named_at(report["job_name"])
+    if started is None:
+        return None, None
+    return int(started * 1000), int((started + (report.get("training_seconds") or 0)) * 1000)
 
 
 def log_keras_model(run_id: str, path: Path) -> None:
