@@ -229,7 +229,7 @@ cost: setup ## what an experiment costs: make cost EXPERIMENT=small INSTANCE=ml.
 bench: setup ## measure pipeline and phase speed here; writes runs/bench/bench.{json,md}
 	$(PY) -m training.bench --out runs/bench
 
-# --- infrastructure (needs the pulumi CLI) ---------------------------------------------------
+# --- infrastructure (your pulumi CLI, or a pinned one bootstrapped into .tools/; infra/pulumi_cli.py)
 infra-preview: setup ## pulumi preview of the bucket, role and launcher policy
 	$(PY) -m infra.cli preview --stack $(STACK)
 
