@@ -164,7 +164,7 @@ def test_an_unreachable_endpoint_is_one_line(tiny_splits, tmp_path, monkeypatch,
     assert err.startswith("error: cannot reach AWS while checking your AWS identity")
     assert "AWS_ENDPOINT_URL" in err and "Traceback" not in err
     assert launch(["results", "--job", "vgg-small-1", "--stack", "test"]) == 2
-    assert capsys.readouterr().err.startswith("error: cannot reach AWS while describing")
+    assert capsys.readouterr().err.startswith("error: cannot reach AWS while following vgg-small-1")
 
 
 def test_bad_settings_are_refused_before_anything_is_spent(aws, quota_ok, tiny_splits, capsys):

@@ -2,6 +2,7 @@
 proxy (faultproxy.py) between it and a moto server on loopback, as AWS_ENDPOINT_URL."""
 
 import json
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -43,7 +44,9 @@ def network(tmp_path, monkeypatch):
     with emulator() as endpoint:
         port = int(endpoint.rsplit(":", 1)[1])
         with FaultProxy(port) as proxy:
-            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+            # emulator() restores the environment as it found it; monkeypatch would restore
+            # ITS value afterwards, leaking this endpoint into later tests of the worker.
+            os.environ["AWS_ENDPOINT_URL"] = proxy.url
             direct = boto3.Session(region_name=REGION)
             yield proxy, lambda service: direct.client(service, endpoint_url=endpoint)
 
@@ -157,6 +160,14 @@ def test_a_follow_through_throttling_and_slow_answers_prints_every_line_once(
     assert report.exists()
 
 
+def refuse_once_reached(proxy, seconds: float, timeout: float = 20.0) -> None:
+    """Refuses connections from the follower's first answered request on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not proxy.seen:
+        time.sleep(0.01)
+    proxy.refuse_for(seconds)
+
+
 def test_an_outage_longer_than_the_window_ends_in_one_line_and_leaves_the_job(
     network, artifacts, tmp_path, capsys
 ):
@@ -168,7 +179,9 @@ def test_an_outage_longer_than_the_window_ends_in_one_line_and_leaves_the_job(
                "checkpoints_prefix": "checkpoints", "launcher_policy_arn": "arn:p"}  # fmt: skip
     (tmp_path / ".infra").mkdir()
     (tmp_path / ".infra" / "test.json").write_text(json.dumps(outputs))
-    proxy.refuse_for(60)
+    # The outage begins once the follower has reached AWS: a network that never answered is
+    # one line at once (test_launch_failures.py), not a wait.
+    threading.Thread(target=refuse_once_reached, args=(proxy, 60), daemon=True).start()
     started = time.monotonic()
     code = launch(["results", "--job", JOB, "--stack", "test", "--poll-seconds", "0.5",
                    "--reconnect-minutes", "0.1"])  # fmt: skip

@@ -65,6 +65,14 @@ def is_transient(error: Exception) -> bool:
     return False
 
 
+def is_unanswered(error: Exception) -> bool:
+    """No answer at all (refused, reset, unresolvable, timed out), as opposed to AWS answering
+    with throttling or a 5xx."""
+    if isinstance(error, RetriesExceededError) and error.last_exception is not None:
+        return is_unanswered(error.last_exception)
+    return isinstance(error, (BotocoreConnectionError, HTTPClientError, ConnectionError))
+
+
 def error_code(error: Exception) -> str:
     return error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
 

@@ -122,7 +122,7 @@ def run_cloud(request: RunRequest) -> int:
         print(f"detached; follow it later with `{TRAINING_JOB.results_command.format(name=job)}`")
         return 0
     return follow_and_fetch(
-        session, job, request.runs, request.poll_seconds, request.reconnect_minutes
+        session, job, request.runs, request.poll_seconds, request.reconnect_minutes, reached=True
     )
 
 
@@ -131,11 +131,20 @@ def session_for(request: RunRequest):
 
 
 def follow_and_fetch(
-    session, job: str, runs: Path, poll_seconds: float | None, reconnect_minutes: float
+    session,
+    job: str,
+    runs: Path,
+    poll_seconds: float | None,
+    reconnect_minutes: float,
+    reached: bool = False,
 ) -> int:
+    """``reached``: AWS already answered this run (it submitted the job), so an outage from the
+    first request on is ridden out; else an endpoint never reached is one line at once."""
     from training.launch import follow, results
 
-    end = follow.follow(session, job, poll_seconds, reconnect_minutes=reconnect_minutes)
+    end = follow.follow(
+        session, job, poll_seconds, reconnect_minutes=reconnect_minutes, reached=reached
+    )
     print(summary_line(results.fetch_results(session, job, runs, end)))
     return 0
 
@@ -165,7 +174,11 @@ def run_tune(request: RunRequest) -> int:
         print(f"detached; follow it later with `{TUNING_JOB.results_command.format(name=name)}`")
         return 0
     description, training_jobs = tune.follow(
-        session, name, request.poll_seconds, reconnect_minutes=request.reconnect_minutes
+        session,
+        name,
+        request.poll_seconds,
+        reconnect_minutes=request.reconnect_minutes,
+        reached=True,
     )
     print(f"results: {tune.fetch(session, name, request.runs, description, training_jobs)}")
     return 0

@@ -132,16 +132,19 @@ def follow(
     poll_seconds: float | None = None,
     write=print,
     reconnect_minutes: float = RECONNECT_MINUTES,
+    reached: bool = False,
 ) -> JobEnd:
     """Prints status changes and log lines, in the order they happened, until the job ends; the
     log is read after the job's status, so every line it wrote comes before its final status.
-    A lost connection is ridden out for ``reconnect_minutes`` (outage.py).
+    A lost connection is ridden out for ``reconnect_minutes`` (outage.py); ``reached``: AWS
+    answered this run already (it submitted the job).
 
     Ctrl-C asks whether to stop the job (it would otherwise keep running and billing)."""
     sm = session.client("sagemaker", config=aws.FOLLOWING)
     follower = LogFollower(session, job)
     tracker = StatusTracker(job)
-    outage = Outage(job, TRAINING_JOB.results_command.format(name=job), reconnect_minutes, write)
+    resume = TRAINING_JOB.results_command.format(name=job)
+    outage = Outage(job, resume, reconnect_minutes, write, reached=reached)
     try:
         while True:
             description = outage.run(lambda: TRAINING_JOB.describe(sm, job, ride_out=True))

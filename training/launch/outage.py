@@ -6,14 +6,23 @@ no network, refused or reset connections, timeouts, throttling, 5xx answers — 
 backoff and jitter for up to a window (RECONNECT_MINUTES, default 30). The follower prints one line
 when the connection is lost and one when it is back, then catches up where it was: its log
 positions and status bookkeeping change only when a request succeeded. Past the window, one line
-with the command that picks the job up again, and a non-zero exit; the job itself runs on.
+with the command that picks the job up again, and a non-zero exit; the job itself runs on. Until
+AWS has answered once, there is nothing to ride out: an endpoint that cannot be reached at all is
+one line at once (a follower right after its submission starts out reached); throttling and 5xx
+answers are ridden out from the start.
 """
 
 import time
 from collections.abc import Callable
 
 from training.common.aws import backoff_seconds
-from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, is_transient, one_line
+from training.common.aws_errors import (
+    AWS_OR_NETWORK_ERRORS,
+    aws_error,
+    is_transient,
+    is_unanswered,
+    one_line,
+)
 from training.common.errors import UserError
 
 RECONNECT_MINUTES = 30.0
@@ -28,6 +37,7 @@ class Outage:
         resume_command: str,
         minutes: float = RECONNECT_MINUTES,
         write: Callable = print,
+        reached: bool = False,
         sleep: Callable = time.sleep,
         clock: Callable = time.monotonic,
     ) -> None:
@@ -35,6 +45,7 @@ class Outage:
         self.window = minutes * 60
         self.write, self.sleep, self.clock = write, sleep, clock
         self.lost_at: float | None = None
+        self.reached = reached  # AWS has answered this run (a submission, or this follower)
 
     def run(self, request: Callable):
         """``request()``'s answer, once AWS gives one; raises UserError past the window."""
@@ -45,9 +56,12 @@ class Outage:
             except AWS_OR_NETWORK_ERRORS as error:
                 if not is_transient(error):
                     raise
+                if not self.reached and is_unanswered(error):  # never reached: nothing to ride out
+                    raise aws_error(error, f"following {self.name}") from error
                 self._wait(error, attempt)
                 attempt += 1
                 continue
+            self.reached = True
             if self.lost_at is not None:
                 gone = self.clock() - self.lost_at
                 self.write(f"[{self.name}] AWS answers again after {gone:.0f} s; catching up")

@@ -154,13 +154,16 @@ def follow(
     poll_seconds: float | None = None,
     write=print,
     reconnect_minutes: float = RECONNECT_MINUTES,
+    reached: bool = False,
 ):
     """Prints each training job's status and objective as it lands, until the tuning ends.
     Returns (description, training jobs). A lost connection is ridden out for
-    ``reconnect_minutes`` (outage.py); Ctrl-C offers to stop the tuning job."""
+    ``reconnect_minutes`` (outage.py; ``reached``: AWS answered this run already); Ctrl-C offers
+    to stop the tuning job."""
     sm = session.client("sagemaker", config=aws.FOLLOWING)
     seen: dict[str, tuple] = {}
-    outage = Outage(name, TUNING_JOB.results_command.format(name=name), reconnect_minutes, write)
+    resume = TUNING_JOB.results_command.format(name=name)
+    outage = Outage(name, resume, reconnect_minutes, write, reached=reached)
     try:
         while True:
             description = outage.run(lambda: TUNING_JOB.describe(sm, name, ride_out=True))
