@@ -26,7 +26,8 @@ MAX_RUNTIME_MINUTES ?=
 RECONNECT_MINUTES ?=
 # tuning job name (make tune-results)
 TUNING_JOB ?=
-# make predict: a run folder (runs/<job>) and the images: a folder, one image, or Kaggle's test.zip
+# make predict: a run folder (runs/<job>) and the images: a folder, one image, a zip, or kaggle
+# (the competition's test.zip, downloaded with your Kaggle token)
 RUN ?=
 # make predict: the images to classify
 IMAGES ?=
@@ -165,7 +166,7 @@ test-fast: setup ## the suite without the slow (training) tests, main environmen
 	$(call run_pytest,$(PY),$(XDIST) tests -m "not slow")
 
 # --- data -------------------------------------------------------------------------------------
-data: setup ## split Kaggle's train.zip into the seed's splits: make data DATA=path/to/train.zip
+data: setup ## Kaggle's train.zip (downloaded with your Kaggle token, or DATA=path/to/train.zip) → the seed's splits
 	$(PY) -m training.data.prepare $(if $(DATA),"$(DATA)") --out $(SPLITS)
 
 data-sample: setup ## generate the built-in synthetic sample set and split it like the seed
@@ -209,7 +210,7 @@ tune-results: setup ## follow a tuning job, then its table, plot and best model:
 	$(PY) -m training.launch tune-results $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB)) \
 	    --stack $(STACK) $(FOLLOW_ARGS)
 
-predict: setup ## classify images with a run's model: make predict RUN=runs/<job> IMAGES=<folder|image|zip>
+predict: setup ## classify images with a run's model: make predict RUN=runs/<job> IMAGES=<folder|image|zip|kaggle>
 	$(PY) -m training.predict $(if $(RUN),--run $(RUN)) $(if $(IMAGES),--images "$(IMAGES)") \
 	    $(if $(CLIP),--clip $(CLIP))
 

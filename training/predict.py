@@ -1,6 +1,6 @@
 """``make predict``: classify images with a run's model, into a Kaggle Redux submission file.
 
-    python -m training.predict --run runs/<job> --images <folder | image | test.zip>
+    python -m training.predict --run runs/<job> --images <folder | image | test.zip | kaggle>
                                [--out FILE] [--clip 0.005]
 
 Loads ``<run>/model/model.h5`` (saved by the job under Keras 2 or Keras 3, in float32 or mixed
@@ -30,7 +30,9 @@ from pathlib import Path
 
 from training.common.errors import UserError, cli
 from training.common.progress import progress
+from training.data import kaggle_download
 
+KAGGLE = "kaggle"  # IMAGES=kaggle: the competition's test.zip
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 BATCH = 64
 UNDECODED = 0.5  # the row of an image that does not decode: no knowledge either way
@@ -187,7 +189,9 @@ def predict(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a run folder: runs/<job>")
-    parser.add_argument("--images", type=Path, help="folder, image, or zip (Kaggle's test.zip)")
+    parser.add_argument(
+        "--images", type=Path, help=f"folder, image, zip, or {KAGGLE} (Kaggle's test.zip)"
+    )
     parser.add_argument("--out", type=Path, help="default: <run>/predictions.csv")
     parser.add_argument(
         "--clip", type=clip_value, default=0.0, help="keep P(dog) in [clip, 1-clip], e.g. 0.005"
@@ -196,7 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.run:
         raise UserError("which run? make predict RUN=runs/<job> IMAGES=<folder, image or zip>")
     if not args.images:
-        raise UserError("which images? make predict RUN=... IMAGES=<folder, image or zip>")
+        raise UserError(
+            "which images? make predict RUN=... IMAGES=<folder, image, zip, or kaggle for the "
+            "competition's test.zip>"
+        )
+    if str(args.images) == KAGGLE:  # the competition's test.zip, downloaded once
+        args.images = kaggle_download.downloaded("test.zip") or kaggle_download.download("test.zip")
     if not args.images.exists():
         raise UserError(f"IMAGES={args.images} does not exist")
     out = args.out or args.run / "predictions.csv"

@@ -1,4 +1,4 @@
-"""Progress on a terminal versus in a log, and what `make data` says with nothing to do."""
+"""Progress on a terminal versus in a log (make data without input: test_kaggle_download.py)."""
 
 import io
 import sys
@@ -6,8 +6,6 @@ import sys
 from tqdm import tqdm
 
 from training.common.progress import LogProgress, progress
-from training.data import prepare as prep
-from training.data.sample import generate
 
 
 def test_a_log_gets_a_few_summary_lines_not_a_bar(monkeypatch):
@@ -31,15 +29,3 @@ def test_a_terminal_gets_a_tqdm_bar(monkeypatch):
     monkeypatch.setattr(sys, "stderr", Terminal())
     with progress(10, "check") as bar:
         assert isinstance(bar, tqdm)
-
-
-def test_make_data_without_input_says_when_the_splits_are_already_there(tmp_path, capsys):
-    out = tmp_path / "splits"
-    assert prep.main(["--out", str(out)]) == 2
-    assert "no input: pass Kaggle's train.zip" in capsys.readouterr().err
-    prep.prepare(generate(tmp_path / "raw", per_class=20), out, per_class=20)
-    capsys.readouterr()
-    assert prep.main(["--out", str(out)]) == 0
-    said = capsys.readouterr().out
-    assert "already holds prepared splits" in said and "nothing to do" in said
-    assert "make data DATA=path/to/train.zip" in said

@@ -1,6 +1,8 @@
 """Kaggle's Dogs-vs-Cats ``train.zip`` → the seed's splits, with a manifest.
 
-    python -m training.data.prepare path/to/train.zip --out data/splits
+    python -m training.data.prepare [path/to/train.zip] --out data/splits
+
+Without a path, Kaggle's train.zip is downloaded with the user's Kaggle token (kaggle_download.py).
 
 Splits by file index exactly as the seed study did (docs/seed-study.md), into
 ``<out>/<split>/{cats,dogs}/``. The zip is extracted once into ``<out>/source/``; the splits are
@@ -23,6 +25,7 @@ from PIL import Image
 
 from training.common.errors import UserError, cli
 from training.common.progress import track
+from training.data import kaggle_download
 
 PER_CLASS = 12500  # images per class in Kaggle's train.zip
 # The seed's split: [first, last) file index per class, the same for cats and dogs.
@@ -261,19 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/splits"))
     parser.add_argument("--per-class", type=int, default=PER_CLASS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.source is None:
-        manifest = load_manifest(args.out)
-        if manifest is not None:
-            images = sum(sum(s["counts"].values()) for s in manifest["splits"].values())
-            print(
-                f"{args.out} already holds prepared splits (dataset {manifest['dataset_digest']}, "
-                f"{images} images in {', '.join(manifest['splits'])}); nothing to do. To prepare "
-                "Kaggle's photos instead: make data DATA=path/to/train.zip"
-            )
-            return 0
-        raise UserError(
-            "no input: pass Kaggle's train.zip, e.g. make data DATA=~/Downloads/train.zip "
-            "(or make data-sample for the built-in synthetic set)"
+    if args.source is None:  # Kaggle's train.zip: an earlier download, else downloaded now
+        args.source = kaggle_download.downloaded("train.zip") or kaggle_download.download(
+            "train.zip"
         )
     prepare(args.source, args.out, per_class=args.per_class)
     return 0

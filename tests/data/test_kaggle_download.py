@@ -1,0 +1,154 @@
+"""make data / make predict IMAGES=kaggle: Kaggle's own client against a local stand-in of
+Kaggle's API and file host (tests/data/kaggle_standin.py), reached through HTTPS_PROXY."""
+
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from kaggle_helpers import write_kaggle_zip
+from kaggle_standin import KEY, USER, KaggleStandin, stand_in_ca
+
+from training import predict
+from training.data import kaggle_download
+from training.data import prepare as prep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def kaggle_user(monkeypatch, tmp_path):
+    """A user with a legacy Kaggle key in the environment and nothing else: an empty HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    monkeypatch.chdir(tmp_path)  # data/kaggle/ lands here
+    return tmp_path
+
+
+@pytest.fixture
+def standin(kaggle_user, monkeypatch):
+    train = kaggle_user / "train.zip"
+    write_kaggle_zip(train, per_class=20)
+    test = kaggle_user / "test.zip"
+    with zipfile.ZipFile(test, "w") as archive:  # 2 MB of bulk, so a cut lands mid-file
+        archive.writestr("test/bulk.bin", os.urandom(2 << 20))
+    ca, certificate, key = stand_in_ca(kaggle_user)
+    files = {"train.zip": train.read_bytes(), "test.zip": test.read_bytes()}
+    with KaggleStandin(files, certificate, key) as host:
+        for name in ("HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{host.server_port}")
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        yield host
+
+
+def file_requests(host) -> list:
+    return [r for r in host.requests if r[0].startswith("/files/")]
+
+
+def test_make_data_downloads_checks_and_prepares_then_works_offline(standin, capsys):
+    out = Path("data/splits")
+    assert prep.main(["--out", str(out), "--per-class", "20"]) == 0
+    archive = Path("data/kaggle/train.zip")
+    assert archive.read_bytes() == standin.files["train.zip"]
+    assert "archive checked" in capsys.readouterr().out
+    assert (out / "manifest.json").exists()
+    seen = len(standin.requests)
+    standin.shutdown()  # offline from here: the finished download is used as it is
+    assert prep.main(["--out", str(out), "--per-class", "20"]) == 0
+    assert len(standin.requests) == seen
+
+
+def test_a_cut_download_is_resumed_with_a_range_request(standin):
+    standin.cut_after = 1_500_000
+    path = kaggle_download.download("test.zip")
+    assert path.read_bytes() == standin.files["test.zip"]
+    ranges = [r[1] for r in file_requests(standin)]
+    assert ranges == [None, f"bytes={1 << 20}-"], ranges  # the client writes whole MiB chunks
+
+
+def test_a_download_stopped_by_the_user_resumes_on_the_next_run(standin, kaggle_user):
+    standin.trickle_seconds = 0.05
+    command = [sys.executable, "-m", "training.data.kaggle_download", "test.zip"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    first = subprocess.Popen(command, env=env, cwd=kaggle_user, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    partial = kaggle_user / "data" / "kaggle" / "test.zip"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 1):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    first.kill()  # Ctrl-C, a closed laptop
+    first.wait()
+    kept = partial.stat().st_size
+    assert 0 < kept < len(standin.files["test.zip"])
+    standin.trickle_seconds = 0.0
+    second = subprocess.run(command, env=env, cwd=kaggle_user, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert partial.read_bytes() == standin.files["test.zip"]
+    assert file_requests(standin)[-1][1] == f"bytes={kept}-", "the second run started over"
+
+
+def test_rules_not_accepted_is_one_line_naming_the_rules_page(standin, capsys):
+    standin.rules_accepted = False
+    assert prep.main(["--out", "data/splits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"accept the competition's rules at {kaggle_download.RULES_URL} first" in err
+
+
+def test_no_credentials_is_one_line_naming_where_to_make_a_token(kaggle_user, monkeypatch, capsys):
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    assert prep.main(["--out", "data/splits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and kaggle_download.TOKEN_URL in err
+    assert "make data DATA=path/to/train.zip" in err
+    # make predict IMAGES=kaggle fetches test.zip the same way, and says the same
+    assert predict.main(["--run", "runs/any", "--images", "kaggle"]) == 2
+    assert kaggle_download.TOKEN_URL in capsys.readouterr().err
+
+
+def test_make_predict_images_kaggle_downloads_test_zip(standin, monkeypatch):
+    """The download is real; the model run on it is not this test's subject."""
+    seen = []
+
+    def classify(run, images, out, clip):
+        seen.append(images)
+        return predict.Summary()
+
+    monkeypatch.setattr(predict, "predict", classify)
+    assert predict.main(["--run", "runs/any", "--images", "kaggle"]) == 0
+    assert seen == [Path("data/kaggle/test.zip")]
+    assert seen[0].read_bytes() == standin.files["test.zip"]
+
+
+def test_no_network_is_one_line(kaggle_user, monkeypatch, capsys):
+    for name in ("HTTPS_PROXY", "https_proxy"):  # nothing listens there
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    assert kaggle_download.main(["train.zip"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach Kaggle" in err
+
+
+def test_a_disk_too_small_is_refused_before_downloading(standin, capsys):
+    standin.reported_sizes["train.zip"] = 10**15  # a petabyte: more than any test disk has
+    assert kaggle_download.main(["train.zip"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "free some space" in err
+    assert not file_requests(standin), "it downloaded anyway"
+
+
+def test_a_damaged_archive_is_deleted_with_one_line(standin, capsys):
+    standin.files["train.zip"] = b"PK\x03\x04" + b"\0" * 5000  # a zip's magic, then rubbish
+    assert kaggle_download.main(["train.zip"]) == 2
+    assert "is damaged" in capsys.readouterr().err
+    assert not Path("data/kaggle/train.zip").exists()
