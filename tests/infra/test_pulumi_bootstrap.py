@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from file_host import send_file
 
 from infra import cli as infra_cli
 from infra import pulumi_cli
@@ -58,23 +59,10 @@ class ReleaseHandler(BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404)
             return
-        start = 0
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        cut = self.server.cut_after
-        if cut is not None and name.endswith(".tar.gz"):
-            self.server.cut_after = None
-            self.wfile.write(body[start : start + cut])
-            self.wfile.flush()
-            self.connection.shutdown(2)  # the connection drops mid-body
-            return
-        self.wfile.write(body[start:])
+        cut = None
+        if name.endswith(".tar.gz"):  # the archive is cut once, when asked
+            cut, self.server.cut_after = self.server.cut_after, None
+        send_file(self, body, cut)
 
     def log_message(self, *args):
         pass
