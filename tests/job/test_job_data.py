@@ -272,7 +272,9 @@ def batched(params: dict) -> dict:
 TRANSFORM_TOLERANCE = 0.05  # of 255: float rounding, whatever the warp's implementation
 
 
-@pytest.mark.parametrize("warp", [data.warp, data.compiled_warp], ids=["ops", "xla"])
+@pytest.mark.parametrize(
+    "warp", [data.warp, tf.function(data.warp, jit_compile=True)], ids=["ops", "xla"]
+)
 def test_the_augmentation_is_the_seeds_transform_for_fixed_parameters(warp):
     rng = np.random.default_rng(11)
     size = 40
@@ -299,7 +301,7 @@ def test_with_xla_the_augmentation_runs_in_the_compiled_training_step(monkeypatc
     size = 24
     image = smooth_image(rng, size)
     params = seed_parameter_draws(rng, size, 1)[0]
-    monkeypatch.setattr(data, "random_parameters", lambda batch, h, w: batched(params))
+    monkeypatch.setattr(data, "random_parameters", lambda batch, h, w, seed=None: batched(params))
     expected = keras_seed_transform(image, params)
 
     inputs = tf.keras.Input((size, size, 3))
@@ -332,6 +334,28 @@ def test_random_parameters_span_exactly_the_seeds_ranges():
         assert 0.8 <= params[name].min() < 0.81 and 1.19 < params[name].max() <= 1.2, name
     assert not np.allclose(params["zx"], params["zy"])
     assert 0.47 < params["flip"].mean() < 0.53  # horizontal_flip=True
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["ops", "xla"])
+def test_the_augmentation_repeats_under_the_same_global_seed(compiled):
+    images = tf.random.uniform([4, 24, 24, 3], 0, 255)
+    runs = []
+    for seed in (7, 7, 8):
+        tf.random.set_seed(seed)
+        runs.append(data.augment_batch(images, compiled=compiled).numpy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0], runs[2])
+
+
+def test_stateless_draws_span_the_same_ranges_as_the_stateful_ones():
+    seeded = data.random_parameters(20000, 150, 120, seed=tf.constant([3, 4]))
+    tf.random.set_seed(3)
+    stateful = data.random_parameters(20000, 150, 120)
+    for name in data.AUGMENTATION_PARAMETERS:
+        a, b = seeded[name].numpy(), stateful[name].numpy()
+        assert abs(a.min() - b.min()) < 0.01 * (b.max() - b.min() + 1e-9), name
+        assert abs(a.max() - b.max()) < 0.01 * (b.max() - b.min() + 1e-9), name
+        assert abs(a.mean() - b.mean()) < 0.03 * (b.max() - b.min() + 1e-9), name
 
 
 def test_augmentation_runs_in_training_only_and_changes_every_image():

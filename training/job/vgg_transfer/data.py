@@ -266,18 +266,25 @@ def build_cache(
 AUGMENTATION_PARAMETERS = ("theta", "tx", "ty", "shear", "zx", "zy", "flip")
 
 
-def random_parameters(batch: int, height: int, width: int) -> dict:
+def random_parameters(batch: int, height: int, width: int, seed=None) -> dict:
     """Per-image draws in the seed's ranges, named as ImageDataGenerator.apply_transform names
-    them: theta (rad), tx rows / ty columns (pixels), shear (rad), zx rows / zy columns, flip."""
-    uniform = tf.random.uniform
+    them: theta (rad), tx rows / ty columns (pixels), shear (rad), zx rows / zy columns, flip.
+    ``seed`` (two int32): stateless draws from it, which XLA honours (it ignores the seeds of
+    stateful random ops); default: TensorFlow's stateful ones, seeded by the global seed."""
+
+    def uniform(shape, low=0.0, high=1.0, index=0):
+        if seed is None:
+            return tf.random.uniform(shape, low, high)
+        return tf.random.stateless_uniform(shape, seed + [0, index], low, high)
+
     return {
-        "theta": uniform([batch], -1.0, 1.0) * (ROTATION_DEGREES * math.pi / 180.0),
-        "tx": uniform([batch], -HEIGHT_SHIFT, HEIGHT_SHIFT) * height,
-        "ty": uniform([batch], -WIDTH_SHIFT, WIDTH_SHIFT) * width,
-        "shear": uniform([batch], -1.0, 1.0) * (SHEAR_DEGREES * math.pi / 180.0),
-        "zx": uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM),
-        "zy": uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM),
-        "flip": tf.cast(uniform([batch]) < 0.5, tf.float32),
+        "theta": uniform([batch], -1.0, 1.0, 0) * (ROTATION_DEGREES * math.pi / 180.0),
+        "tx": uniform([batch], -HEIGHT_SHIFT, HEIGHT_SHIFT, 1) * height,
+        "ty": uniform([batch], -WIDTH_SHIFT, WIDTH_SHIFT, 2) * width,
+        "shear": uniform([batch], -1.0, 1.0, 3) * (SHEAR_DEGREES * math.pi / 180.0),
+        "zx": uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM, 4),
+        "zy": uniform([batch], 1.0 - ZOOM, 1.0 + ZOOM, 5),
+        "flip": tf.cast(uniform([batch], index=6) < 0.5, tf.float32),
     }
 
 
@@ -362,18 +369,28 @@ def warp(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     return top + wy * (bottom - top)
 
 
-# The warp compiled on its own, for where the step around it is not: the input pipeline and
-# CPU training without xla=true. Measured (make bench, row 1) several times faster on a CPU
-# than the same ops run one by one, or than ImageProjectiveTransformV3.
-compiled_warp = tf.function(warp, jit_compile=True)
+def augment(images: tf.Tensor, seed=None) -> tf.Tensor:
+    """The seed's random augmentation of a batch [b, h, w, 3] (uint8 or float) as float32:
+    per-image draws (from ``seed``, see random_parameters), their matrices, the warp."""
+    height, width = images.shape[1], images.shape[2]
+    params = random_parameters(tf.shape(images)[0], height, width, seed)
+    return warp(images, affine_transforms(params, height, width))
+
+
+# The augmentation compiled on its own, draws and matrices included (one XLA launch per batch),
+# for where the step around it is not: the input pipeline, and CPU training without xla=true.
+# Measured (make bench, row 1e) faster on a CPU than the same ops run one by one, than
+# ImageProjectiveTransformV3, and than compiling the warp alone.
+compiled_augment = tf.function(augment, jit_compile=True)
 
 
 def augment_batch(images: tf.Tensor, compiled: bool = False) -> tf.Tensor:
-    """The seed's random augmentation of a batch [b, h, w, 3] (uint8 or float) as float32."""
-    height, width = images.shape[1], images.shape[2]
-    params = random_parameters(tf.shape(images)[0], height, width)
-    transforms = affine_transforms(params, height, width)
-    return (compiled_warp if compiled else warp)(images, transforms)
+    if not compiled:
+        return augment(images)
+    # The batch's seed is drawn outside the compiled function, by a stateful op that follows
+    # the global seed (hp.seed), so that CPU runs repeat draw for draw.
+    seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int32)
+    return compiled_augment(images, seed)
 
 
 class SeedAugmentation(keras.layers.Layer):
