@@ -50,7 +50,7 @@ class Sizes:
 
 
 CPU = Sizes(
-    pipeline_images=384, model_image_size=64, model_images=96, batch_size=16, repeats=3, smoke=True
+    pipeline_images=384, model_image_size=64, model_images=96, batch_size=16, repeats=5, smoke=True
 )
 GPU = Sizes(
     pipeline_images=2048,
