@@ -192,13 +192,16 @@ def test_outputs_file_is_the_one_the_launcher_reads(run_program, tmp_path):
     assert loaded.checkpoints_prefix == "checkpoints"
 
 
-def test_infra_commands_explain_how_to_get_the_pulumi_cli(monkeypatch, capsys):
-    from infra import cli
+def test_infra_commands_without_a_cli_or_a_network_are_one_line(monkeypatch, tmp_path, capsys):
+    from infra import cli, pulumi_cli
 
-    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no pulumi of the user's own
+    monkeypatch.setattr(pulumi_cli, "TOOLS", tmp_path / "tools")
+    monkeypatch.setenv("PULUMI_RELEASES_URL", "http://127.0.0.1:9/v{version}")  # unreachable
     assert cli.main(["up", "--stack", "dev"]) == 2
     message = capsys.readouterr().err
-    assert "pulumi CLI is not installed" in message and "pulumi login --local" in message
+    assert message.count("\n") == 1 and "No network? Re-run when online" in message
+    assert "install the pulumi CLI yourself" in message
 
 
 def test_execution_role_may_delete_checkpoints_and_nothing_else(run_program):
