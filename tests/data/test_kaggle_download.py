@@ -114,7 +114,8 @@ def test_no_credentials_is_one_line_naming_where_to_make_a_token(kaggle_user, mo
     assert "make data DATA=path/to/train.zip" in err
     # make predict IMAGES=kaggle fetches test.zip the same way, and says the same
     assert predict.main(["--run", "runs/any", "--images", "kaggle"]) == 2
-    assert kaggle_download.TOKEN_URL in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert kaggle_download.TOKEN_URL in err and "make predict IMAGES=path/to/test.zip" in err
 
 
 def test_make_predict_images_kaggle_downloads_test_zip(standin, monkeypatch):

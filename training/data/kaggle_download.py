@@ -25,13 +25,15 @@ DOWNLOADS = Path("data/kaggle")
 NO_CREDENTIALS = (
     f"no Kaggle credentials: create an API token at {TOKEN_URL} and put it in KAGGLE_API_TOKEN or "
     "~/.kaggle/access_token (or a legacy key in ~/.kaggle/kaggle.json), then re-run; or download "
-    f"the file in a browser from https://www.kaggle.com/competitions/{COMPETITION}/data and pass "
-    "its path (make data DATA=path/to/train.zip)"
+    f"{{file}} in a browser from https://www.kaggle.com/competitions/{COMPETITION}/data and pass "
+    "its path ({setting})"
 )
+PATH_SETTINGS = {"train.zip": "make data DATA=path/to/train.zip",
+                 "test.zip": "make predict IMAGES=path/to/test.zip"}  # fmt: skip
 
 
-def client():
-    """An authenticated KaggleApi. The client prints a page of help and exits when it finds no
+def client(file_name: str = "train.zip"):
+    """An authenticated KaggleApi, for downloading ``file_name``. The client prints a page of help and exits when it finds no
     credentials (even on import); that becomes one line here."""
     import requests
 
@@ -43,7 +45,8 @@ def client():
             api = KaggleApi()
             api.authenticate()
     except SystemExit:
-        raise UserError(NO_CREDENTIALS) from None
+        setting = PATH_SETTINGS.get(file_name, "see make help")
+        raise UserError(NO_CREDENTIALS.format(file=file_name, setting=setting)) from None
     except requests.RequestException as error:  # a token is checked with Kaggle on the spot
         raise network_error(error, "checking your Kaggle token") from error
     return api
@@ -118,7 +121,7 @@ def download(file_name: str, folder: Path = DOWNLOADS) -> Path:
     import requests
 
     folder.mkdir(parents=True, exist_ok=True)
-    api = client()
+    api = client(file_name)
     doing = f"downloading {file_name} of {COMPETITION}"
     try:
         check_space(folder, file_name, remote_size(api, file_name))

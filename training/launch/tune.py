@@ -394,6 +394,6 @@ def fetch(session: boto3.Session, name: str, runs_dir: Path, description=None, j
     if fetched:
         print(
             f"best model: make predict RUN={runs_dir / fetched} "
-            "IMAGES=<a folder, an image, or Kaggle's test.zip>"
+            "IMAGES=<a folder, an image, a zip, or kaggle for the competition's test.zip>"
         )
     return path
