@@ -175,7 +175,6 @@ def command_root() -> str | None:
 class Backend:
     """Where the stack's state lives, and the environment the CLI needs for it."""
 
-    url: str | None  # None: the user's own login
     env: dict
     secrets_provider: str | None
     description: str
@@ -217,9 +216,9 @@ def backend(state_dir: Path | None = None) -> Backend:
     chosen = os.environ.get("PULUMI_BACKEND_URL")
     login = None if chosen else logged_in()
     if os.environ.get("PULUMI_ACCESS_TOKEN") and not chosen:
-        return Backend(None, {}, None, "Pulumi Cloud (PULUMI_ACCESS_TOKEN)")
+        return Backend({}, None, "Pulumi Cloud (PULUMI_ACCESS_TOKEN)")
     if login and not login.startswith(("file://", "s3://", "gs://", "azblob://")):
-        return Backend(None, {}, None, f"your pulumi login ({login})")
+        return Backend({}, None, f"your pulumi login ({login})")
     url = chosen or login
     where = f"{url} ({'PULUMI_BACKEND_URL' if chosen else 'your pulumi login'})"
     if url is None:
@@ -231,7 +230,6 @@ def backend(state_dir: Path | None = None) -> Backend:
         )
     env, secret = passphrase_env()
     return Backend(
-        url,
         {"PULUMI_BACKEND_URL": url, **env},
         "passphrase",
         f"state in {where}; secrets encrypted with {secret}",

@@ -231,27 +231,6 @@ def projective_warp(images, transforms, dtype: str = "float32"):
     return tf.cast(warped, tf.float32)
 
 
-def cache_gather_warp(cache, indices, transforms):
-    """The gather and the warp fused: each output pixel's four neighbours read straight from the
-    whole cache (a tensor), skipping the batch copy. Needs the cache in memory as a tensor."""
-    import tensorflow as tf
-
-    size = cache.shape[1]
-    x, y = job_data.sampling_grid(transforms, size, size)
-    x0, y0 = tf.floor(x), tf.floor(y)
-    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
-    col0, row0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
-    col1, row1 = tf.minimum(col0 + 1, size - 1), tf.minimum(row0 + 1, size - 1)
-    first = tf.cast(indices, tf.int32)[:, None, None, None] * (size * size)
-    corners = tf.stack(
-        [row0 * size + col0, row0 * size + col1, row1 * size + col0, row1 * size + col1], axis=1
-    )
-    pixels = tf.cast(tf.gather(tf.reshape(cache, [-1, 3]), corners + first), tf.float32)
-    top = pixels[:, 0] + wx * (pixels[:, 1] - pixels[:, 0])
-    bottom = pixels[:, 2] + wx * (pixels[:, 3] - pixels[:, 2])
-    return top + wy * (bottom - top)
-
-
 def bench_warp(cache_images: np.ndarray, sizes: Sizes, batches: int = 6) -> dict:
     """Each warp design on batches of the cache (150 px, 64 images, indices drawn afresh), in
     img/s on every core, and its largest difference from the warp before (ImageProjectiveTransformV3
@@ -276,8 +255,9 @@ def bench_warp(cache_images: np.ndarray, sizes: Sizes, batches: int = 6) -> dict
         ),
         "gather warp, op by op": lambda ix, t: job_data.warp(tf.gather(cache, ix), t),
         "gather warp, XLA-compiled": lambda ix, t: warp_xla(tf.gather(cache, ix), t),
+        # the gather and the warp fused: neighbours read from the whole cache, no batch copy
         "gathered straight from the cache, XLA (cache as a tensor)": tf.function(
-            lambda ix, t: cache_gather_warp(cache, ix, t), jit_compile=True
+            lambda ix, t: job_data.warp_from(cache, ix, t), jit_compile=True
         ),
         # what the job runs on CPUs: it draws its own parameters, so no difference is taken
         KEPT_WARP: lambda ix, t: job_data.augment_batch(tf.gather(cache, ix), compiled=True),

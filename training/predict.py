@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             "competition's test.zip>"
         )
     if str(args.images) == KAGGLE:  # the competition's test.zip, downloaded once
-        args.images = kaggle_download.downloaded("test.zip") or kaggle_download.download("test.zip")
+        args.images = kaggle_download.fetch("test.zip")
     if not args.images.exists():
         raise UserError(f"IMAGES={args.images} does not exist")
     out = args.out or args.run / "predictions.csv"

@@ -31,6 +31,8 @@ AWS_OR_NETWORK_ERRORS = (ClientError, BotoCoreError, Boto3Error, ConnectionError
 ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403")
 NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
 _TAG = re.compile(r"<[^>]+>")
+# No answer at all: refused, reset, unresolvable, timed out, a broken answer.
+UNANSWERED = (BotocoreConnectionError, HTTPClientError, ConnectionError)
 
 
 # Error codes AWS services answer when a caller should slow down (botocore's own list).
@@ -55,7 +57,7 @@ THROTTLING = (
 def is_transient(error: Exception) -> bool:
     """Worth another try later: no network (refused, reset, timed out, a broken answer),
     throttling, or a 5xx answer."""
-    if isinstance(error, (BotocoreConnectionError, HTTPClientError, ConnectionError)):
+    if isinstance(error, UNANSWERED):
         return True
     if isinstance(error, RetriesExceededError):  # a download cut off on every try
         return True
@@ -70,7 +72,7 @@ def is_unanswered(error: Exception) -> bool:
     with throttling or a 5xx."""
     if isinstance(error, RetriesExceededError) and error.last_exception is not None:
         return is_unanswered(error.last_exception)
-    return isinstance(error, (BotocoreConnectionError, HTTPClientError, ConnectionError))
+    return isinstance(error, UNANSWERED)
 
 
 def error_code(error: Exception) -> str:
@@ -127,7 +129,7 @@ def aws_error(error: Exception, doing: str) -> UserError:
     if isinstance(error, ReadTimeoutError):
         return UserError(f"AWS did not answer in time while {doing}: re-run in a moment")
     # Each request was retried with backoff before it came to this (training/common/aws.py).
-    if isinstance(error, (BotocoreConnectionError, HTTPClientError, ConnectionError)):
+    if isinstance(error, UNANSWERED):
         return UserError(
             f"cannot reach AWS while {doing} ({one_line(error)}): check the network, a proxy or "
             "AWS_ENDPOINT_URL, then re-run (finished steps are not repeated)"

@@ -34,11 +34,14 @@ class JobKind:
     launcher_actions: tuple
     list_command: str  # the AWS CLI that lists them, for a wrong name
     console_page: str  # the console's page for one, after #/
-    results_command: str  # the make command that follows one and fetches its results
+    results_template: str  # the make command that follows one and fetches its results
 
     def arn(self, partition: str, region: str, account: str, name: str = "*") -> str:
         # SageMaker's ARNs carry the job name in lower case.
         return f"arn:{partition}:sagemaker:{region}:{account}:{self.arn_type}/{name.lower()}"
+
+    def results_command(self, name: str) -> str:
+        return self.results_template.format(name=name)
 
     def stop_command(self, name: str) -> str:
         return f"aws sagemaker {self.stop_call.replace('_', '-')} --{self.arn_type}-name {name}"
@@ -87,7 +90,7 @@ TRAINING_JOB = JobKind(
     ),
     list_command="aws sagemaker list-training-jobs",
     console_page="jobs",
-    results_command="make results JOB={name}",
+    results_template="make results JOB={name}",
 )
 TUNING_JOB = JobKind(
     noun="tuning job",
@@ -105,7 +108,7 @@ TUNING_JOB = JobKind(
     ),
     list_command="aws sagemaker list-hyper-parameter-tuning-jobs",
     console_page="hyper-tuning-jobs",
-    results_command="make tune-results TUNING_JOB={name}",
+    results_template="make tune-results TUNING_JOB={name}",
 )
 KINDS = (TRAINING_JOB, TUNING_JOB)
 
@@ -113,6 +116,8 @@ KINDS = (TRAINING_JOB, TUNING_JOB)
 # --- job names ---------------------------------------------------------------------------------------
 PREFIX = "vgg"
 NAME_LIMITS = {TRAINING_JOB: 63, TUNING_JOB: 32}  # SageMaker's longest names
+# The time in a job's name (local time): a training job's in full, a tuning job's short.
+STAMP_FORMATS = {TRAINING_JOB: "%Y%m%d-%H%M%S", TUNING_JOB: "%m%d-%H%M%S"}
 
 
 def base_name(experiment: str) -> str:
@@ -123,7 +128,7 @@ def base_name(experiment: str) -> str:
 def job_name(experiment: str, kind: JobKind = TRAINING_JOB) -> str:
     """``vgg-<experiment>-<timestamp>`` within SageMaker's length for the kind (a tuning job's is
     short: its training jobs add ``-NNN-<8 hex>``)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S" if kind is TRAINING_JOB else "%m%d-%H%M%S")
+    stamp = time.strftime(STAMP_FORMATS[kind])
     return base_name(experiment)[: NAME_LIMITS[kind] - len(stamp) - 1] + f"-{stamp}"
 
 
@@ -138,7 +143,7 @@ def named_at(job: str) -> float | None:
     match = _TRAINING_STAMP.search(job)
     if not match:
         return None
-    return time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))  # job_name's local time
+    return time.mktime(time.strptime(match.group(1), STAMP_FORMATS[TRAINING_JOB]))
 
 
 def experiment_of(job: str) -> str:

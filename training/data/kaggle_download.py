@@ -143,6 +143,11 @@ def download(file_name: str, folder: Path = DOWNLOADS) -> Path:
     return path
 
 
+def fetch(file_name: str, folder: Path = DOWNLOADS) -> Path:
+    """``file_name``: an earlier, finished download (offline), else downloaded now."""
+    return downloaded(file_name, folder) or download(file_name, folder)
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -265,9 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=PER_CLASS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.source is None:  # Kaggle's train.zip: an earlier download, else downloaded now
-        args.source = kaggle_download.downloaded("train.zip") or kaggle_download.download(
-            "train.zip"
-        )
+        args.source = kaggle_download.fetch("train.zip")
     prepare(args.source, args.out, per_class=args.per_class)
     return 0
 

@@ -201,9 +201,9 @@ def build_model(runtime: Runtime) -> tuple:
 
 
 def seed_augmentation(hp: config.Hyperparameters) -> data.SeedAugmentation:
-    """With xla=true the warp compiles with the step. Without, on a CPU it is compiled on its own
-    (measured several times faster there); on GPUs its ops run as TensorFlow's kernels, as the
-    rest of the step does."""
+    """With xla=true the augmentation compiles with the step. Without, on a CPU it is compiled on
+    its own (draws, matrices and warp: measured faster there, make bench row 1e); on GPUs its ops
+    run as TensorFlow's kernels, as the rest of the step does."""
     compiled = not hp.xla and vgg.gpu_count() == 0
     return data.SeedAugmentation(compiled=compiled, name="augment")
 

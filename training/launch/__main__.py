@@ -119,7 +119,7 @@ def run_cloud(request: RunRequest) -> int:
     plan = preflight.preflight(request, load_outputs(request.stack, INFRA_DIR), session)
     job = submit.submit(staging.stage(plan, session), session)
     if request.detach:
-        print(f"detached; follow it later with `{TRAINING_JOB.results_command.format(name=job)}`")
+        print(f"detached; follow it later with `{TRAINING_JOB.results_command(job)}`")
         return 0
     return follow_and_fetch(
         session, job, request.runs, request.poll_seconds, request.reconnect_minutes, reached=True
@@ -171,7 +171,7 @@ def run_tune(request: RunRequest) -> int:
     )
     name = tune.launch(staging.stage(plan, session), session, jobs, request.parallel)
     if request.detach:
-        print(f"detached; follow it later with `{TUNING_JOB.results_command.format(name=name)}`")
+        print(f"detached; follow it later with `{TUNING_JOB.results_command(name)}`")
         return 0
     description, training_jobs = tune.follow(
         session,

@@ -143,7 +143,7 @@ def follow(
     sm = session.client("sagemaker", config=aws.FOLLOWING)
     follower = LogFollower(session, job)
     tracker = StatusTracker(job)
-    resume = TRAINING_JOB.results_command.format(name=job)
+    resume = TRAINING_JOB.results_command(job)
     outage = Outage(job, resume, reconnect_minutes, write, reached=reached)
     try:
         while True:
@@ -189,7 +189,7 @@ def offer_stop(sm, kind: JobKind, name: str) -> None:
 def stopped_following(sm, kind: JobKind, name: str) -> Interrupted:
     """Ctrl-C while following: offer to stop the job, then say how to pick it up again."""
     offer_stop(sm, kind, name)
-    command = kind.results_command.format(name=name)
+    command = kind.results_command(name)
     return Interrupted(f"stopped following {name}; pick it up again with `{command}`")
 
 

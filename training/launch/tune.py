@@ -162,7 +162,7 @@ def follow(
     to stop the tuning job."""
     sm = session.client("sagemaker", config=aws.FOLLOWING)
     seen: dict[str, tuple] = {}
-    resume = TUNING_JOB.results_command.format(name=name)
+    resume = TUNING_JOB.results_command(name)
     outage = Outage(name, resume, reconnect_minutes, write, reached=reached)
     try:
         while True:

@@ -350,14 +350,20 @@ def warp(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     into the whole batch. Only ops XLA compiles (ImageProjectiveTransformV3, the op this
     replaces, has no XLA kernel), with that op's arithmetic: clamp, then interpolate. Gathering
     uint8 pixels and converting the gathered ones moves a quarter of the bytes."""
+    return warp_from(images, tf.range(tf.shape(images)[0]), transforms)
+
+
+def warp_from(images: tf.Tensor, which: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
+    """``images[which[i]]`` warped by ``transforms[i]`` for each i (see warp): the gather reads
+    the chosen images' pixels wherever they are in ``images``, a batch or a whole cache."""
     shape = tf.shape(images)
-    batch, height, width, channels = shape[0], shape[1], shape[2], images.shape[3]
+    height, width, channels = shape[1], shape[2], images.shape[3]
     x, y = sampling_grid(transforms, height, width)
     x0, y0 = tf.floor(x), tf.floor(y)
     wx, wy = (x - x0)[..., None], (y - y0)[..., None]
     col0, row0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
     col1, row1 = tf.minimum(col0 + 1, width - 1), tf.minimum(row0 + 1, height - 1)
-    first = tf.range(batch)[:, None, None, None] * (height * width)  # each image's first pixel
+    first = tf.cast(which, tf.int32)[:, None, None, None] * (height * width)  # first pixels
     corners = tf.stack(
         [row0 * width + col0, row0 * width + col1, row1 * width + col0, row1 * width + col1],
         axis=1,
