@@ -14,6 +14,8 @@ STACK ?= dev
 DATA ?=
 # where make data / make data-sample write the splits
 SPLITS ?= data/splits
+# where run folders go (runs/<job>); the MLflow store stays runs/mlflow.db
+RUNS ?= runs
 # training job name (make results)
 JOB ?=
 # make tune: training jobs in all (default 10; make rehearse TUNE=1: 3)
@@ -24,6 +26,8 @@ PARALLEL ?=
 MAX_RUNTIME_MINUTES ?=
 # train-cloud, tune, results, tune-results: how long following rides out a lost connection (default 30)
 RECONNECT_MINUTES ?=
+# train-cloud, tune, results, tune-results: seconds between polls (default 15; a tuning job 30)
+POLL_SECONDS ?=
 # tuning job name (make tune-results)
 TUNING_JOB ?=
 # make predict: a run folder (runs/<job>) and the images: a folder, one image, a zip, or kaggle
@@ -45,6 +49,8 @@ FRESH ?=
 INTERRUPT ?=
 # 1: make rehearse runs make tune (MAX_JOBS, PARALLEL) instead of make train-cloud
 TUNE ?=
+# make rehearse: a sequence of commands (run, detach, max-runtime, tune-detach, ctrl-c) or all
+SCENARIO ?=
 # local VGG16 no-top .h5 to ship through the weights channel
 WEIGHTS ?=
 # train-local: "docker" runs the real SageMaker TF image through the SDK's local-container mode
@@ -75,7 +81,8 @@ export UV_CACHE_DIR ?= $(HOME)/.cache/uv
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-compat lock check-platforms lint format test test-fast data data-sample \
-        data-upload train-local train-cloud rehearse results tune tune-results predict report track ui \
+        data-upload train-local train-cloud rehearse standin-up standin-down results tune tune-results \
+        predict report track ui \
         infra-preview \
         infra-up infra-down bench cost clean
 
@@ -179,9 +186,10 @@ data-upload: setup ## stage the splits to the project bucket (resumable, dedupli
 LAUNCH_ARGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
               $(if $(INSTANCE),--instance $(INSTANCE)) \
               $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) \
-              $(if $(WEIGHTS),--weights-file $(WEIGHTS)) --splits $(SPLITS) --stack $(STACK)
+              $(if $(WEIGHTS),--weights-file $(WEIGHTS)) --splits $(SPLITS) --stack $(STACK) --runs $(RUNS)
 RUNTIME_ARGS = $(if $(MAX_RUNTIME_MINUTES),--max-runtime-minutes $(MAX_RUNTIME_MINUTES))
-FOLLOW_ARGS = $(if $(RECONNECT_MINUTES),--reconnect-minutes $(RECONNECT_MINUTES))
+FOLLOW_ARGS = $(if $(RECONNECT_MINUTES),--reconnect-minutes $(RECONNECT_MINUTES)) \
+              $(if $(POLL_SECONDS),--poll-seconds $(POLL_SECONDS))
 TUNE_ARGS = $(if $(MAX_JOBS),--max-jobs $(MAX_JOBS)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 train-local: setup ## run an experiment on this machine, SageMaker contract emulated (default: smoke)
@@ -191,34 +199,42 @@ train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch result
 	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(RUNTIME_ARGS) $(FOLLOW_ARGS) \
 	    $(if $(DETACH),--detach) $(if $(FRESH),--fresh)
 
-rehearse: setup setup-compat ## train-cloud (TUNE=1: tune) offline: emulated AWS, SageMaker stand-in (default: smoke)
-	$(PY) -m training.standin.rehearse $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
-	    --splits $(SPLITS) $(if $(filter early,$(INTERRUPT)),--interrupt early,$(if $(INTERRUPT),--interrupt)) \
-	    $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) $(if $(TUNE),--tune $(TUNE_ARGS)) \
-	    $(RUNTIME_ARGS)
+INTERRUPT_ARGS = $(if $(filter early,$(INTERRUPT)),--interrupt early,$(if $(INTERRUPT),--interrupt))
+
+rehearse: setup setup-compat ## the cloud commands offline, against the stand-in: SCENARIO=run|detach|max-runtime|tune-detach|ctrl-c|all
+	$(PY) -m training.rehearse $(if $(SCENARIO),--scenario $(SCENARIO)) \
+	    $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) --splits $(SPLITS) \
+	    $(INTERRUPT_ARGS) $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) \
+	    $(if $(TUNE),--tune) $(TUNE_ARGS) $(RUNTIME_ARGS)
+
+standin-up: setup setup-compat ## the SageMaker stand-in as a service on 127.0.0.1: then `source .standin/env`
+	$(PY) -m training.standin.service up $(if $(filter-out dev,$(STACK)),--stack $(STACK)) $(INTERRUPT_ARGS)
+
+standin-down: setup ## stop the stand-in, with every job, log and checkpoint it holds
+	$(PY) -m training.standin.service down
 
 results: setup ## fetch a SageMaker job's results and write its report: make results JOB=<name>
-	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK) $(FOLLOW_ARGS)
+	$(PY) -m training.launch results $(if $(JOB),--job $(JOB)) --stack $(STACK) --runs $(RUNS) $(FOLLOW_ARGS)
 
 tune: setup ## tune the recipe on SageMaker: make tune EXPERIMENT=small MAX_JOBS=10 PARALLEL=2
 	$(PY) -m training.launch tune $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
 	    $(if $(INSTANCE),--instance $(INSTANCE)) $(if $(WEIGHTS),--weights-file $(WEIGHTS)) \
-	    $(TUNE_ARGS) $(RUNTIME_ARGS) $(FOLLOW_ARGS) --splits $(SPLITS) --stack $(STACK) \
+	    $(TUNE_ARGS) $(RUNTIME_ARGS) $(FOLLOW_ARGS) --splits $(SPLITS) --stack $(STACK) --runs $(RUNS) \
 	    $(if $(DETACH),--detach)
 
 tune-results: setup ## follow a tuning job, then its table, plot and best model: TUNING_JOB=<name>
 	$(PY) -m training.launch tune-results $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB)) \
-	    --stack $(STACK) $(FOLLOW_ARGS)
+	    --stack $(STACK) --runs $(RUNS) $(FOLLOW_ARGS)
 
 predict: setup ## classify images with a run's model: make predict RUN=runs/<job> IMAGES=<folder|image|zip|kaggle>
 	$(PY) -m training.predict $(if $(RUN),--run $(RUN)) $(if $(IMAGES),--images "$(IMAGES)") \
 	    $(if $(CLIP),--clip $(CLIP))
 
 report: setup ## one table comparing every run under runs/ with the seed
-	$(PY) -m training.report.compare runs
+	$(PY) -m training.report.compare $(RUNS)
 
 track: setup ## record every run under runs/ in MLflow (runs record themselves; TRACK_MODEL=1 adds models)
-	$(PY) -m training.report.tracking runs $(if $(TRACK_MODEL),--log-model)
+	$(PY) -m training.report.tracking $(RUNS) $(if $(TRACK_MODEL),--log-model)
 
 ui: setup ## the MLflow UI on 127.0.0.1 over the runs' store (or where MLFLOW_TRACKING_URI points)
 	$(PY) -m training.report.tracking runs --ui $(if $(UI_PORT),--port $(UI_PORT))

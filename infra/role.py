@@ -210,6 +210,14 @@ def launcher_policy(
             for kind in (TRAINING_JOB, TUNING_JOB)
         ),
         {
+            # Preflight: does another job of ours still run on the checkpoint folder? (List
+            # actions have no resource ARN.)
+            "Sid": "FindJobsOnCheckpoints",
+            "Effect": "Allow",
+            "Action": "sagemaker:ListTrainingJobs",
+            "Resource": "*",
+        },
+        {
             "Sid": "CheckExecutionRole",  # preflight: does the role exist?
             "Effect": "Allow",
             "Action": "iam:GetRole",

@@ -42,3 +42,11 @@ def mlflow_store(tmp_path_factory):
         os.environ.pop(TRACKING_ENV, None)
     else:
         os.environ[TRACKING_ENV] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tmp_path_factory):
+    """The sample generator at 20 images per class: 2/1/3/17 per class and split (tiny.py)."""
+    from tiny import tiny_splits
+
+    return tiny_splits(tmp_path_factory.mktemp("tiny"))

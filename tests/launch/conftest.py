@@ -7,16 +7,6 @@ import pytest
 from launch_helpers import BUCKET, REGION, ROLE_NAME
 from moto import mock_aws
 
-from training.data.prepare import prepare
-from training.data.sample import generate
-
-
-@pytest.fixture(scope="session")
-def tiny_splits(tmp_path_factory):
-    """The sample generator at 20 images per class: 2/1/3/17 per class and split."""
-    root = tmp_path_factory.mktemp("tiny")
-    return prepare(generate(root / "raw", per_class=20), root / "splits", per_class=20).out
-
 
 @pytest.fixture
 def aws(monkeypatch, tmp_path):

@@ -3,14 +3,13 @@
 from types import SimpleNamespace
 
 import boto3
+from tiny import TINY  # noqa: F401  (the tiny experiment every launcher test runs)
 
 from training.launch.capacity import INSTANCES, QuotaReading, quota_name
 
 REGION = "us-east-1"
 BUCKET = "vgg-dogs-cats-test-abc123"
 ROLE_NAME = "sagemaker-execution-abc123"
-# The tiny experiment every launcher test runs: the smoke recipe at 32 px, one epoch per phase.
-TINY = ["image_size=32", "batch_size=8", "epochs_frozen=1", "epochs_fine_tuned=1"]
 
 
 def quotas_for(value: float = 2.0, **overrides: float) -> QuotaReading:

@@ -8,14 +8,15 @@ from contextlib import contextmanager
 
 import boto3
 import pytest
+from accounts import STACK, emulated_account
 from botocore.exceptions import ClientError
-from launch_helpers import TINY
+from tiny import TINY
 
 from training.launch.__main__ import main as launch
-from training.standin import StandIn
-from training.standin.iam import enforced, role_credentials, trust_allows
-from training.standin.rehearse import ROLE, act_as_launcher, create_stack, emulator
+from training.standin.account import StackNames
+from training.standin.iam import role_credentials, trust_allows
 
+ROLE = StackNames(STACK).role
 JOB_ARN = "arn:aws:sagemaker:us-east-1:123456789012:training-job/vgg-smoke-1"
 
 
@@ -29,18 +30,8 @@ def without(document: str, sid: str) -> str:
 def stack(tmp_path, monkeypatch, change=None):
     """The rehearsal's stack in a fresh emulator; ``change(iam, outputs)`` edits it as an admin
     before the launcher's identity and enforcement take over."""
-    monkeypatch.chdir(tmp_path)
-    with emulator() as endpoint:
-        outputs = create_stack(tmp_path / ".infra")
-        if change:
-            change(boto3.Session().client("iam"), outputs)
-        act_as_launcher()
-        stand_in = StandIn(endpoint, tmp_path / "standin").start()
-        try:
-            with enforced():
-                yield outputs
-        finally:
-            stand_in.stop()
+    with emulated_account(tmp_path, monkeypatch, change) as (outputs, _):
+        yield outputs
 
 
 def launch_cloud(tiny_splits, tmp_path, *extra: str) -> int:

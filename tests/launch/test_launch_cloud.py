@@ -10,6 +10,7 @@ import pytest
 from botocore.stub import Stubber
 from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for, simulate_as
 
+from training.common.aws import split_s3_uri
 from training.launch import capacity, common, follow, preflight, submit
 from training.launch.__main__ import main as launch
 from training.launch.experiments import from_hyperparameter, load
@@ -259,7 +260,7 @@ def test_the_sdks_role_check_neither_blocks_nor_leaks(aws, captured, tiny_splits
             for c in request["InputDataConfig"]}  # fmt: skip
     assert uris["code"].startswith(f"s3://{BUCKET}/code/")
     assert uris["sm_drivers"].startswith(f"s3://{BUCKET}/code/")
-    bucket, prefix = common.split_s3_uri(uris["code"])
+    bucket, prefix = split_s3_uri(uris["code"])
     s3 = boto3.client("s3", region_name=REGION)
     shipped = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
     assert any(key.endswith("/train.py") for key in shipped)
@@ -325,13 +326,10 @@ def test_network_isolation_needs_a_weights_file(aws, tiny_splits, capsys):
 
 
 def test_experiments_reproduce_the_seed_and_refuse_bad_overrides():
-    small = load("small").resolved_hyperparameters()
-    assert (small["epochs_frozen"], small["epochs_fine_tuned"], small["batch_size"]) == (30, 50, 64)
-    assert load("full").resolved_hyperparameters()["early_stopping_patience"] == 10
-    assert (
-        load("small", ["epochs_fine_tuned=10"]).resolved_hyperparameters()["epochs_fine_tuned"]
-        == 10
-    )
+    small = load("small").hp
+    assert (small.epochs_frozen, small.epochs_fine_tuned, small.batch_size) == (30, 50, 64)
+    assert load("full").hp.early_stopping_patience == 10
+    assert load("small", ["epochs_fine_tuned=10"]).hp.epochs_fine_tuned == 10
     with pytest.raises(capacity.UserError, match="unknown hyperparameter"):
         load("small", ["epoch=3"])
     with pytest.raises(capacity.UserError, match="invalid int value"):

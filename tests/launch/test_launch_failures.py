@@ -1,6 +1,7 @@
 """What a first real run on AWS would hit: every failure one actionable line, a non-zero exit and
 nothing half-written; settings checked before anything is spent."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,9 +12,10 @@ from botocore.exceptions import ClientError
 from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for
 from vgg_transfer import config as job_config
 
+from training.common.aws import split_s3_uri
 from training.common.infra_outputs import load_outputs
 from training.common.sagemaker import TRAINING_JOB
-from training.launch import common, follow, preflight, spec
+from training.launch import follow, preflight, spec
 from training.launch.__main__ import main as launch
 from training.launch.experiments import load, to_argument, to_hyperparameter
 from training.launch.request import RunRequest
@@ -29,16 +31,21 @@ def launch_smoke(tiny_splits, *extra: str) -> int:
                    "--stack", "test", "--detach", *extra])  # fmt: skip
 
 
+def smoke_checkpoint_uri(tiny_splits) -> str:
+    """Where launch_smoke's job checkpoints."""
+    digest = json.loads((tiny_splits / "manifest.json").read_text())["dataset_digest"]
+    settings = dataclasses.replace(load("smoke", TINY).hp, dataset_digest=digest)
+    return spec.checkpoint_uri(load_outputs("test"), settings, "smoke")
+
+
 def training_jobs() -> list[dict]:
     sm = boto3.client("sagemaker", region_name=REGION)
     return sm.list_training_jobs()["TrainingJobSummaries"]
 
 
 def test_a_finished_experiment_is_not_silently_reused(aws, quota_ok, tiny_splits, capsys):
-    experiment = load("smoke", TINY)
-    digest = json.loads((tiny_splits / "manifest.json").read_text())["dataset_digest"]
-    uri = spec.checkpoint_uri(load_outputs("test"), experiment, digest)
-    bucket, prefix = common.split_s3_uri(uri)
+    uri = smoke_checkpoint_uri(tiny_splits)
+    bucket, prefix = split_s3_uri(uri)
     state = {"phase": "fine_tuned", "epochs": 1, "epochs_done": 1, "finished": True}
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=bucket, Key=f"{prefix}fine_tuned/state.json", Body=json.dumps(state)
@@ -57,11 +64,7 @@ def test_a_finished_experiment_is_not_silently_reused(aws, quota_ok, tiny_splits
 
 
 def test_an_unfinished_run_is_resumed_and_says_so(aws, quota_ok, tiny_splits, capsys):
-    experiment = load("smoke", TINY)
-    digest = json.loads((tiny_splits / "manifest.json").read_text())["dataset_digest"]
-    bucket, prefix = common.split_s3_uri(
-        spec.checkpoint_uri(load_outputs("test"), experiment, digest)
-    )
+    bucket, prefix = split_s3_uri(smoke_checkpoint_uri(tiny_splits))
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=bucket, Key=f"{prefix}frozen/state.json", Body=b"{}"
     )
@@ -272,13 +275,89 @@ def test_adding_a_hyperparameter_with_a_default_keeps_every_checkpoint_folder(mo
 
     from training.launch.experiments import available
 
-    before = {name: spec.checkpoint_name(load(name), "d1g3st") for name in available()}
+    def names() -> dict:
+        return {name: folder(load(name)) for name in available()}
+
+    def folder(experiment) -> str:
+        settings = dataclasses.replace(experiment.hp, dataset_digest="d1g3st")
+        return spec.checkpoint_name(settings, experiment.name)
+
+    before = names()
     extended = dataclasses.make_dataclass(
         "Hyperparameters", [("label_smoothing", float, 0.0)], bases=(job_config.Hyperparameters,)
     )
     monkeypatch.setattr(job_config, "Hyperparameters", extended)
     assert load("small").hp.label_smoothing == 0.0  # the launcher knows the new setting
-    assert {name: spec.checkpoint_name(load(name), "d1g3st") for name in available()} == before
+    assert names() == before
     # A setting that changes the recipe is a different folder.
-    changed = spec.checkpoint_name(load("small", ["label_smoothing=0.1"]), "d1g3st")
+    changed = folder(load("small", ["label_smoothing=0.1"]))
     assert changed != before["small"]
+
+
+# --- one recipe, however a value is spelled; the launcher and the job compare the same one -------
+def container_argv(hyperparameters: dict) -> list[str]:
+    """train.py's command line for a request's HyperParameters, as the SDK's own container code
+    makes it: scripts/environment.py decodes each value once, then the driver's
+    hyperparameters_to_cli_args."""
+    from sagemaker.train.container_drivers.common.utils import (
+        hyperparameters_to_cli_args,
+        safe_deserialize,
+    )
+
+    return hyperparameters_to_cli_args({k: safe_deserialize(v) for k, v in hyperparameters.items()})
+
+
+def submitted(tiny_splits, *hp: str) -> dict:
+    """Submits the tiny smoke run with ``hp`` (DETACH=1); returns the job as moto recorded it."""
+    assert launch_smoke(tiny_splits, "--hp", *TINY, *hp) == 0
+    sm = boto3.client("sagemaker", region_name=REGION)
+    names = sorted(job["TrainingJobName"] for job in training_jobs())
+    return sm.describe_training_job(TrainingJobName=names[-1])
+
+
+def plant_state(job: dict, **changed) -> None:
+    """The frozen phase's state.json that the job would write after one epoch: its recipe from
+    train.py's own parser over the command line the request gives it (``changed`` on top)."""
+    parsed = job_config.parse(container_argv(job["HyperParameters"]), environ={})
+    recipe = {**job_config.recipe(parsed.hp), **changed}
+    state = {"phase": "frozen", "epochs": 1, "epochs_done": 1, "config": recipe}
+    bucket, prefix = split_s3_uri(job["CheckpointConfig"]["S3Uri"])
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=bucket, Key=f"{prefix}frozen/state.json", Body=json.dumps(state)
+    )
+
+
+@pytest.mark.parametrize("spellings", [("5e-5", "0.00005"), ("5E-05", ".00005")])
+def test_a_value_spelled_two_ways_is_one_recipe_and_its_checkpoints_resume(
+    aws, quota_ok, tiny_splits, capsys, spellings
+):
+    first, second = (
+        submitted(tiny_splits, f"learning_rate_fine_tuned={spelling}") for spelling in spellings
+    )
+    assert first["CheckpointConfig"] == second["CheckpointConfig"]
+    assert first["HyperParameters"] == second["HyperParameters"]
+    assert first["HyperParameters"]["learning_rate_fine_tuned"] == "5e-05"
+    plant_state(first)  # the job stopped after an epoch (a max runtime, Ctrl-C, spot)
+    capsys.readouterr()
+    again = submitted(tiny_splits, f"learning_rate_fine_tuned={spellings[0]}")
+    assert "checkpoints: resuming the unfinished run" in capsys.readouterr().out
+    assert again["CheckpointConfig"] == first["CheckpointConfig"]
+
+
+@pytest.mark.parametrize(
+    ("written_with", "said"),
+    [
+        ({"learning_rate_fine_tuned": 1e-4}, "learning_rate_fine_tuned: 0.0001 → 1e-05"),
+        ({"dataset_digest": "0123456789abcdef"}, "dataset_digest: '0123456789abcdef' → '"),
+    ],
+)
+def test_checkpoints_written_with_other_settings_or_data_are_refused_in_one_line(
+    aws, quota_ok, tiny_splits, capsys, written_with, said
+):
+    job = submitted(tiny_splits)
+    plant_state(job, **written_with)
+    capsys.readouterr()
+    assert launch_smoke(tiny_splits, "--hp", *TINY) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "were written with other settings" in line and said in line and "FRESH=1" in line
+    assert len(training_jobs()) == 1, "a job was submitted into foreign checkpoints"

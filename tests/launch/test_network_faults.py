@@ -2,7 +2,6 @@
 proxy (faultproxy.py) between it and a moto server on loopback, as AWS_ENDPOINT_URL."""
 
 import json
-import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from training.launch.__main__ import main as launch
 from training.launch.experiments import load
 from training.launch.local import run_local
 from training.launch.request import RunRequest
-from training.standin.rehearse import emulator
+from training.standin.account import admin_environment, free_port, start_emulator
 
 pytestmark = pytest.mark.slow
 REGION = "us-east-1"
@@ -41,14 +40,17 @@ def network(tmp_path, monkeypatch):
     """moto on 127.0.0.1 behind the fault proxy; this process's AWS settings go through the
     proxy; the returned client talks to moto directly (what SageMaker itself would do)."""
     monkeypatch.chdir(tmp_path)
-    with emulator() as endpoint:
-        port = int(endpoint.rsplit(":", 1)[1])
+    port = free_port()
+    server = start_emulator(port)
+    try:
         with FaultProxy(port) as proxy:
-            # emulator() restores the environment as it found it; monkeypatch would restore
-            # ITS value afterwards, leaking this endpoint into later tests of the worker.
-            os.environ["AWS_ENDPOINT_URL"] = proxy.url
+            for name, value in admin_environment(proxy.url).items():
+                monkeypatch.setenv(name, value)
             direct = boto3.Session(region_name=REGION)
+            endpoint = f"http://127.0.0.1:{port}"
             yield proxy, lambda service: direct.client(service, endpoint_url=endpoint)
+    finally:
+        server.stop()
 
 
 def running_job(client, artifacts: dict) -> object:

@@ -110,10 +110,10 @@ def test_the_moto_it_hooks_into_is_the_pinned_one_with_the_same_hook_points():
         assert callable(SageMakerResponse.__dict__.get(name)), f"moto has no {name} to wrap"
     for name in wiring.ADDED:  # still missing from moto, or the stand-in hides moto's own
         assert name not in SageMakerResponse.__dict__, f"moto now has {name}"
-    patched = wiring.install(standin=None)
+    hooks = wiring.install(standin=None)
     try:
         assert all(SageMakerResponse.__dict__[n].__module__ == wiring.__name__
                    for n in wiring.REPLACED + wiring.ADDED)  # fmt: skip
     finally:
-        wiring.remove(patched)
+        hooks.restore()
     assert all(name not in SageMakerResponse.__dict__ for name in wiring.ADDED)

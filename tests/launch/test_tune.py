@@ -2,6 +2,7 @@
 the results table and plot from tuning-job data the test provides."""
 
 import copy
+import dataclasses
 import io
 import json
 import tarfile
@@ -10,6 +11,7 @@ import boto3
 import pytest
 from launch_helpers import BUCKET, TINY, quotas_for
 
+from training.common.aws import split_s3_uri
 from training.common.errors import UserError
 from training.launch import common, experiments, preflight, tune
 from training.launch.__main__ import main as launch
@@ -84,7 +86,7 @@ def test_the_tuning_request_carries_the_training_definition_ranges_and_limits(
     # from the code tarball, which must lie under code/ (the role reads nothing else) and hold
     # no __pycache__.
     assert static["sagemaker_program"] == "train.py"
-    bucket, key = common.split_s3_uri(static["sagemaker_submit_directory"])
+    bucket, key = split_s3_uri(static["sagemaker_submit_directory"])
     assert bucket == BUCKET and key.startswith("code/") and key.endswith("sourcedir.tar.gz")
     with tarfile.open(
         fileobj=io.BytesIO(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -116,16 +118,16 @@ def test_quota_for_parallel_jobs_is_checked_before_anything_is_staged(
 
 
 def test_ranges_come_from_the_experiment_file_and_are_checked():
-    experiment = load("small")
-    assert experiments.tuning_ranges(experiment) == experiments.DEFAULT_RANGES
-    experiment.tuning = {"learning_rate_fine_tuned": {"min": 1e-5, "max": 1e-3}}
-    assert experiments.tuning_ranges(experiment) == experiment.tuning
-    experiment.tuning = {"unfreeze_from": ["block9_conv1"]}
+    def with_ranges(ranges: dict):
+        return dataclasses.replace(load("small"), tuning=ranges)
+
+    assert experiments.tuning_ranges(load("small")) == experiments.DEFAULT_RANGES
+    ranges = {"learning_rate_fine_tuned": {"min": 1e-5, "max": 1e-3}}
+    assert experiments.tuning_ranges(with_ranges(ranges)) == ranges
     with pytest.raises(UserError, match="not a VGG16 layer"):
-        experiments.tuning_ranges(experiment)
-    experiment.tuning = {"learning_rate_fine_tuned": {"min": 1e-5}}
+        experiments.tuning_ranges(with_ranges({"unfreeze_from": ["block9_conv1"]}))
     with pytest.raises(UserError, match="give {min"):
-        experiments.tuning_ranges(experiment)
+        experiments.tuning_ranges(with_ranges({"learning_rate_fine_tuned": {"min": 1e-5}}))
 
 
 def tuning_data() -> tuple[dict, list[dict]]:
@@ -211,7 +213,7 @@ def fake_fetching(monkeypatch, without_model=()):
         return report
 
     monkeypatch.setattr(tune.results, "fetch_results", fetch_results)
-    monkeypatch.setattr(tune, "job_log", lambda session, job: [f"log of {job}"])
+    monkeypatch.setattr(tune, "job_log", lambda session, job, outage: [f"log of {job}"])
     return fetched
 
 

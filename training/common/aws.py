@@ -52,3 +52,9 @@ def backoff_seconds(attempt: int, base: float = 1.0, cap: float = 30.0) -> float
     """Exponential backoff with full jitter (AWS's advice): a random wait up to base × 2^attempt,
     capped, so that clients that lost the network together do not come back together."""
     return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key

@@ -106,8 +106,6 @@ def positive_minutes(text: str) -> float:
 def run_local(request: RunRequest) -> int:
     from training.launch.local import run_local as run
 
-    if request.experiment.name == "smoke":
-        ensure_sample(request.splits)
     print(summary_line(run(request)))
     return 0
 
@@ -180,7 +178,9 @@ def run_tune(request: RunRequest) -> int:
         reconnect_minutes=request.reconnect_minutes,
         reached=True,
     )
-    print(f"results: {tune.fetch(session, name, request.runs, description, training_jobs)}")
+    path = tune.fetch(session, name, request.runs, description, training_jobs,
+                      request.reconnect_minutes)  # fmt: skip
+    print(f"results: {path}")
     return 0
 
 
@@ -194,7 +194,9 @@ def run_tune_results(args) -> int:
     description, jobs = tune.follow(
         session, args.tuning_job, args.poll_seconds, reconnect_minutes=args.reconnect_minutes
     )
-    print(f"results: {tune.fetch(session, args.tuning_job, args.runs, description, jobs)}")
+    path = tune.fetch(session, args.tuning_job, args.runs, description, jobs,
+                      args.reconnect_minutes)  # fmt: skip
+    print(f"results: {path}")
     return 0
 
 
@@ -230,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in FOLLOWERS:
         return FOLLOWERS[args.command](args)
+    if args.command != "cost" and (args.experiment or DEFAULT_EXPERIMENT[args.command]) == "smoke":
+        ensure_sample(args.splits)  # the smoke experiment's data, made on first use
     return REQUESTS[args.command](from_args(args))
 
 

@@ -56,8 +56,3 @@ def train_images(manifest: dict, experiment: Experiment) -> int:
 def boto_session(region: str) -> boto3.Session:
     """The session every launcher step takes: its clients retry as training/common/aws.py says."""
     return aws.session(region)
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key

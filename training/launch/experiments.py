@@ -1,8 +1,10 @@
 """Named experiments (training/experiments/<name>.yaml) and per-run overrides.
 
-Hyperparameter keys and values are validated by the training job's own parser
-(training/job/vgg_transfer/config.py), so a bad key or value fails here, before anything runs,
-with the same message the job would give.
+Every hyperparameter goes through the training job's own parser (training/job/vgg_transfer/
+config.py) once, here, at the command line: an experiment file's values and ``HP=key=value``
+overrides become the job's typed ``Hyperparameters``, exactly as train.py will parse what it is
+sent. So ``5e-5``, ``5E-05`` and ``0.00005`` are one value everywhere after this point, and a bad
+key or value fails here, before anything runs, with the message the job would give.
 """
 
 import dataclasses
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import yaml
 from vgg_transfer import config as job_config
+from vgg_transfer.config import Hyperparameters
 
 from training.common.errors import UserError
 
@@ -30,7 +33,7 @@ SETTINGS = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Experiment:
     name: str
     description: str
@@ -41,10 +44,8 @@ class Experiment:
     spot: bool
     max_runtime_minutes: float
     max_wait_minutes: float
-    hyperparameters: dict = field(default_factory=dict)
-    tuning: dict = field(
-        default_factory=dict
-    )  # make tune's ranges; none: training/launch/tune.py's
+    hp: Hyperparameters = field(default_factory=Hyperparameters)  # parsed by the job's parser
+    tuning: dict = field(default_factory=dict)  # make tune's ranges; none: DEFAULT_RANGES
 
     @property
     def max_runtime_seconds(self) -> int:
@@ -55,57 +56,24 @@ class Experiment:
     def max_wait_seconds(self) -> int:
         return max(1, round(self.max_wait_minutes * 60))
 
-    @property
-    def hp(self) -> job_config.Hyperparameters:
-        """The job's own settings object, resolved: what train.py will parse."""
-        return job_config.Hyperparameters(**self.resolved_hyperparameters())
-
-    def resolved_hyperparameters(self) -> dict:
-        """Every job hyperparameter: the job's defaults overlaid with this experiment's values."""
-        values = dataclasses.asdict(job_config.Hyperparameters())
-        values.update(self.hyperparameters)
-        return values
-
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["hyperparameters"] = self.resolved_hyperparameters()
-        return data
+        return dataclasses.asdict(self)
 
 
 def available() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
-def parse_value(text: str):
-    """YAML scalars, so that `10`, `1e-5`, `true` and `imagenet` mean what they say."""
-    return yaml.safe_load(text) if text != "" else ""
-
-
-def parse_overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``key=value`` items as the strings the job's parser takes (no YAML: it would read
+    ``5e-5`` as a string and ``1e5`` as one too)."""
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UserError(f"override {item!r} is not key=value (e.g. epochs_fine_tuned=10)")
-        overrides[key.strip()] = parse_value(value.strip())
+        overrides[key.strip()] = value.strip()
     return overrides
-
-
-def validate_hyperparameters(values: dict) -> None:
-    """Runs the job's parser over the values, as the job will receive them."""
-    known = {f.name for f in dataclasses.fields(job_config.Hyperparameters)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(
-            f"unknown hyperparameter(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
-        )
-    args = []
-    for key, value in values.items():
-        args += [f"--{key}", to_argument(value)]
-    try:
-        job_config.parse_args(args)
-    except job_config.ConfigError as error:
-        raise UserError(f"bad hyperparameter: {error}") from error
 
 
 def to_argument(value) -> str:
@@ -113,6 +81,23 @@ def to_argument(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def parse_hyperparameters(values: dict, base: Hyperparameters | None = None) -> Hyperparameters:
+    """``values`` (key → value or its text) over ``base`` (default: the job's defaults), each
+    through the job's own parser; raises UserError naming a bad key or value."""
+    known = {f.name for f in dataclasses.fields(job_config.Hyperparameters)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(
+            f"unknown hyperparameter(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+        )
+    merged = {**dataclasses.asdict(base or job_config.Hyperparameters()), **values}
+    argv = [item for key, value in merged.items() for item in (f"--{key}", to_argument(value))]
+    try:
+        return job_config.parse(argv, environ={}).hp
+    except job_config.ConfigError as error:
+        raise UserError(f"bad hyperparameter: {error}") from error
 
 
 def _json_decodes(text: str) -> bool:
@@ -154,15 +139,11 @@ def load(name: str, overrides: list[str] | None = None) -> Experiment:
     unknown = sorted(set(data) - set(SETTINGS))
     if unknown:
         raise UserError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-    hyperparameters = dict(data.get("hyperparameters") or {})
-    hyperparameters.update(parse_overrides(overrides or []))
-    validate_hyperparameters(hyperparameters)
+    values = {**(data.pop("hyperparameters", None) or {}), **parse_overrides(overrides or [])}
     try:
-        experiment = Experiment(name=name, **{k: v for k, v in data.items() if k in SETTINGS})
+        return Experiment(name=name, hp=parse_hyperparameters(values), **data)
     except TypeError as error:
         raise UserError(f"{path}: {error}") from error
-    experiment.hyperparameters = hyperparameters
-    return experiment
 
 
 DEFAULT_RANGES = {
@@ -185,5 +166,5 @@ def tuning_ranges(experiment: Experiment) -> dict:
                 f"list of values, not {spec!r}"
             )
         for value in values:
-            validate_hyperparameters({name: value})
+            parse_hyperparameters({name: value})
     return ranges

@@ -44,9 +44,9 @@ class LogFollower:
         self.tail: deque[str] = deque(maxlen=keep)
         self._pending: list[tuple[float, str]] = []  # read, not yet handed out
 
-    def poll(self) -> list[tuple[float, str]]:
-        """The new log lines of every stream, as (timestamp in ms, line). A transient failure
-        raises (the follower rides it out); no log group yet is no line yet."""
+    def streams(self) -> list[str]:
+        """The job's log streams, oldest first (one per host and attempt); none while its
+        instances have not written yet. A transient failure raises (the caller rides it out)."""
         try:
             streams = self.logs.describe_log_streams(
                 logGroupName=LOG_GROUP, logStreamNamePrefix=f"{self.job}/"
@@ -54,9 +54,15 @@ class LogFollower:
         except AWS_OR_NETWORK_ERRORS as error:
             if error_code(error) != "ResourceNotFoundException":
                 raise
-            streams = []  # the instances have not started writing yet
-        for stream in streams:
-            self.read(stream["logStreamName"], self._pending)
+            return []
+        ordered = sorted(streams, key=lambda stream: stream.get("creationTime", 0))
+        return [stream["logStreamName"] for stream in ordered]
+
+    def poll(self) -> list[tuple[float, str]]:
+        """The new log lines of every stream, as (timestamp in ms, line). A transient failure
+        raises (the follower rides it out): what was read before it comes with the next poll."""
+        for stream in self.streams():
+            self.read(stream, self._pending)
         events, self._pending = self._pending, []
         return events
 

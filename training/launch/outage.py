@@ -18,7 +18,9 @@ from collections.abc import Callable
 from training.common.aws import backoff_seconds
 from training.common.aws_errors import (
     AWS_OR_NETWORK_ERRORS,
+    THROTTLING,
     aws_error,
+    error_code,
     is_transient,
     is_unanswered,
     one_line,
@@ -72,9 +74,11 @@ class Outage:
         now = self.clock()
         if self.lost_at is None:
             self.lost_at = now
+            what = "AWS is throttling this account's requests" if error_code(error) in THROTTLING \
+                else "lost the connection to AWS"  # fmt: skip
             self.write(
-                f"[{self.name}] lost the connection to AWS ({one_line(error, 120)}); following "
-                f"again as soon as it answers, for up to {self.window / 60:g} min"
+                f"[{self.name}] {what} ({one_line(error, 120)}); going on as soon as it answers, "
+                f"for up to {self.window / 60:g} min"
             )
         left = self.lost_at + self.window - now
         if left <= 0:

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 import boto3
 from vgg_transfer import config as job_config
 from vgg_transfer import contract
+from vgg_transfer.contract import OptMl
 
+from training.common.aws import split_s3_uri
 from training.common.aws_errors import AWS_ERRORS, NOT_FOUND, aws_error, error_code
 from training.common.errors import UserError
 from training.common.infra_outputs import InfraOutputs
+from training.common.sagemaker import TRAINING_JOB, base_name
 from training.launch import common
 from training.launch.capacity import (
     AUTO,
@@ -32,7 +35,7 @@ from training.launch.capacity import (
 )
 from training.launch.experiments import Experiment
 from training.launch.request import RunRequest
-from training.launch.spec import checkpoint_uri
+from training.launch.spec import checkpoint_uri, job_settings
 
 
 def image_uri(instance: Instance, region: str) -> str:
@@ -67,10 +70,13 @@ class Plan:
         return self.request.experiment
 
     @property
+    def settings(self) -> job_config.Hyperparameters:
+        """The job's settings as the container will parse them (what its checkpoints keep)."""
+        return job_settings(self.request, self.manifest["dataset_digest"], OptMl())
+
+    @property
     def checkpoint_uri(self) -> str:
-        return checkpoint_uri(
-            self.outputs, self.experiment, self.manifest["dataset_digest"], self.fresh
-        )
+        return checkpoint_uri(self.outputs, self.settings, self.experiment.name, self.fresh)
 
 
 def check_identity(session: boto3.Session) -> str:
@@ -144,7 +150,7 @@ def checkpoint_state(session: boto3.Session, uri: str, recipe: dict) -> str:
     """'new', 'unfinished' or 'finished': what the job would find in its checkpoint folder.
     Checkpoints of another recipe are refused here, before anything is spent, in the words the
     job would use (vgg_transfer.phases.load_state)."""
-    bucket, prefix = common.split_s3_uri(uri)
+    bucket, prefix = split_s3_uri(uri)
     s3 = session.client("s3")
     states = {}
     for phase in contract.PHASES:
@@ -174,9 +180,56 @@ def checkpoint_state(session: boto3.Session, uri: str, recipe: dict) -> str:
     return "unfinished" if listed.get("KeyCount", 0) else "new"
 
 
+WAIT_SECONDS = 5.0  # how often a job that is stopping is asked whether it has stopped
+STOPPING_MINUTES = 15  # SageMaker gives a stopped job 2 min, then uploads what it saved
+
+
+def jobs_on(session: boto3.Session, plan: Plan) -> list[dict]:
+    """Our experiment's training jobs that run or stop on this checkpoint folder."""
+    sm = session.client("sagemaker")
+    found = []
+    try:
+        for status in ("InProgress", "Stopping"):
+            pages = sm.get_paginator("list_training_jobs").paginate(
+                StatusEquals=status, NameContains=base_name(plan.experiment.name)
+            )
+            for summary in (s for page in pages for s in page["TrainingJobSummaries"]):
+                job = TRAINING_JOB.describe(sm, summary["TrainingJobName"])
+                if (job.get("CheckpointConfig") or {}).get("S3Uri") == plan.checkpoint_uri:
+                    found.append(job)
+    except AWS_ERRORS as error:
+        raise aws_error(
+            error, "listing the training jobs that may use these checkpoints"
+        ) from error
+    return found
+
+
+def check_no_other_job(session: boto3.Session, plan: Plan, clock=time) -> None:
+    """A second job on one checkpoint folder would train the same epochs beside the first, each
+    overwriting the other's checkpoints: one that runs is refused; one that is stopping (Ctrl-C,
+    a max runtime) is waited for, since its last checkpoints are still being uploaded."""
+    deadline = clock.time() + STOPPING_MINUTES * 60
+    while jobs := jobs_on(session, plan):
+        running = [j["TrainingJobName"] for j in jobs if j["TrainingJobStatus"] == "InProgress"]
+        if running:
+            name = running[0]
+            raise UserError(
+                f"{name} is still running on these checkpoints ({plan.checkpoint_uri}): follow "
+                f"it with `{TRAINING_JOB.results_command(name)}`, or stop it "
+                f"(`{TRAINING_JOB.stop_command(name)}`) and run this again"
+            )
+        names = ", ".join(j["TrainingJobName"] for j in jobs)
+        if clock.time() > deadline:
+            raise UserError(f"{names} still stopping after {STOPPING_MINUTES} min: try again later")
+        print(f"  checkpoints: waiting for {names} to finish stopping (its last checkpoints are "
+              "being uploaded)", flush=True)  # fmt: skip
+        clock.sleep(WAIT_SECONDS)
+
+
 def check_checkpoints(session: boto3.Session, plan: Plan) -> None:
     uri = plan.checkpoint_uri
-    state = checkpoint_state(session, uri, job_config.recipe(plan.request.hp))
+    check_no_other_job(session, plan)
+    state = checkpoint_state(session, uri, job_config.recipe(plan.settings))
     if state == "finished":
         raise UserError(
             f"a finished run of {plan.experiment.name} with the same data and settings left its "

@@ -9,6 +9,7 @@ import boto3
 from vgg_transfer.contract import MODEL_ARCHIVE, MODEL_FILE, OUTPUT_ARCHIVE
 
 from training.common import sagemaker
+from training.common.aws import split_s3_uri
 from training.common.aws_errors import (
     AWS_ERRORS,
     AWS_OR_NETWORK_ERRORS,
@@ -33,7 +34,7 @@ def artifact_keys(description: dict) -> tuple[str, list[str]]:
     if not model_uri:
         output_path = description["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         model_uri = f"{output_path}/{job}/output/{MODEL_ARCHIVE}"
-    bucket, model_key = common.split_s3_uri(model_uri)
+    bucket, model_key = split_s3_uri(model_uri)
     return bucket, [model_key, model_key.rsplit("/", 1)[0] + f"/{OUTPUT_ARCHIVE}"]
 
 

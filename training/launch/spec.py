@@ -9,12 +9,14 @@ The job's own ``Hyperparameters`` (vgg_transfer/config.py) are the single list o
 module only fills in what a run adds (data digest, container paths, distribution), in one place.
 """
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vgg_transfer import config as job_config
+from vgg_transfer.config import Hyperparameters
 from vgg_transfer.contract import OptMl
 
 from training.common.infra_outputs import InfraOutputs
@@ -44,41 +46,49 @@ class JobSpec:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def job_hyperparameters(request: RunRequest, digest: str, opt_ml: OptMl) -> dict:
-    """The experiment's hyperparameters and what this run adds, for a contract rooted at
-    ``opt_ml`` (``/opt/ml`` in a container, ``runs/<job>/opt_ml`` in-process)."""
-    hps = request.experiment.resolved_hyperparameters()
-    hps["dataset_digest"] = digest
-    hps["checkpoint_dir"] = opt_ml.checkpoints
+def job_settings(request: RunRequest, digest: str, opt_ml: OptMl) -> Hyperparameters:
+    """The job's settings as this run sends them: the experiment's, parsed once by the job's
+    parser, with what the run adds (the data's digest, the weights channel's file, several
+    instances), for a contract rooted at ``opt_ml`` (``/opt/ml`` in a container,
+    ``runs/<job>/opt_ml`` in-process). What preflight compares a checkpoint's recipe with."""
+    added: dict = {"dataset_digest": digest}
     if request.weights_file:
-        hps["weights"] = f"{opt_ml.channel('weights')}/{request.weights_file.name}"
+        added["weights"] = f"{opt_ml.channel('weights')}/{request.weights_file.name}"
     if request.instance_count > 1:
-        hps["distribution"] = "multi_worker"
+        added["distribution"] = "multi_worker"
+    return dataclasses.replace(request.hp, **added)
+
+
+def job_hyperparameters(request: RunRequest, digest: str, opt_ml: OptMl) -> dict:
+    """What train.py receives: the run's settings (``job_settings``) and its checkpoint folder."""
+    hps = dataclasses.asdict(job_settings(request, digest, opt_ml))
+    hps["checkpoint_dir"] = opt_ml.checkpoints
     return hps
 
 
-def checkpoint_name(experiment: Experiment, digest: str, fresh: str = "") -> str:
+def checkpoint_name(settings: Hyperparameters, experiment: str, fresh: str = "") -> str:
     """One folder per experiment, data and recipe: re-running the same thing resumes it.
     ``fresh`` (FRESH=1) adds a suffix, so the run starts from nothing.
 
-    The recipe part hashes only the settings that differ from the job's defaults, so adding a
-    hyperparameter (with its default) to the job leaves every folder's name, and so every
-    unfinished run, where it was. The checkpoint itself keeps the whole recipe, and the job (and
-    preflight) refuse one written with other settings."""
+    The data's identity is the name's second part; the recipe part hashes only the other
+    settings that differ from the job's defaults, so adding a hyperparameter (with its default)
+    to the job leaves every folder's name, and so every unfinished run, where it was. The
+    checkpoint itself keeps the whole recipe, and the job (and preflight) refuse one written with
+    other settings."""
     defaults = job_config.recipe(job_config.Hyperparameters())
     changed = {
         key: value
-        for key, value in job_config.recipe(experiment.hp).items()
-        if defaults.get(key) != value
+        for key, value in job_config.recipe(settings).items()
+        if key != "dataset_digest" and defaults.get(key) != value
     }
     recipe_hash = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{experiment.name}-{digest}-{recipe_hash}" + (f"-fresh-{fresh}" if fresh else "")
+    name = f"{experiment}-{settings.dataset_digest}-{recipe_hash}"
+    return name + (f"-fresh-{fresh}" if fresh else "")
 
 
-def checkpoint_uri(
-    outputs: InfraOutputs, experiment: Experiment, digest: str, fresh: str = ""
-) -> str:
-    name = checkpoint_name(experiment, digest, fresh)
+def checkpoint_uri(outputs: InfraOutputs, settings: Hyperparameters, experiment: str,
+                   fresh: str = "") -> str:  # fmt: skip
+    name = checkpoint_name(settings, experiment, fresh)
     return f"s3://{outputs.bucket}/{outputs.checkpoints_prefix}/{name}/"
 
 

@@ -36,7 +36,7 @@ import boto3
 from vgg_transfer import contract
 
 from training.common import aws, sagemaker
-from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, error_code, is_transient
+from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, is_transient
 from training.common.errors import UserError
 from training.common.sagemaker import TERMINAL, TUNING_JOB
 from training.launch import common, results, submit
@@ -325,27 +325,18 @@ def write_results(
     return run_dir / "tuning.md"
 
 
-def job_log(session: boto3.Session, job: str) -> list[str]:
-    """Every log line a training job wrote, stream by stream (hosts, restarts)."""
-    from training.launch.follow import LOG_GROUP, LogFollower
+def job_log(session: boto3.Session, job: str, outage: Outage) -> list[str]:
+    """Every log line a training job wrote, stream by stream (hosts, restarts). Throttling and
+    lost connections are ridden out (``outage``): CloudWatch Logs allows a few reads a second per
+    account, and a tuning job's logs are read back to back."""
+    from training.launch.follow import LogFollower
 
     follower = LogFollower(session, job, keep=0)
-    try:
-        streams = follower.logs.describe_log_streams(
-            logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job}/"
-        ).get("logStreams", [])
-    except AWS_OR_NETWORK_ERRORS as error:
-        if error_code(error) == "ResourceNotFoundException":
-            return []  # the job never started a container
-        raise aws_error(error, f"reading the log of {job}") from error
     lines = []
-    for stream in sorted(streams, key=lambda s: s.get("creationTime", 0)):
+    for stream in outage.run(follower.streams):
         events: list = []
-        try:
-            follower.read(stream["logStreamName"], events)
-        except AWS_OR_NETWORK_ERRORS as error:
-            raise aws_error(error, f"reading the log of {job}") from error
-        lines += [f"=== {stream['logStreamName']} ===", *(line for _, line in events)]
+        outage.run(lambda stream=stream, events=events: follower.read(stream, events))
+        lines += [f"=== {stream} ===", *(line for _, line in events)]
     return lines
 
 
@@ -376,7 +367,8 @@ def fetch_best(session: boto3.Session, summary: dict, runs_dir: Path):
     return None, None, f"{note}: no model was fetched"
 
 
-def fetch(session: boto3.Session, name: str, runs_dir: Path, description=None, jobs=None) -> Path:
+def fetch(session: boto3.Session, name: str, runs_dir: Path, description=None, jobs=None,
+          reconnect_minutes: float = RECONNECT_MINUTES) -> Path:  # fmt: skip
     """The table and plot of every training job, their logs, and the best job's results."""
     if description is None or jobs is None:
         sm = session.client("sagemaker")
@@ -385,7 +377,10 @@ def fetch(session: boto3.Session, name: str, runs_dir: Path, description=None, j
     summary = table(description, jobs)
     best_report, fetched, note = fetch_best(session, summary, runs_dir)
     summary.update(fetched_training_job=fetched, note=note)
-    logs = {job["TrainingJobName"]: job_log(session, job["TrainingJobName"]) for job in jobs}
+    outage = Outage(name, TUNING_JOB.results_command(name), reconnect_minutes, reached=True)
+    logs = {
+        job["TrainingJobName"]: job_log(session, job["TrainingJobName"], outage) for job in jobs
+    }
     path = write_results(runs_dir / name, summary, best_report, logs)
     tracking.record_tuning(runs_dir / name)
     if note:

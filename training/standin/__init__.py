@@ -7,7 +7,10 @@ tested.
 - ``tuning.py``: a tuning job, starting its training jobs and ranking them by their objective;
 - ``containers.py``: a container, the image's environment and entrypoint, /opt/ml mapped;
 - ``checkpoints.py``: SageMaker's checkpoint sync; ``network.py``: the hosts algo-1…N;
-- ``wiring.py``: where it hooks into moto; ``iam.py``: IAM as AWS applies it.
+- ``wiring.py``: where it hooks into moto; ``iam.py``: IAM as AWS applies it; ``throttle.py``:
+  AWS's request rates;
+- ``account.py``: an emulated account with the project's stack; ``service.py``: one kept up for
+  any number of commands (make standin-up).
 
 Everything the stand-in does on AWS it does as the job's execution role: it assumes the role when
 the job is created (as SageMaker does, refusing a role whose trust policy does not admit it), uses
@@ -20,10 +23,12 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from training.standin import wiring
+from training.standin import throttle, wiring
 from training.standin.containers import check_can_run
+from training.standin.hooks import Hooks
 from training.standin.iam import CannotAssumeRole, role_credentials
 from training.standin.jobs import Emulator, Interruption, JobRun
+from training.standin.throttle import Throttle
 from training.standin.tuning import TuningRun
 
 __all__ = ["Interruption", "StandIn", "check_can_run"]
@@ -39,19 +44,29 @@ class StandIn:
         runs_dir: Path,
         region: str = "us-east-1",
         interruption: Interruption | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.emulator = Emulator(endpoint_url, region, Path(runs_dir), interruption)
         self.region = region
+        self.throttle = throttle or Throttle()
         self.runs: dict[str, JobRun] = {}  # every training job, by name
         self.tunings: dict[str, TuningRun] = {}
-        self._patched: list = []
+        self._hooks: list[Hooks] = []
 
     def start(self) -> "StandIn":
-        self._patched = wiring.install(self)
+        self._hooks = [throttle.install(self.throttle), wiring.install(self)]
         return self
 
     def stop(self) -> None:
         """Stops what still runs (a detached or abandoned job), waits for it, and unhooks."""
+        self.halt()
+        for hooks in reversed(self._hooks):
+            hooks.restore()
+        self._hooks = []
+
+    def halt(self) -> None:
+        """Stops every job and tuning job that still runs, as StopTrainingJob would, and waits
+        for each to end."""
         for tuning in list(self.tunings.values()):
             if tuning.thread.is_alive() and not tuning.stopping:
                 tuning.request_stop()
@@ -62,8 +77,6 @@ class StandIn:
             run.finished.wait(timeout=STOP_TIMEOUT_SECONDS)
         for tuning in list(self.tunings.values()):
             tuning.thread.join(timeout=STOP_TIMEOUT_SECONDS)
-        wiring.remove(self._patched)
-        self._patched = []
 
     # --- called from moto's request handling ------------------------------------------------------
     def adopt(self, backend, job, environment: dict | None, source_arn: str | None = None,

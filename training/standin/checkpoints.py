@@ -8,7 +8,7 @@ import random
 import threading
 from pathlib import Path
 
-from training.launch.common import split_s3_uri
+from training.common.aws import split_s3_uri
 
 SYNC_SECONDS = 0.5
 

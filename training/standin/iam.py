@@ -24,6 +24,7 @@ import fnmatch
 import json
 
 from training.common.sagemaker import KINDS, TRAINING_JOB, TUNING_JOB, JobKind
+from training.standin.hooks import Hooks
 
 SAGEMAKER_SERVICE = "sagemaker.amazonaws.com"
 
@@ -167,12 +168,8 @@ def enforced():
     from moto.iam.access_control import S3IAMRequest
     from moto.sagemaker.responses import SageMakerResponse
 
-    patched = []
-
-    def patch(cls, name, value):
-        patched.append((cls, name, cls.__dict__.get(name)))
-        setattr(cls, name, value)
-
+    hooks = Hooks()
+    patch = hooks.replace
     patch(
         S3IAMRequest,
         "check_action_permitted",
@@ -207,11 +204,7 @@ def enforced():
         with enable_iam_authentication():
             yield
     finally:
-        for cls, name, original in reversed(patched):
-            if original is None:
-                delattr(cls, name)
-            else:
-                setattr(cls, name, original)
+        hooks.restore()
 
 
 # --- the service's side: assuming the execution role -------------------------------------------

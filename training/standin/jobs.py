@@ -38,8 +38,8 @@ import boto3
 from botocore.exceptions import ClientError
 from vgg_transfer.contract import FINE_TUNED, OptMl, pack_artifacts
 
+from training.common.aws import split_s3_uri
 from training.common.sagemaker import LOG_GROUP
-from training.launch.common import split_s3_uri
 from training.standin import containers
 from training.standin.checkpoints import CheckpointSync
 from training.standin.network import HostNetwork

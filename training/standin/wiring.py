@@ -11,6 +11,8 @@ on) and serialises every request; only what SageMaker would do is the stand-in's
 
 import copy
 
+from training.standin.hooks import Hooks
+
 # (class path, attribute): what is replaced or added. A test checks each replaced one exists.
 REPLACED = ("create_training_job", "create_hyper_parameter_tuning_job")
 ADDED = (
@@ -20,13 +22,12 @@ ADDED = (
 )
 
 
-def install(standin) -> list:
-    """Patches moto's SageMakerResponse for ``standin``; returns what to restore."""
+def install(standin) -> Hooks:
+    """Patches moto's SageMakerResponse for ``standin``; returns the hooks to restore."""
     from moto.core.responses import ActionResult, EmptyResult
     from moto.sagemaker.exceptions import ResourceNotFound, ValidationError
     from moto.sagemaker.responses import SageMakerResponse
 
-    originals = {name: SageMakerResponse.__dict__.get(name) for name in REPLACED + ADDED}
     create_training_job = SageMakerResponse.create_training_job
     create_tuning_job = SageMakerResponse.create_hyper_parameter_tuning_job
 
@@ -83,14 +84,7 @@ def install(standin) -> list:
         "stop_hyper_parameter_tuning_job": stop_tuning,
         "list_training_jobs_for_hyper_parameter_tuning_job": list_tuning_training_jobs,
     }
+    hooks = Hooks()
     for name, function in patches.items():
-        setattr(SageMakerResponse, name, function)
-    return [(SageMakerResponse, name, original) for name, original in originals.items()]
-
-
-def remove(patched: list) -> None:
-    for cls, name, original in reversed(patched):
-        if original is None:
-            delattr(cls, name)
-        else:
-            setattr(cls, name, original)
+        hooks.replace(SageMakerResponse, name, function)
+    return hooks
