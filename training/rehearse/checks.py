@@ -19,6 +19,7 @@ from vgg_transfer.contract import (
     OUTPUT_ARCHIVE,
 )
 
+from training.common import aws
 from training.common.aws import split_s3_uri
 from training.common.errors import UserError
 from training.rehearse.shell import Ran
@@ -31,7 +32,7 @@ def signed_as_launcher(env: dict[str, str]):
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     try:
-        yield boto3.Session()
+        yield aws.session()  # the project's retries: the stand-in throttles as AWS does
     finally:
         os.environ.clear()
         os.environ.update(saved)

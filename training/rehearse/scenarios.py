@@ -223,8 +223,9 @@ def rehearse(name: str, plan: Rehearsal, echo: Callable[[str], None] = print) ->
     try:
         summary = SCENARIOS[name](shell, plan)
     finally:
+        said = service.down(files)
         tail.done.set()
         tail.join()
-        tail.flush()
-        echo(f"[rehearse {name}] " + service.down(files))
+        tail.flush()  # the stand-in's last lines: what it stopped, what it throttled
+        echo(f"[rehearse {name}] {said}")
     return f"{summary} ({time.time() - started:.0f} s)"
