@@ -1,8 +1,15 @@
-"""An emulated account in the test's own process: a moto server on loopback with the project's
-stack (training/standin/account.py), the launcher user's keys in the environment, the stand-in
-running its jobs and IAM enforced, as ``make standin-up`` has it but without a second process,
-so a test can reach into it (its runs, its throttle)."""
+"""The accounts tests run against.
 
+- ``moto_account``: moto's in-process mock (no server), the stack's bucket and role, and SageMaker's
+  service quotas as the stand-in answers them (training/standin/quotas.py): for the launcher's
+  requests as sent, its preflight and its failures, in milliseconds.
+- ``emulated_account``: a moto server on loopback with the project's stack
+  (training/standin/account.py), the launcher user's keys in the environment, the stand-in
+  running its jobs and IAM enforced, as ``make standin-up`` has it but without a second process,
+  so a test can reach into it (its runs, its throttle).
+"""
+
+import json
 from contextlib import contextmanager
 
 import boto3
@@ -19,6 +26,50 @@ from training.standin.account import (
 from training.standin.iam import enforced
 
 STACK = "rehearse"
+REGION = "us-east-1"
+BUCKET = "vgg-dogs-cats-test-abc123"
+ROLE_NAME = "sagemaker-execution-abc123"
+
+
+@contextmanager
+def moto_account(tmp_path, monkeypatch, quotas):
+    """Yields the stack's outputs (also in ``.infra/test.json`` of the test's cwd, tmp_path)."""
+    from moto import mock_aws
+
+    from training.standin.quotas import install
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    with mock_aws():
+        hooks = install(quotas)
+        try:
+            boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+            role = boto3.client("iam").create_role(
+                RoleName=ROLE_NAME,
+                AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+            )["Role"]
+            outputs = {
+                "bucket_name": BUCKET,
+                "role_arn": role["Arn"],
+                "region": REGION,
+                "data_prefix": "datasets",
+                "code_prefix": "code",
+                "weights_prefix": "weights",
+                "outputs_prefix": "outputs",
+                "checkpoints_prefix": "checkpoints",
+                "launcher_policy_arn": "arn:aws:iam::123456789012:policy/launcher-abc123",
+            }
+            (tmp_path / ".infra").mkdir()
+            (tmp_path / ".infra" / "test.json").write_text(json.dumps(outputs))
+            yield outputs
+        finally:
+            hooks.restore()
 
 
 @contextmanager
@@ -48,3 +99,37 @@ def emulated_account(tmp_path, monkeypatch, change=None, stand_in: dict | None =
             standin.stop()
     finally:
         server.stop()
+
+
+@contextmanager
+def requests_sent(*actions: str):
+    """The request bodies (JSON, as sent) of SageMaker's ``actions`` that reach moto meanwhile,
+    by action; and of IAM's SimulatePrincipalPolicy (moto has none: it is answered AccessDenied,
+    as the launcher policy answers it), which the SageMaker SDK's own role check would call."""
+    from moto.core.exceptions import AccessDeniedError
+    from moto.iam.responses import IamResponse
+    from moto.sagemaker.responses import SageMakerResponse
+
+    from training.standin.hooks import Hooks
+
+    sent: dict[str, list] = {action: [] for action in (*actions, "SimulatePrincipalPolicy")}
+    hooks = Hooks()
+    for action in actions:
+        method = "".join(f"_{c.lower()}" if c.isupper() else c for c in action).lstrip("_")
+        original = getattr(SageMakerResponse, method)
+
+        def record(response, _action=action, _original=original):
+            sent[_action].append(json.loads(response.body))
+            return _original(response)
+
+        hooks.replace(SageMakerResponse, method, record)
+
+    def simulate(response):
+        sent["SimulatePrincipalPolicy"].append(dict(response.querystring))
+        raise AccessDeniedError(user_arn="launcher", action="iam:SimulatePrincipalPolicy")
+
+    hooks.replace(IamResponse, "simulate_principal_policy", simulate)
+    try:
+        yield sent
+    finally:
+        hooks.restore()

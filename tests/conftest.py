@@ -50,3 +50,36 @@ def tiny_splits(tmp_path_factory):
     from tiny import tiny_splits
 
     return tiny_splits(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def quotas():
+    """The test account's SageMaker training quotas (Service Quotas, as the stand-in answers
+    them): 2 of every type, spot and on-demand, unless the test sets others before launching."""
+    from training.standin.quotas import Quotas
+
+    return Quotas(start=2.0)
+
+
+@pytest.fixture
+def aws(monkeypatch, tmp_path, quotas):
+    """Fake credentials, moto, the stack's bucket and role, its quotas, and .infra/test.json in a
+    temp cwd (accounts.moto_account)."""
+    from accounts import moto_account
+
+    with moto_account(tmp_path, monkeypatch, quotas) as outputs:
+        yield outputs
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_splits, tmp_path_factory):
+    """One `make train-local` of the tiny experiment (tiny.py), shared by every test that reads a
+    finished run: its folder, artifacts, report and MLflow record. Tests copy it to change it."""
+    from tiny import TINY
+
+    from training.launch.__main__ import main as launch
+
+    runs = tmp_path_factory.mktemp("tiny-run")
+    assert launch(["local", "--hp", *TINY, "--splits", str(tiny_splits), "--runs", str(runs)]) == 0
+    (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]
+    return run_dir

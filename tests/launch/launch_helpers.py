@@ -3,13 +3,12 @@
 from types import SimpleNamespace
 
 import boto3
+from accounts import BUCKET, REGION, ROLE_NAME  # noqa: F401  (the launcher tests' account)
 from tiny import TINY  # noqa: F401  (the tiny experiment every launcher test runs)
 
-from training.launch.capacity import INSTANCES, QuotaReading, quota_name
-
-REGION = "us-east-1"
-BUCKET = "vgg-dogs-cats-test-abc123"
-ROLE_NAME = "sagemaker-execution-abc123"
+from training.common.instances import INSTANCES, lookup, quota_name
+from training.launch.capacity import QuotaReading
+from training.launch.experiments import load
 
 
 def quotas_for(value: float = 2.0, **overrides: float) -> QuotaReading:
@@ -19,6 +18,25 @@ def quotas_for(value: float = 2.0, **overrides: float) -> QuotaReading:
         for spot in (True, False):
             applied[quota_name(name, spot)] = overrides.get(name.replace(".", "_"), value)
     return QuotaReading(applied=applied)
+
+
+def request(experiment: str, *hp: str, command: str = "cloud"):
+    """The RunRequest of `make train-cloud EXPERIMENT=<experiment> HP=…` (no data needed)."""
+    from training.launch.request import RunRequest, run_settings
+
+    loaded = load(experiment, list(hp))
+    return RunRequest(
+        command, loaded, run_settings(loaded, None, 1), lookup(loaded.instance_type), 1
+    )
+
+
+def running(region: str, name: str) -> None:
+    """moto marks a training job Completed at once; this one is still running, as SageMaker
+    would have it a minute after CreateTrainingJob."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    job = sagemaker_backends["123456789012"][region].training_jobs[name]
+    job.training_job_status, job.secondary_status = "InProgress", "Training"
 
 
 def answer(status: int, parsed: dict):

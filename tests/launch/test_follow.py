@@ -3,7 +3,7 @@ order they happened, and every log line before the job's final status."""
 
 from datetime import UTC, datetime, timedelta
 
-from training.common.sagemaker import JobKind
+from training.common.sagemaker import TRAINING_JOB
 from training.launch import follow
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -54,32 +54,72 @@ POLLS = [
 ]
 
 
-class ScriptedJob:
-    """DescribeTrainingJob and the job's new log lines, one poll at a time."""
+class ScriptedSession:
+    """A boto3 session whose SageMaker and CloudWatch Logs clients answer POLLS, one poll at a
+    time, through botocore's Stubber: DescribeTrainingJob, then the job's log stream."""
 
     def __init__(self) -> None:
-        self.polls = iter(POLLS)
-        self.logs: list = []
+        import boto3
+        from botocore.stub import Stubber
 
-    def describe(self, sm, job: str) -> dict:
-        current, self.logs = next(self.polls)
-        return current
+        session = boto3.Session(region_name="us-east-1", aws_access_key_id="x",
+                                aws_secret_access_key="y")  # fmt: skip
+        self.clients = {"sagemaker": session.client("sagemaker"), "logs": session.client("logs")}
+        self.stubbers = {name: Stubber(client) for name, client in self.clients.items()}
+        sm, logs = self.stubbers["sagemaker"], self.stubbers["logs"]
+        known, token = None, "t0"  # the position the follower holds, and the stream's end
+        for current, lines in POLLS:
+            sm.add_response("describe_training_job", full_description(current))
+            logs.add_response("describe_log_streams", {"logStreams": [
+                {"logStreamName": "j/algo-1-1", "creationTime": 0}]})  # fmt: skip
+            events = [{"timestamp": int(t), "message": line} for t, line in lines]
+            token = f"t{int(token[1:]) + 1}" if events else token
+            logs.add_response("get_log_events", {"events": events, "nextForwardToken": token})
+            if token != known:  # the follower reads on until its position stops moving
+                logs.add_response("get_log_events", {"events": [], "nextForwardToken": token})
+            known = token
+        for stubber in self.stubbers.values():
+            stubber.activate()
 
-    def poll(self) -> list:
-        return self.logs
+    def client(self, name, config=None):
+        return self.clients[name]
 
 
-def test_each_transition_once_and_every_log_line_before_the_final_status(monkeypatch):
-    script = ScriptedJob()
-    monkeypatch.setattr(
-        JobKind, "describe", lambda kind, sm, job, ride_out=False: script.describe(sm, job)
-    )
-    monkeypatch.setattr(follow.LogFollower, "poll", lambda self: script.poll())
-    monkeypatch.setattr(follow.time, "sleep", lambda seconds: None)
-    session = type("Session", (), {"client": lambda self, name, config=None: None})()
+def full_description(current: dict) -> dict:
+    """A DescribeTrainingJob answer with every field the API requires."""
+    return {
+        **current,
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/j",
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://b/outputs/j/output/model.tar.gz"},
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {
+            "InstanceType": "ml.m5.xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 50,
+        },  # fmt: skip
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "CreationTime": START,
+    }
+
+
+class Clock:
+    """What the follower waits with: no real waiting, and how many polls it waited between."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def test_each_transition_once_and_every_log_line_before_the_final_status():
+    session, clock = ScriptedSession(), Clock()
     lines = []
-    end = follow.follow(session, "j", write=lines.append)
+    end = follow.follow(TRAINING_JOB, session, "j", write=lines.append, clock=clock)
     assert end.description["TrainingJobStatus"] == "Completed"
+    assert clock.waits == [15.0] * 3  # a training job's polls, 15 s apart
+    for stubber in session.stubbers.values():
+        stubber.assert_no_pending_responses()
     assert lines == [
         "[j] InProgress",
         "[j] Starting: Starting message",

@@ -1,61 +1,38 @@
-"""The cloud path against moto: preflight, staging, the CreateTrainingJob request as sent, and
-failures. (SageMaker's side, run by the stand-in, is in test_rehearse.py.)"""
+"""The cloud path against moto: preflight, staging, the CreateTrainingJob request as it reaches
+AWS, and failures. (SageMaker's side, run by the stand-in, is in tests/rehearse.)"""
 
-import copy
 import os
 import time
 
 import boto3
 import pytest
+from accounts import requests_sent
 from botocore.stub import Stubber
-from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for, simulate_as
+from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for, request, running
 
+from training.common import instances
+from training.common.aws import session as aws_session
 from training.common.aws import split_s3_uri
-from training.launch import capacity, common, follow, preflight, submit
+from training.common.errors import Interrupted, UserError
+from training.common.instances import quota_name
+from training.common.sagemaker import LOG_GROUP, TRAINING_JOB
+from training.launch import capacity, follow, preflight, submit
 from training.launch.__main__ import main as launch
 from training.launch.experiments import from_hyperparameter, load
 
 
-@pytest.fixture(params=["admin", "launcher"])
-def caller(request):
-    """Who launches: an admin may simulate IAM policies (and sees our least-privilege role lack
-    the ec2 actions the SDK asks about); a launcher-policy user may not (AccessDenied)."""
-    return request.param
-
-
-class Captured(list):
-    """CreateTrainingJob requests as sent; ``simulations``: the SDK's IAM simulations."""
-
-    simulations: list
-
-
 @pytest.fixture
-def captured(monkeypatch, caller):
-    """Every CreateTrainingJob request, as sent, and a quota that allows the job."""
-    requests = Captured()
-    real_session = common.boto_session
-    hook, requests.simulations = simulate_as(caller)
-
-    def session(region):
-        boto_session = real_session(region)
-        boto_session.events.register(
-            "provide-client-params.sagemaker.CreateTrainingJob",
-            lambda params, **kwargs: requests.append(copy.deepcopy(params)),
-        )
-        boto_session.events.register("before-call.iam.SimulatePrincipalPolicy", hook)
-        return boto_session
-
-    monkeypatch.setattr(common, "boto_session", session)
-    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(2.0))
-    return requests
+def sent(aws):
+    """The CreateTrainingJob requests as they reach AWS, and the SDK's IAM simulations."""
+    with requests_sent("CreateTrainingJob") as requests:
+        yield requests
 
 
-@pytest.mark.parametrize("caller", ["admin"], indirect=True)
-def test_the_training_job_request_as_sent(aws, captured, tiny_splits, tmp_path, capsys):
+def test_the_training_job_request_as_sent(aws, sent, tiny_splits, tmp_path, capsys):
     code = launch(["cloud", "--experiment", "smoke", "--hp", *TINY, "--splits", str(tiny_splits),
                    "--stack", "test", "--detach"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    (request,) = captured
+    (request,) = sent["CreateTrainingJob"]
     printed = capsys.readouterr().out
     assert "preflight for smoke" in printed and "cost:" in printed
 
@@ -101,11 +78,11 @@ def test_a_failed_job_shows_its_reason_and_log_tail(aws, capsys):
     job.training_job_status = "Failed"
     job.failure_reason = "AlgorithmError: ExecuteUserScriptError: exit code 2"
     logs = boto3.client("logs", region_name=REGION)
-    logs.create_log_group(logGroupName=follow.LOG_GROUP)
-    logs.create_log_stream(logGroupName=follow.LOG_GROUP, logStreamName="vgg-small-failed/algo-1-1")
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="vgg-small-failed/algo-1-1")
     now = int(time.time() * 1000)
     logs.put_log_events(
-        logGroupName=follow.LOG_GROUP,
+        logGroupName=LOG_GROUP,
         logStreamName="vgg-small-failed/algo-1-1",
         logEvents=[
             {"timestamp": now, "message": "[setup] one GPU replicas=1"},
@@ -130,7 +107,6 @@ def test_no_credentials_is_one_clear_line(aws, tiny_splits, monkeypatch, capsys)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(2.0))
     code = launch(
         ["cloud", "--experiment", "smoke", "--splits", str(tiny_splits), "--stack", "test"]
     )
@@ -138,12 +114,10 @@ def test_no_credentials_is_one_clear_line(aws, tiny_splits, monkeypatch, capsys)
     assert "no AWS credentials" in capsys.readouterr().err
 
 
-def test_quota_zero_stops_before_anything_is_staged(aws, tiny_splits, monkeypatch, capsys):
-    monkeypatch.setattr(
-        preflight,
-        "training_quota",
-        lambda *args: quotas_for(0.0, ml_g5_xlarge=1.0, ml_g6_xlarge=1.0),
-    )
+def test_quota_zero_stops_before_anything_is_staged(quotas, aws, tiny_splits, capsys):
+    quotas.start = 0.0  # a new account: no training quota, but for the two types below
+    quotas.values = {quota_name(i, spot): 1.0 for i in ("ml.g5.xlarge", "ml.g6.xlarge")
+                     for spot in (False, True)}  # fmt: skip
     assert (
         launch(["cloud", "--experiment", "small", "--splits", str(tiny_splits), "--stack", "test"])
         == 2
@@ -185,7 +159,7 @@ def test_quota_falls_back_to_the_aws_default_when_none_was_applied():
          ("list_service_quotas", {"Quotas": applied})]
     )  # fmt: skip
     with stubber:
-        reading = preflight.training_quota(session)
+        reading = capacity.read_quotas(session)
     assert reading.value("ml.g4dn.xlarge", spot=True) == 1.0
     assert reading.source("ml.g4dn.xlarge", spot=True) == "AWS default"
     assert reading.value("ml.g5.xlarge", spot=True) == 4.0
@@ -201,9 +175,9 @@ def test_a_quota_endpoint_answering_html_gives_one_line(capsys):
         [], [("list_aws_default_service_quotas", page, 500), ("list_service_quotas", page, 500)]
     )
     with stubber:
-        reading = preflight.training_quota(session)
+        reading = capacity.read_quotas(session)
     assert "<" not in reading.problem and "Internal Server Error" in reading.problem
-    preflight.check_quota(reading, load("small"), capacity.lookup("ml.g4dn.xlarge"), 1)
+    preflight.check_quota(reading, request("small"), instances.lookup("ml.g4dn.xlarge"))
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("quota: unknown for ml.g4dn.xlarge")
     assert "<html>" not in printed[0]
@@ -215,23 +189,23 @@ def test_a_type_the_region_does_not_offer_is_refused_with_the_alternative():
     del reading.applied["ml.p2.xlarge for spot training job usage"]
     del reading.defaults["ml.p2.xlarge for spot training job usage"]
     with pytest.raises(capacity.UserError) as caught:
-        preflight.check_quota(reading, load("small"), capacity.lookup("ml.p2.xlarge"), 1)
+        preflight.check_quota(reading, request("small"), instances.lookup("ml.p2.xlarge"))
     assert "not offered for spot training jobs in this region" in str(caught.value)
     assert "`make train-cloud EXPERIMENT=small INSTANCE=ml.g4dn.xlarge`" in str(caught.value)
 
 
 def test_instance_auto_picks_the_cheapest_gpu_type_with_quota(capsys):
     reading = quotas_for(0.0, ml_g6_xlarge=2.0, ml_g5_xlarge=2.0)
-    instance = capacity.resolve_instance("auto", reading, spot=True, count=2)
+    instance = capacity.choose_auto(reading, spot=True, count=2)
     assert instance.name == "ml.g6.xlarge"
     line = capsys.readouterr().out
     assert "ml.g6.xlarge (L4) — cheapest GPU type with spot training quota (2, applied)" in line
     assert "no quota for ml.g4dn.xlarge" in line
     with pytest.raises(capacity.UserError, match="INSTANCE=auto found no GPU type"):
-        capacity.resolve_instance("auto", quotas_for(0.0), spot=True, count=1)
+        capacity.choose_auto(quotas_for(0.0), spot=True, count=1)
 
 
-def test_p2_runs_with_a_plain_warning_before_anything_is_spent(aws, captured, tiny_splits, capsys):
+def test_p2_runs_with_a_plain_warning_before_anything_is_spent(aws, sent, tiny_splits, capsys):
     code = launch(["cloud", "--experiment", "small", "--hp", *TINY, "--splits", str(tiny_splits),
                    "--stack", "test", "--detach"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
@@ -239,14 +213,14 @@ def test_p2_runs_with_a_plain_warning_before_anything_is_spent(aws, captured, ti
     warning = next(line for line in out.splitlines() if "warning:" in line)
     assert "deprecated P2" in warning and "TensorFlow 2.11 image, unpatched" in warning
     assert out.index("warning:") < out.index("submitted")
-    (request,) = captured
+    (request,) = sent["CreateTrainingJob"]
     assert request["AlgorithmSpecification"]["TrainingImage"].endswith(":2.11-gpu-py39")
 
 
-def test_the_sdks_role_check_neither_blocks_nor_leaks(aws, captured, tiny_splits, capsys, caller):
+def test_the_sdks_role_check_neither_blocks_nor_leaks(aws, sent, tiny_splits, capsys):
     """ModelTrainer simulates ec2:* on the role: an admin caller would see our least-privilege
-    role refused. The launcher turns that check off for its own trainer only, and stages the
-    code in code/ whoever the caller is."""
+    role refused, and a launcher-policy caller may not simulate at all. The launcher turns that
+    check off for its own trainer only, and stages the code in code/ whoever the caller is."""
     assert submit.SDK_ROLE_CHECK not in os.environ
     code = launch(["cloud", "--experiment", "smoke", "--hp", *TINY, "--splits", str(tiny_splits),
                    "--stack", "test", "--detach"])  # fmt: skip
@@ -254,8 +228,8 @@ def test_the_sdks_role_check_neither_blocks_nor_leaks(aws, captured, tiny_splits
     assert code == 0, err
     assert "Traceback" not in err
     assert submit.SDK_ROLE_CHECK not in os.environ, "the launcher left the SDK check off"
-    assert captured.simulations == [], f"the SDK simulated IAM as {caller}"
-    (request,) = captured
+    assert sent["SimulatePrincipalPolicy"] == [], "the SDK simulated IAM"
+    (request,) = sent["CreateTrainingJob"]
     uris = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
             for c in request["InputDataConfig"]}  # fmt: skip
     assert uris["code"].startswith(f"s3://{BUCKET}/code/")
@@ -267,28 +241,22 @@ def test_the_sdks_role_check_neither_blocks_nor_leaks(aws, captured, tiny_splits
     assert not [key for key in shipped if "__pycache__" in key or key.endswith(".pyc")]
 
 
-def test_a_trainer_the_sdk_refuses_is_one_line(aws, captured, tiny_splits, monkeypatch, capsys):
-    def refuse(*args, **kwargs):
+def test_whatever_the_sdk_refuses_is_one_line():
+    with pytest.raises(UserError) as caught, submit.sdk_errors("the training job"):
         raise ValueError("Invalid instance_type 'ml.nope'.\nMore lines the user need not see")
-
-    monkeypatch.setattr(submit, "project_trainer_class", lambda: refuse)
-    code = launch(["cloud", "--experiment", "smoke", "--splits", str(tiny_splits), "--stack",
-                   "test", "--detach"])  # fmt: skip
-    err = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in err
-    assert [line for line in err.splitlines() if line.startswith("error")] == [
-        "error: the SageMaker SDK refused the training job: ValueError: Invalid instance_type "
+    assert str(caught.value) == (
+        "the SageMaker SDK refused the training job: ValueError: Invalid instance_type "
         "'ml.nope'. More lines the user need not see"
-    ]
+    )
 
 
 def test_p2_is_refused_with_tensorflow_212_or_newer():
-    p2 = capacity.lookup("ml.p2.xlarge")
+    p2 = instances.lookup("ml.p2.xlarge")
     capacity.check_framework(p2, "2.11")
     with pytest.raises(capacity.UserError, match="up to 2.11"):
         capacity.check_framework(p2, "2.12")
     assert preflight.image_uri(p2, REGION).endswith("tensorflow-training:2.11-gpu-py39")
-    g5 = capacity.lookup("ml.g5.xlarge")
+    g5 = instances.lookup("ml.g5.xlarge")
     assert preflight.image_uri(g5, REGION).endswith(":2.19-gpu-py312")
 
 
@@ -338,36 +306,36 @@ def test_experiments_reproduce_the_seed_and_refuse_bad_overrides():
         load("huge")
 
 
-def test_following_streams_logs_and_ctrl_c_says_how_to_stop_or_resume(aws, monkeypatch, capsys):
-    from moto.sagemaker.models import sagemaker_backends
+class CtrlC:
+    """A clock whose wait is cut short by Ctrl-C, as a person presses it while following."""
 
+    def sleep(self, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+
+def test_following_streams_logs_and_ctrl_c_says_how_to_stop_or_resume(aws, capsys):
     create_job("vgg-small-running", aws["role_arn"])
-    job = sagemaker_backends["123456789012"][REGION].training_jobs["vgg-small-running"]
-    job.training_job_status, job.secondary_status = "InProgress", "Training"
+    running(REGION, "vgg-small-running")
     logs = boto3.client("logs", region_name=REGION)
-    logs.create_log_group(logGroupName=follow.LOG_GROUP)
-    logs.create_log_stream(
-        logGroupName=follow.LOG_GROUP, logStreamName="vgg-small-running/algo-1-1"
-    )
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName="vgg-small-running/algo-1-1")
     logs.put_log_events(
-        logGroupName=follow.LOG_GROUP,
+        logGroupName=LOG_GROUP,
         logStreamName="vgg-small-running/algo-1-1",
         logEvents=[
             {"timestamp": int(time.time() * 1000), "message": "[epoch] phase=frozen epoch=1/30"}
         ],
     )
-
-    def interrupt(seconds):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(follow.time, "sleep", interrupt)
-    assert launch(["results", "--job", "vgg-small-running", "--stack", "test"]) == 130
-    captured = capsys.readouterr()
-    assert "[vgg-small-running] InProgress\n" in captured.out
-    assert "[vgg-small-running] Starting: Preparing the instances for training" in captured.out
-    assert "[epoch] phase=frozen epoch=1/30" in captured.out  # the log line, streamed
-    assert "stop-training-job --training-job-name vgg-small-running" in captured.out  # no tty
-    assert "make results JOB=vgg-small-running" in captured.err
+    session = aws_session(REGION)
+    with pytest.raises(Interrupted) as caught:
+        follow.follow(TRAINING_JOB, session, "vgg-small-running", clock=CtrlC())
+    out = capsys.readouterr().out
+    assert "[vgg-small-running] InProgress\n" in out
+    assert "[vgg-small-running] Starting: Preparing the instances for training" in out
+    assert "[epoch] phase=frozen epoch=1/30" in out  # the log line, streamed
+    assert "stop-training-job --training-job-name vgg-small-running" in out  # no tty
+    assert "make results JOB=vgg-small-running" in str(caught.value)
+    assert caught.value.exit_code == 130
 
 
 def test_following_prints_every_status_transition_once_even_between_polls():

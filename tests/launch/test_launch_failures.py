@@ -9,21 +9,16 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from launch_helpers import BUCKET, REGION, TINY, create_job, quotas_for
+from launch_helpers import BUCKET, REGION, TINY, create_job, request
 from vgg_transfer import config as job_config
 
 from training.common.aws import split_s3_uri
 from training.common.infra_outputs import load_outputs
+from training.common.instances import lookup
 from training.common.sagemaker import TRAINING_JOB
-from training.launch import follow, preflight, spec
+from training.launch import follow, spec
 from training.launch.__main__ import main as launch
 from training.launch.experiments import load, to_argument, to_hyperparameter
-from training.launch.request import RunRequest
-
-
-@pytest.fixture
-def quota_ok(monkeypatch):
-    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(2.0))
 
 
 def launch_smoke(tiny_splits, *extra: str) -> int:
@@ -43,7 +38,7 @@ def training_jobs() -> list[dict]:
     return sm.list_training_jobs()["TrainingJobSummaries"]
 
 
-def test_a_finished_experiment_is_not_silently_reused(aws, quota_ok, tiny_splits, capsys):
+def test_a_finished_experiment_is_not_silently_reused(aws, tiny_splits, capsys):
     uri = smoke_checkpoint_uri(tiny_splits)
     bucket, prefix = split_s3_uri(uri)
     state = {"phase": "fine_tuned", "epochs": 1, "epochs_done": 1, "finished": True}
@@ -63,7 +58,7 @@ def test_a_finished_experiment_is_not_silently_reused(aws, quota_ok, tiny_splits
     assert fresh_uri.startswith(uri.rstrip("/") + "-fresh-"), fresh_uri
 
 
-def test_an_unfinished_run_is_resumed_and_says_so(aws, quota_ok, tiny_splits, capsys):
+def test_an_unfinished_run_is_resumed_and_says_so(aws, tiny_splits, capsys):
     bucket, prefix = split_s3_uri(smoke_checkpoint_uri(tiny_splits))
     boto3.client("s3", region_name=REGION).put_object(
         Bucket=bucket, Key=f"{prefix}frozen/state.json", Body=b"{}"
@@ -79,7 +74,8 @@ def test_xla_on_several_k80s_is_refused_before_any_aws_call(tiny_splits, tmp_pat
     err = capsys.readouterr().err
     assert "xla=true with 8 replicas fails under Keras 2" in err and "ml.p2.8xlarge" in err
     # Keras 3 (the g5's TF 2.19 image) takes XLA on several replicas.
-    RunRequest("cloud", load("small", ["xla=true"]), "ml.g5.12xlarge", 2).check()
+    dataclasses.replace(request("small", "xla=true"), instance=lookup("ml.g5.12xlarge"),
+                        instance_count=2).check()  # fmt: skip
 
 
 def test_a_batch_size_the_replicas_cannot_share_is_refused_before_any_aws_call(tiny_splits, capsys):
@@ -87,7 +83,9 @@ def test_a_batch_size_the_replicas_cannot_share_is_refused_before_any_aws_call(t
                    "batch_size=30", "--splits", str(tiny_splits), "--stack", "test"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "batch_size=30 does not split evenly over 4 replicas: use a multiple of 4" in err
-    RunRequest("cloud", load("smoke", ["batch_size=32"]), "ml.g5.12xlarge", 1).check()
+    dataclasses.replace(
+        request("smoke", "batch_size=32"), instance=lookup("ml.g5.12xlarge")
+    ).check()
 
 
 @pytest.mark.parametrize("digest", ["12e4", "1234", "0012", "true", "null", "3.5", "9ab8"])
@@ -170,7 +168,7 @@ def test_an_unreachable_endpoint_is_one_line(tiny_splits, tmp_path, monkeypatch,
     assert capsys.readouterr().err.startswith("error: cannot reach AWS while following vgg-small-1")
 
 
-def test_bad_settings_are_refused_before_anything_is_spent(aws, quota_ok, tiny_splits, capsys):
+def test_bad_settings_are_refused_before_anything_is_spent(aws, tiny_splits, capsys):
     code = launch_smoke(tiny_splits, "--weights-file", "nope/vgg16.h5")
     assert code == 2 and "WEIGHTS=nope/vgg16.h5: no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse's own one-line error, exit 2
@@ -223,7 +221,7 @@ def test_the_ctrl_c_prompt_never_ends_in_a_traceback(monkeypatch, capsys, answer
 
 
 def test_cost_ceiling_is_the_on_demand_maximum_and_spot_is_only_expected():
-    from training.launch.capacity import Price, estimate, lookup
+    from training.launch.capacity import Price, estimate
 
     cost = estimate(load("small"), 4000, lookup("ml.p2.xlarge"), 1, Price(1.0, "test price"))
     assert cost.ceiling() == pytest.approx(2.0)  # 120 min at the on-demand $1/h, no discount
@@ -254,14 +252,14 @@ def test_the_price_comes_from_the_price_list_api_when_it_answers():
             200, {"PriceList": [json.dumps(product)], "FormatVersion": "aws_v1"}
         )
     )
-    price = on_demand_price(session, "ml.g4dn.xlarge", "eu-west-1")
+    price = on_demand_price(session, lookup("ml.g4dn.xlarge"), "eu-west-1")
     assert price.per_hour == pytest.approx(0.736)
     assert price.source == "AWS Price List API (eu-west-1, on-demand)"
 
     refused = pricing_session(
         lambda **kwargs: answer(400, {"Error": {"Code": "AccessDeniedException", "Message": "no"}})
     )
-    fallback = on_demand_price(refused, "ml.g4dn.xlarge", "eu-west-1")
+    fallback = on_demand_price(refused, lookup("ml.g4dn.xlarge"), "eu-west-1")
     assert fallback.per_hour == 0.736
     assert "price table" in fallback.source and "Price List API unavailable" in fallback.source
 
@@ -329,7 +327,7 @@ def plant_state(job: dict, **changed) -> None:
 
 @pytest.mark.parametrize("spellings", [("5e-5", "0.00005"), ("5E-05", ".00005")])
 def test_a_value_spelled_two_ways_is_one_recipe_and_its_checkpoints_resume(
-    aws, quota_ok, tiny_splits, capsys, spellings
+    aws, tiny_splits, capsys, spellings
 ):
     first, second = (
         submitted(tiny_splits, f"learning_rate_fine_tuned={spelling}") for spelling in spellings
@@ -352,7 +350,7 @@ def test_a_value_spelled_two_ways_is_one_recipe_and_its_checkpoints_resume(
     ],
 )
 def test_checkpoints_written_with_other_settings_or_data_are_refused_in_one_line(
-    aws, quota_ok, tiny_splits, capsys, written_with, said
+    aws, tiny_splits, capsys, written_with, said
 ):
     job = submitted(tiny_splits)
     plant_state(job, **written_with)

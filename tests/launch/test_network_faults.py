@@ -9,14 +9,12 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 from faultproxy import Fault, FaultProxy, throttling
-from launch_helpers import TINY
 
+from training.common.aws import session as aws_session
 from training.common.errors import UserError
-from training.launch import common, follow, results
+from training.common.sagemaker import TRAINING_JOB
+from training.launch import fetch, follow
 from training.launch.__main__ import main as launch
-from training.launch.experiments import load
-from training.launch.local import run_local
-from training.launch.request import RunRequest
 from training.standin.account import admin_environment, free_port, start_emulator
 
 pytestmark = pytest.mark.slow
@@ -26,13 +24,10 @@ JOB = "vgg-smoke-20261201-120000"
 LINES = 60
 
 
-@pytest.fixture(scope="module")
-def artifacts(tiny_splits, tmp_path_factory):
+@pytest.fixture
+def artifacts(tiny_run):
     """model.tar.gz and output.tar.gz of a real tiny run, as SageMaker packs them."""
-    runs = tmp_path_factory.mktemp("artifacts")
-    request = RunRequest("local", load("smoke", TINY), "local", 1, splits=tiny_splits, runs=runs)
-    run_dir = run_local(request).parent
-    return {name: (run_dir / name).read_bytes() for name in ("model.tar.gz", "output.tar.gz")}
+    return {name: (tiny_run / name).read_bytes() for name in ("model.tar.gz", "output.tar.gz")}
 
 
 @pytest.fixture
@@ -125,17 +120,18 @@ def test_a_follow_across_a_20_second_outage_prints_every_line_once_and_fetches_t
     job = running_job(client, artifacts)
     writer = write_log(client, job)
     threading.Timer(3, proxy.refuse_for, args=(20,)).start()
-    session = common.boto_session(REGION)
+    session = aws_session(REGION)
     printed: list[str] = []
     started = time.monotonic()
-    end = follow.follow(session, JOB, poll_seconds=1, write=printed.append, reconnect_minutes=2)
+    end = follow.follow(TRAINING_JOB, session, JOB, poll_seconds=1, write=printed.append,
+                        reconnect_minutes=2)  # fmt: skip
     writer.join()
     assert time.monotonic() - started > 20  # the outage happened while following
     assert_every_line_once(printed)
     lost = [line for line in printed if "lost the connection to AWS" in line]
     back = [line for line in printed if "AWS answers again" in line]
     assert len(lost) == 1 and len(back) == 1, printed
-    report = results.fetch_results(session, JOB, tmp_path / "runs", end)
+    report = fetch.fetch(TRAINING_JOB, session, JOB, tmp_path / "runs", end)
     assert report.exists() and json.loads(report.with_suffix(".json").read_text())["phases"]
 
 
@@ -152,13 +148,13 @@ def test_a_follow_through_throttling_and_slow_answers_prints_every_line_once(
     )
     writer = write_log(client, job, seconds_apart=0.1, proxy=proxy)
     printed: list[str] = []
-    session = common.boto_session(REGION)
-    end = follow.follow(session, JOB, poll_seconds=0.5, write=printed.append)
+    session = aws_session(REGION)
+    end = follow.follow(TRAINING_JOB, session, JOB, poll_seconds=0.5, write=printed.append)
     writer.join()
     assert_every_line_once(printed)
     assert proxy.count("status 400") == 13 and proxy.count("status 503") == 4
     assert proxy.count("delay") == 3
-    report = results.fetch_results(session, JOB, tmp_path / "runs", end)
+    report = fetch.fetch(TRAINING_JOB, session, JOB, tmp_path / "runs", end)
     assert report.exists()
 
 
@@ -228,18 +224,18 @@ def test_a_results_download_cut_in_the_middle_leaves_nothing_and_the_rerun_compl
     job.training_job_status = job.secondary_status = "Completed"
     output = f"GET /{BUCKET}/outputs/{JOB}/output/output.tar.gz"
     proxy.add(Fault("cut", output, 100))  # model.tar.gz arrives; output.tar.gz half-way, never
-    session = common.boto_session(REGION)
+    session = aws_session(REGION)
     runs = tmp_path / "runs"
     with pytest.raises(UserError, match="cannot reach AWS while downloading .*output.tar.gz"):
-        results.fetch_results(session, JOB, runs)
+        fetch.fetch(TRAINING_JOB, session, JOB, runs)
     assert proxy.count("cut") >= 2, "the download was not retried"
     assert not (runs / JOB).exists() and not list(runs.glob(f".{JOB}*"))
-    kept = sorted(p.name for p in (runs / results.KEPT / JOB).iterdir())
+    kept = sorted(p.name for p in (runs / fetch.KEPT / JOB).iterdir())
     assert kept == ["model.tar.gz", "model.tar.gz.etag"], "a half-written file was left"
     model = f"GET /{BUCKET}/outputs/{JOB}/output/model.tar.gz"
     model_requests = proxy.count("ok", model)  # one per part of a multipart download
     proxy.clear()
-    report = results.fetch_results(session, JOB, runs)
+    report = fetch.fetch(TRAINING_JOB, session, JOB, runs)
     assert report.exists() and (report.parent / "model" / "model.h5").exists()
     assert proxy.count("ok", model) == model_requests, "the re-run downloaded model.tar.gz again"
-    assert not (runs / results.KEPT).exists()
+    assert not (runs / fetch.KEPT).exists()

@@ -1,38 +1,34 @@
-"""make tune against moto: the CreateHyperParameterTuningJob request as sent, the preflight, and
-the results table and plot from tuning-job data the test provides."""
+"""make tune against moto: the CreateHyperParameterTuningJob request as it reaches AWS, the
+preflight, following a tuning job, and its results (table, plot, logs, the best job's model)
+from tuning-job data the test provides. SageMaker's side is rehearsed in tests/rehearse."""
 
-import copy
 import dataclasses
 import io
 import json
 import tarfile
+import time
 
 import boto3
 import pytest
-from launch_helpers import BUCKET, TINY, quotas_for
+from accounts import requests_sent
+from launch_helpers import BUCKET, REGION, TINY, create_job
 
+from training.common.aws import session as aws_session
 from training.common.aws import split_s3_uri
 from training.common.errors import UserError
-from training.launch import common, experiments, preflight, tune
+from training.common.sagemaker import LOG_GROUP, TUNING_JOB
+from training.launch import experiments, follow
 from training.launch.__main__ import main as launch
 from training.launch.experiments import load
+from training.launch.fetch import fetch
+from training.launch.follow import JobEnd
+from training.report import tuning
 
 
 @pytest.fixture
-def tuning_requests(monkeypatch):
-    requests = []
-    real_session = common.boto_session
-
-    def session(region):
-        boto_session = real_session(region)
-        boto_session.events.register(
-            "provide-client-params.sagemaker.CreateHyperParameterTuningJob",
-            lambda params, **kwargs: requests.append(copy.deepcopy(params)),
-        )
-        return boto_session
-
-    monkeypatch.setattr(common, "boto_session", session)
-    return requests
+def sent(aws):
+    with requests_sent("CreateHyperParameterTuningJob") as requests:
+        yield requests["CreateHyperParameterTuningJob"]
 
 
 def launch_tune(tiny_splits, *extra: str) -> int:
@@ -41,15 +37,15 @@ def launch_tune(tiny_splits, *extra: str) -> int:
 
 
 def test_the_tuning_request_carries_the_training_definition_ranges_and_limits(
-    aws, tuning_requests, tiny_splits, monkeypatch, capsys
+    quotas, aws, sent, tiny_splits, capsys
 ):
-    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(4.0))
+    quotas.start = 4.0
     assert launch_tune(tiny_splits, "--max-jobs", "6", "--parallel", "3") == 0, (
         capsys.readouterr().err
     )
     out = capsys.readouterr().out
     assert "preflight for smoke" in out and "tuning: up to 6 jobs, 3 at once" in out
-    (request,) = tuning_requests
+    (request,) = sent
     config = request["HyperParameterTuningJobConfig"]
     assert config["Strategy"] == "Bayesian"
     assert config["HyperParameterTuningJobObjective"] == {
@@ -95,6 +91,7 @@ def test_the_tuning_request_carries_the_training_definition_ranges_and_limits(
     assert "train.py" in names and "vgg_transfer/data.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert static["image_size"] == "32" and static["epochs_fine_tuned"] == "1"
+    assert definition["Environment"]["VGG_PRICE_USD_PER_HOUR"] == "0.23"  # what preflight showed
     assert "learning_rate_fine_tuned" not in static and "unfreeze_from" not in static
     assert definition["EnableManagedSpotTraining"] is True
     assert definition["CheckpointConfig"]["S3Uri"].startswith(f"s3://{BUCKET}/checkpoints/smoke-")
@@ -107,12 +104,12 @@ def test_the_tuning_request_carries_the_training_definition_ranges_and_limits(
 
 
 def test_quota_for_parallel_jobs_is_checked_before_anything_is_staged(
-    aws, tuning_requests, tiny_splits, monkeypatch, capsys
+    quotas, aws, sent, tiny_splits, capsys
 ):
-    monkeypatch.setattr(preflight, "training_quota", lambda *args: quotas_for(1.0))
+    quotas.start = 1.0
     assert launch_tune(tiny_splits, "--max-jobs", "4", "--parallel", "2") == 2
     assert "quota for ml.m5.xlarge is 1 but the job needs 2" in capsys.readouterr().err
-    assert tuning_requests == []
+    assert sent == []
     assert launch_tune(tiny_splits, "--max-jobs", "2", "--parallel", "3") == 2
     assert "PARALLEL=3 exceeds MAX_JOBS=2" in capsys.readouterr().err
 
@@ -170,10 +167,10 @@ def test_results_table_and_plot_come_from_the_tuning_jobs_data(tmp_path, monkeyp
         "fine_tuned": {"test_accuracy": 0.9702, "seed": {"test_accuracy": 0.9665}},
     }}  # fmt: skip
     summary = dict(
-        tune.table(description, jobs), fetched_training_job="vgg-small-1130-120000-002-b"
+        tuning.table(description, jobs), fetched_training_job="vgg-small-1130-120000-002-b"
     )
     logs = {"vgg-small-1130-120000-001-a": ["=== stream ===", "[epoch] line"]}
-    path = tune.write_results(tmp_path / "runs" / "vgg-small-1130-120000", summary, best_report,
+    path = tuning.write_results(tmp_path / "runs" / "vgg-small-1130-120000", summary, best_report,
                               logs)  # fmt: skip
     summary = json.loads((path.parent / "tuning.json").read_text())
     assert summary["tuned"] == ["learning_rate_fine_tuned", "unfreeze_from"]
@@ -196,49 +193,77 @@ def test_results_table_and_plot_come_from_the_tuning_jobs_data(tmp_path, monkeyp
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["vgg-small-1130-120000"]
 
 
-def fake_fetching(monkeypatch, without_model=()):
-    """results.fetch_results and the log reader, as for jobs that saved a model (but those in
-    ``without_model``, which were stopped first); returns the jobs asked for."""
-    fetched = []
+def tuning_in_moto(role_arn: str, tiny_run, without_model=()) -> JobEnd:
+    """The tuning job of tuning_data() as SageMaker left it: each training job in moto with the
+    tiny run's artifacts (``without_model``: stopped before it saved one) and a log stream."""
+    description, jobs = tuning_data()
+    s3, logs = boto3.client("s3", region_name=REGION), boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    for job in jobs:
+        name = job["TrainingJobName"]
+        create_job(name, role_arn, "ml.m5.xlarge")
+        prefix = f"outputs/{name}/output"
+        s3.upload_file(str(tiny_run / "output.tar.gz"), BUCKET, f"{prefix}/output.tar.gz")
+        if name in without_model:  # SageMaker packs the empty model folder all the same
+            s3.put_object(Bucket=BUCKET, Key=f"{prefix}/model.tar.gz", Body=empty_archive())
+            stopped(name)
+        else:
+            s3.upload_file(str(tiny_run / "model.tar.gz"), BUCKET, f"{prefix}/model.tar.gz")
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=f"{name}/algo-1-1")
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=f"{name}/algo-1-1",
+                            logEvents=[{"timestamp": int(time.time() * 1000),
+                                        "message": f"log of {name}"}])  # fmt: skip
+    return JobEnd(TUNING_JOB, description, jobs)
 
-    def fetch_results(session, job, runs_dir, end=None):
-        fetched.append(job)
-        if job in without_model:
-            raise tune.UserError(f"training job {job} Stopped: Stopped, before it saved a model")
-        report = runs_dir / job / "report.md"
-        report.parent.mkdir(parents=True)
-        report.with_suffix(".json").write_text(json.dumps(
-            {"phases": {"fine_tuned": {"test_accuracy": 0.97, "seed": {"test_accuracy": 0.9665}}}}
-        ))  # fmt: skip
-        return report
 
-    monkeypatch.setattr(tune.results, "fetch_results", fetch_results)
-    monkeypatch.setattr(tune, "job_log", lambda session, job, outage: [f"log of {job}"])
-    return fetched
+def empty_archive() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz"):
+        pass
+    return buffer.getvalue()
+
+
+def stopped(name: str) -> None:
+    from moto.sagemaker.models import sagemaker_backends
+
+    job = sagemaker_backends["123456789012"][REGION].training_jobs[name]
+    job.training_job_status, job.secondary_status = "Stopped", "Stopped"
+
+
+def fetched_jobs(runs) -> list[str]:
+    return sorted(p.name for p in runs.iterdir() if (p / "report.json").exists())
 
 
 def test_fetching_tuning_results_pulls_the_best_jobs_report_and_every_log(
-    tmp_path, monkeypatch, capsys
+    aws, tiny_run, tmp_path, capsys
 ):
-    description, jobs = tuning_data()
-    fetched = fake_fetching(monkeypatch)
-    path = tune.fetch(None, "vgg-small-1130-120000", tmp_path, description, jobs)
-    assert fetched == ["vgg-small-1130-120000-002-b"]
-    assert "| fine_tuned | 0.9700 | 0.9665 |" in path.read_text()
-    assert sorted(p.name for p in (path.parent / "logs").iterdir()) == [
-        f"{job['TrainingJobName']}.log" for job in jobs
+    end = tuning_in_moto(aws["role_arn"], tiny_run)
+    runs = tmp_path / "runs"
+    path = fetch(TUNING_JOB, aws_session(REGION), "vgg-small-1130-120000", runs, end)
+    assert fetched_jobs(runs) == ["vgg-small-1130-120000-002-b"]
+    report = json.loads((runs / "vgg-small-1130-120000-002-b" / "report.json").read_text())
+    assert f"| fine_tuned | {report['phases']['fine_tuned']['test_accuracy']:.4f} |" in (
+        path.read_text()
+    )
+    logs = path.parent / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == [
+        f"{job['TrainingJobName']}.log" for job in end.children
     ]
+    log = (logs / "vgg-small-1130-120000-003-c.log").read_text()
+    assert (
+        log == "=== vgg-small-1130-120000-003-c/algo-1-1 ===\nlog of vgg-small-1130-120000-003-c\n"
+    )
     assert "make predict RUN=" in capsys.readouterr().out
 
 
 def test_a_best_job_stopped_before_it_saved_a_model_gives_way_to_the_best_completed(
-    tmp_path, monkeypatch, capsys
+    aws, tiny_run, tmp_path, capsys
 ):
-    description, jobs = tuning_data()
-    jobs[1]["TrainingJobStatus"] = "Stopped"  # tuning's early stopping, say, before any model
-    fetched = fake_fetching(monkeypatch, without_model={"vgg-small-1130-120000-002-b"})
-    path = tune.fetch(None, "vgg-small-1130-120000", tmp_path, description, jobs)
-    assert fetched == ["vgg-small-1130-120000-002-b", "vgg-small-1130-120000-001-a"]
+    end = tuning_in_moto(aws["role_arn"], tiny_run, without_model={"vgg-small-1130-120000-002-b"})
+    end.children[1]["TrainingJobStatus"] = "Stopped"  # tuning's early stopping, before a model
+    runs = tmp_path / "runs"
+    path = fetch(TUNING_JOB, aws_session(REGION), "vgg-small-1130-120000", runs, end)
+    assert fetched_jobs(runs) == ["vgg-small-1130-120000-001-a"]
     summary = json.loads((path.parent / "tuning.json").read_text())
     assert summary["best_training_job"] == "vgg-small-1130-120000-002-b"  # as SageMaker says
     assert summary["fetched_training_job"] == "vgg-small-1130-120000-001-a"
@@ -248,54 +273,56 @@ def test_a_best_job_stopped_before_it_saved_a_model_gives_way_to_the_best_comple
     )
 
 
-def test_tuning_results_are_written_when_no_job_saved_a_model(tmp_path, monkeypatch):
-    description, jobs = tuning_data()
-    description["HyperParameterTuningJobStatus"] = "Failed"
-    description.pop("BestTrainingJob")
-    for job in jobs:
+def test_tuning_results_are_written_when_no_job_saved_a_model(aws, tiny_run, tmp_path):
+    end = tuning_in_moto(aws["role_arn"], tiny_run)
+    end.description["HyperParameterTuningJobStatus"] = "Failed"
+    end.description.pop("BestTrainingJob")
+    for job in end.children:
         job.update(TrainingJobStatus="Failed", FailureReason="AlgorithmError: out of memory")
         job.pop("FinalHyperParameterTuningJobObjectiveMetric", None)
-    fetched = fake_fetching(monkeypatch)
-    path = tune.fetch(None, "vgg-small-1130-120000", tmp_path, description, jobs)
-    assert fetched == []
+    runs = tmp_path / "runs"
+    path = fetch(TUNING_JOB, aws_session(REGION), "vgg-small-1130-120000", runs, end)
+    assert fetched_jobs(runs) == []
     table = path.read_text()
     assert "(Failed)" in table and table.count("AlgorithmError: out of memory") == 3
     assert "no model was fetched" in table
 
 
-class FakeTuningSageMaker:
-    """DescribeHyperParameterTuningJob and its training jobs, two polls: one job still running,
-    then both done."""
-
+class Clock:
     def __init__(self) -> None:
-        self.polls = 0
-        self.meta = type("Meta", (), {"region_name": "us-east-1"})()
+        self.waits: list[float] = []
 
-    def describe_hyper_parameter_tuning_job(self, HyperParameterTuningJobName):  # noqa: N803
-        self.polls += 1
-        description, _ = tuning_data()
-        description["HyperParameterTuningJobStatus"] = (
-            "InProgress" if self.polls == 1 else "Completed"
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def test_following_prints_each_training_job_as_it_lands():
+    """Two polls through botocore's Stubber: one job still running, then all three done."""
+    from botocore.stub import Stubber
+
+    sm = boto3.Session(region_name=REGION, aws_access_key_id="x",
+                       aws_secret_access_key="y").client("sagemaker")  # fmt: skip
+    stubber = Stubber(sm)
+    description, jobs = tuning_data()
+    running = [dict(jobs[0], TrainingJobStatus="InProgress")]
+    running[0].pop("FinalHyperParameterTuningJobObjectiveMetric")
+    for status, listed in (("InProgress", running), ("Completed", jobs)):
+        stubber.add_response(
+            "describe_hyper_parameter_tuning_job",
+            described(description, HyperParameterTuningJobStatus=status),
         )
-        return description
-
-    def get_paginator(self, operation):
-        assert operation == "list_training_jobs_for_hyper_parameter_tuning_job"
-        _, jobs = tuning_data()
-        if self.polls == 1:
-            jobs = [dict(jobs[0], TrainingJobStatus="InProgress")]
-            jobs[0].pop("FinalHyperParameterTuningJobObjectiveMetric")
-        return type("Paginator", (), {"paginate": lambda self, **kwargs: [
-            {"TrainingJobSummaries": jobs}]})()  # fmt: skip
-
-
-def test_following_prints_each_training_job_as_it_lands(monkeypatch):
-    fake = FakeTuningSageMaker()
-    session = type("Session", (), {"client": lambda self, name, config=None: fake})()
-    monkeypatch.setattr(tune.time, "sleep", lambda seconds: None)
-    lines = []
-    description, jobs = tune.follow(session, "vgg-small-1130-120000", write=lines.append)
-    assert description["HyperParameterTuningJobStatus"] == "Completed" and len(jobs) == 3
+        stubber.add_response(
+            "list_training_jobs_for_hyper_parameter_tuning_job",
+            {"TrainingJobSummaries": [summary(job) for job in listed]},
+        )
+    stubber.activate()
+    session = type("Session", (), {"client": lambda self, name, config=None: sm})()
+    lines, clock = [], Clock()
+    end = follow.follow(TUNING_JOB, session, "vgg-small-1130-120000", write=lines.append,
+                        clock=clock)  # fmt: skip
+    stubber.assert_no_pending_responses()
+    assert end.description["HyperParameterTuningJobStatus"] == "Completed"
+    assert len(end.children) == 3 and clock.waits == [30.0]  # a tuning job's polls, 30 s apart
     objective = "fine_tuned:best_val_accuracy"
     assert lines[0].endswith(f"vgg-small-1130-120000-001-a: InProgress, {objective} —")
     assert f"vgg-small-1130-120000-001-a: Completed, {objective} 0.9610" in lines[1]
@@ -305,3 +332,30 @@ def test_following_prints_each_training_job_as_it_lands(monkeypatch):
         f"-003-c: Failed, {objective} — — AlgorithmError: bad hyperparameters: a|b second line"
     )
     assert lines[-1] == "[vgg-small-1130-120000] Completed"
+
+
+def described(description: dict, **changed) -> dict:
+    """A DescribeHyperParameterTuningJob answer with every field the API requires."""
+    config = {
+        **description["HyperParameterTuningJobConfig"],
+        "Strategy": "Bayesian",
+        "ResourceLimits": {"MaxNumberOfTrainingJobs": 3, "MaxParallelTrainingJobs": 2},
+    }
+    return {
+        **description,
+        **changed,
+        "HyperParameterTuningJobArn": "arn:aws:sagemaker:us-east-1:123456789012:"
+        "hyper-parameter-tuning-job/vgg-small-1130-120000",
+        "HyperParameterTuningJobConfig": config,
+        "CreationTime": "2026-11-30T12:00:00Z",
+        "TrainingJobStatusCounters": {},
+        "ObjectiveStatusCounters": {},
+        "BestTrainingJob": {**description["BestTrainingJob"], "TrainingJobArn": "arn:x",
+                            "CreationTime": "2026-11-30T12:00:00Z", "TrainingJobStatus":
+                            "Completed", "TunedHyperParameters": {}},
+    }  # fmt: skip
+
+
+def summary(job: dict) -> dict:
+    """A training job summary with every field ListTrainingJobsForHyperParameterTuningJob has."""
+    return {"TrainingJobArn": "arn:x", "CreationTime": "2026-11-30T12:00:00Z", **job}

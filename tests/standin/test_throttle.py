@@ -7,8 +7,8 @@ import boto3
 from accounts import emulated_account
 
 from training.common.sagemaker import LOG_GROUP
+from training.launch.fetch import job_log
 from training.launch.outage import Outage
-from training.launch.tune import job_log
 from training.standin.iam import role_credentials
 from training.standin.throttle import RATES, Throttle
 

@@ -100,7 +100,7 @@ TUNING_JOB = JobKind(
     describe_call="describe_hyper_parameter_tuning_job",
     stop_call="stop_hyper_parameter_tuning_job",
     launcher_actions=(
-        "sagemaker:CreateHyperParameterTuningJob",  # HyperparameterTuner.tune (launch/tune.py)
+        "sagemaker:CreateHyperParameterTuningJob",  # HyperparameterTuner.tune (launch/submit.py)
         "sagemaker:DescribeHyperParameterTuningJob",
         "sagemaker:StopHyperParameterTuningJob",
         "sagemaker:ListTrainingJobsForHyperParameterTuningJob",

@@ -1,26 +1,34 @@
-"""The launcher's command line (the Makefile's train-local, train-cloud, results and cost).
+"""The launcher's command line (the Makefile's train-local, train-cloud, tune, results,
+tune-results and cost).
 
 python -m training.launch local  [--experiment smoke] [--hp key=value ...]
 python -m training.launch cloud  [--experiment small] [--instance ml.p2.xlarge|auto] [--detach] [--fresh]
-python -m training.launch results --job <name>
 python -m training.launch tune   [--experiment small] [--max-jobs 10] [--parallel 2] [--detach]
+python -m training.launch results --job <name>
 python -m training.launch tune-results --tuning-job <name>
 python -m training.launch cost   [--experiment small] [--instance ml.g4dn.xlarge]
+
+``cloud`` and ``tune`` take one path, whatever the kind of job they create: preflight → stage →
+submit → follow → fetch; ``results`` and ``tune-results`` pick a job up at follow.
 """
 
 import argparse
 from pathlib import Path
 
+from training.common import aws
 from training.common.errors import UserError, cli
 from training.common.infra_outputs import INFRA_DIR, load_outputs
-from training.common.sagemaker import TRAINING_JOB, TUNING_JOB
-from training.data.prepare import load_manifest
+from training.common.paths import RUNS_DIR
+from training.common.sagemaker import TRAINING_JOB, TUNING_JOB, JobKind
+from training.data import splits
 from training.data.sample import ensure_sample
-from training.launch import common
-from training.launch.capacity import estimate, lookup
+from training.launch.capacity import estimate
 from training.launch.outage import RECONNECT_MINUTES
 from training.launch.request import DEFAULT_EXPERIMENT, RunRequest, from_args
 from training.report.results import summary_line
+
+# results and tune-results: the kind of job each follows, and the option naming it.
+FOLLOWED = {"results": (TRAINING_JOB, "--job"), "tune-results": (TUNING_JOB, "--tuning-job")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--weights-file", type=Path, help="VGG16 no-top .h5 for the weights channel"
         )
-        sub.add_argument("--runs", type=Path, default=common.RUNS_DIR)
+        sub.add_argument("--runs", type=Path, default=RUNS_DIR)
         if name != "local":
             sub.add_argument(
                 "--max-runtime-minutes", type=positive_minutes, help="default: the experiment's"
@@ -60,12 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.choices["tune"]
     tune.add_argument("--max-jobs", type=positive_int, default=10, help="training jobs in all")
     tune.add_argument("--parallel", type=positive_int, default=2, help="training jobs at once")
-    for name, option in (("results", "--job"), ("tune-results", "--tuning-job")):
+    for name, (_, option) in FOLLOWED.items():
         sub = commands.add_parser(name)
-        sub.add_argument(option)
+        sub.add_argument(option, dest="name")
         add_following_options(sub)
         sub.add_argument("--stack", default="dev")
-        sub.add_argument("--runs", type=Path, default=common.RUNS_DIR)
+        sub.add_argument("--runs", type=Path, default=RUNS_DIR)
     return parser
 
 
@@ -111,26 +119,25 @@ def run_local(request: RunRequest) -> int:
 
 
 def run_cloud(request: RunRequest) -> int:
+    """make train-cloud and make tune: one path, whatever the kind of job."""
     from training.launch import preflight, staging, submit
 
-    session = session_for(request)
-    plan = preflight.preflight(request, load_outputs(request.stack, INFRA_DIR), session)
-    job = submit.submit(staging.stage(plan, session), session)
+    outputs = load_outputs(request.stack, INFRA_DIR)
+    session = aws.session(outputs.region)
+    plan = preflight.preflight(request, outputs, session)
+    kind = request.kind
+    name = submit.submit(kind, staging.stage(plan, session), session, request)
     if request.detach:
-        print(f"detached; follow it later with `{TRAINING_JOB.results_command(job)}`")
+        print(f"detached; follow it later with `{kind.results_command(name)}`")
         return 0
-    return follow_and_fetch(
-        session, job, request.runs, request.poll_seconds, request.reconnect_minutes, reached=True
-    )
-
-
-def session_for(request: RunRequest):
-    return common.boto_session(load_outputs(request.stack, INFRA_DIR).region)
+    return follow_and_fetch(kind, session, name, request.runs, request.poll_seconds,
+                            request.reconnect_minutes, reached=True)  # fmt: skip
 
 
 def follow_and_fetch(
+    kind: JobKind,
     session,
-    job: str,
+    name: str,
     runs: Path,
     poll_seconds: float | None,
     reconnect_minutes: float,
@@ -138,73 +145,31 @@ def follow_and_fetch(
 ) -> int:
     """``reached``: AWS already answered this run (it submitted the job), so an outage from the
     first request on is ridden out; else an endpoint never reached is one line at once."""
-    from training.launch import follow, results
+    from training.launch.fetch import fetch
+    from training.launch.follow import follow
 
-    end = follow.follow(
-        session, job, poll_seconds, reconnect_minutes=reconnect_minutes, reached=reached
-    )
-    print(summary_line(results.fetch_results(session, job, runs, end)))
+    end = follow(kind, session, name, poll_seconds, reconnect_minutes=reconnect_minutes,
+                 reached=reached)  # fmt: skip
+    report = fetch(kind, session, name, runs, end, reconnect_minutes)
+    print(summary_line(report) if kind is TRAINING_JOB else f"results: {report}")
     return 0
 
 
-def run_results(args) -> int:
-    if not args.job:
-        raise UserError("which job? make results JOB=<training job name>")
-    outputs = load_outputs(args.stack, INFRA_DIR)
-    session = common.boto_session(outputs.region)
-    return follow_and_fetch(session, args.job, args.runs, args.poll_seconds, args.reconnect_minutes)
-
-
-def run_tune(request: RunRequest) -> int:
-    from training.launch import preflight, staging, tune
-
-    session = session_for(request)
-    plan = preflight.preflight(request, load_outputs(request.stack, INFRA_DIR), session)
-    cost, jobs = plan.cost, request.max_jobs
-    expected = cost.expected()
-    print(
-        f"  tuning: up to {jobs} jobs, {request.parallel} at once: "
-        + (f"expected ≈ ${expected * jobs:.2f}, " if expected is not None else "")
-        + f"ceiling ≈ ${cost.ceiling() * jobs:.2f} (each job's ceiling × MAX_JOBS)"
-    )
-    name = tune.launch(staging.stage(plan, session), session, jobs, request.parallel)
-    if request.detach:
-        print(f"detached; follow it later with `{TUNING_JOB.results_command(name)}`")
-        return 0
-    description, training_jobs = tune.follow(
-        session,
-        name,
-        request.poll_seconds,
-        reconnect_minutes=request.reconnect_minutes,
-        reached=True,
-    )
-    path = tune.fetch(session, name, request.runs, description, training_jobs,
-                      request.reconnect_minutes)  # fmt: skip
-    print(f"results: {path}")
-    return 0
-
-
-def run_tune_results(args) -> int:
-    from training.launch import tune
-
-    if not args.tuning_job:
-        raise UserError("which tuning job? make tune-results TUNING_JOB=<tuning job name>")
-    outputs = load_outputs(args.stack, INFRA_DIR)
-    session = common.boto_session(outputs.region)
-    description, jobs = tune.follow(
-        session, args.tuning_job, args.poll_seconds, reconnect_minutes=args.reconnect_minutes
-    )
-    path = tune.fetch(session, args.tuning_job, args.runs, description, jobs,
-                      args.reconnect_minutes)  # fmt: skip
-    print(f"results: {path}")
-    return 0
+def run_followed(args) -> int:
+    """make results and make tune-results: a job submitted earlier, followed and fetched."""
+    kind, _ = FOLLOWED[args.command]
+    if not args.name:
+        raise UserError(f"which {kind.noun}? {kind.results_command(f'<{kind.noun} name>')}")
+    session = aws.session(load_outputs(args.stack, INFRA_DIR).region)
+    return follow_and_fetch(kind, session, args.name, args.runs, args.poll_seconds,
+                            args.reconnect_minutes)  # fmt: skip
 
 
 def run_cost(request: RunRequest) -> int:
     experiment = request.experiment
-    manifest = load_manifest(request.splits)
+    manifest = request.manifest
     if manifest and experiment.train_split in manifest["splits"]:
-        images = common.train_images(manifest, experiment)
+        images = splits.images(manifest, experiment.train_split)
     else:  # no prepared data here: the seed's image counts for its experiments
         from training.report.seed import RESULTS
 
@@ -214,7 +179,7 @@ def run_cost(request: RunRequest) -> int:
                 f"no prepared data in {request.splits} to count {experiment.train_split}"
             )
         images = reference["train_images"]
-    cost = estimate(experiment, images, lookup(request.instance_type), request.instance_count)
+    cost = estimate(experiment, images, request.instance, request.instance_count)
     hp = request.hp
     print(
         f"{experiment.name}: {images} training images, {hp.epochs_frozen}+{hp.epochs_fine_tuned} epochs"
@@ -223,15 +188,14 @@ def run_cost(request: RunRequest) -> int:
     return 0
 
 
-REQUESTS = {"local": run_local, "cloud": run_cloud, "tune": run_tune, "cost": run_cost}
-FOLLOWERS = {"results": run_results, "tune-results": run_tune_results}
+REQUESTS = {"local": run_local, "cloud": run_cloud, "tune": run_cloud, "cost": run_cost}
 
 
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in FOLLOWERS:
-        return FOLLOWERS[args.command](args)
+    if args.command in FOLLOWED:
+        return run_followed(args)
     if args.command != "cost" and (args.experiment or DEFAULT_EXPERIMENT[args.command]) == "smoke":
         ensure_sample(args.splits)  # the smoke experiment's data, made on first use
     return REQUESTS[args.command](from_args(args))

@@ -1,13 +1,10 @@
-"""Capacity: what a run can use and what it costs — the instance table, quotas (and
-INSTANCE=auto), on-demand prices and the cost line, with one lookup (``lookup``).
+"""Capacity: what a run can use and what it costs — quotas (and INSTANCE=auto), on-demand prices
+and the cost line, over the instance table (training/common/instances.py).
 
-Instances: the GPUs of each SageMaker training type, the newest TensorFlow training image it can
-run, and fallback on-demand prices, SageMaker training in us-east-1, USD per hour, written down from
-the SageMaker pricing page as known on PRICES_AS_OF (this workplace cannot fetch it). Other regions
-cost more or less; spot prices vary by hour. P2 (K80) is what the seed study used, so it stays the
-default of the seed experiments, but AWS has deprecated it: the newest TensorFlow image for it is
-2.11 (unpatched since early 2024), many regions never offered it, and new accounts have a quota of
-0. Preflight says so before anything is spent.
+P2 (K80) is what the seed study used, so it stays the default of the seed experiments, but AWS has
+deprecated it: the newest TensorFlow image for it is 2.11 (unpatched since early 2024), many
+regions never offered it, and new accounts have a quota of 0. Preflight says so before anything
+is spent.
 
 Quotas: ``ListServiceQuotas`` returns only the quotas an account has had changed; every other
 quota is at AWS's default, which ``ListAWSDefaultServiceQuotas`` gives. The defaults also tell which
@@ -36,76 +33,19 @@ from training.common.aws_errors import (
     one_line,
 )
 from training.common.errors import UserError
+from training.common.instances import (
+    AUTO,
+    PRICES_AS_OF,
+    PRICES_SOURCE,
+    Instance,
+    gpu_types_by_price,
+    quota_name,
+)
 from training.launch.experiments import Experiment
 from training.report import seed
 
 # --- instances --------------------------------------------------------------------------------
-PRICES_AS_OF = "2026-11-30"
-PRICES_SOURCE = "price table in training/launch/capacity.py (us-east-1, on-demand)"
 SPOT_DISCOUNT = 0.70  # typical managed-spot saving; AWS quotes "up to 90%", nothing guarantees it
-NEWEST_TF = ("2.19", "py312")  # newest TF training image in the pinned SDK for non-P2 types
-P2_TF = ("2.11", "py39")  # P2 (K80): no TF image after 2.11
-AUTO = "auto"  # INSTANCE=auto: the cheapest GPU type the account has quota for
-
-
-@dataclass(frozen=True)
-class Instance:
-    name: str
-    gpus: int
-    accelerator: str
-    price_per_hour: float
-    framework: tuple[str, str]  # (TF version, Python version) of the image we use
-
-    @property
-    def family(self) -> str:
-        return self.name.split(".")[1]
-
-    @property
-    def deprecated(self) -> bool:
-        return self.family == "p2"
-
-
-INSTANCES = {
-    i.name: i
-    for i in [
-        Instance("ml.p2.xlarge", 1, "K80", 1.125, P2_TF),
-        Instance("ml.p2.8xlarge", 8, "8x K80", 9.0, P2_TF),
-        Instance("ml.p2.16xlarge", 16, "16x K80", 18.0, P2_TF),
-        Instance("ml.g4dn.xlarge", 1, "T4", 0.736, NEWEST_TF),
-        Instance("ml.g4dn.12xlarge", 4, "4x T4", 4.89, NEWEST_TF),
-        Instance("ml.g5.xlarge", 1, "A10G", 1.408, NEWEST_TF),
-        Instance("ml.g5.2xlarge", 1, "A10G", 1.515, NEWEST_TF),
-        Instance("ml.g5.12xlarge", 4, "4x A10G", 7.09, NEWEST_TF),
-        Instance("ml.g5.48xlarge", 8, "8x A10G", 20.36, NEWEST_TF),
-        Instance("ml.g6.xlarge", 1, "L4", 1.006, NEWEST_TF),
-        Instance("ml.g6.12xlarge", 4, "4x L4", 5.752, NEWEST_TF),
-        Instance("ml.g6e.xlarge", 1, "L40S", 2.326, NEWEST_TF),
-        Instance("ml.g6e.12xlarge", 4, "4x L40S", 13.117, NEWEST_TF),
-        Instance("ml.p3.2xlarge", 1, "V100", 3.825, NEWEST_TF),
-        Instance("ml.p3.8xlarge", 4, "4x V100", 14.688, NEWEST_TF),
-        Instance("ml.p3.16xlarge", 8, "8x V100", 28.152, NEWEST_TF),
-        Instance("ml.p4d.24xlarge", 8, "8x A100", 37.688, NEWEST_TF),
-        Instance("ml.p5.48xlarge", 8, "8x H100", 113.068, NEWEST_TF),
-        Instance("ml.m5.xlarge", 0, "CPU (4 vCPU)", 0.23, NEWEST_TF),
-    ]
-}
-
-
-def lookup(name: str) -> Instance:
-    if name not in INSTANCES:
-        raise UserError(
-            f"unknown instance type {name!r}; known: {', '.join(INSTANCES)} or {AUTO} "
-            "(add it to training/launch/capacity.py with its price and TF version)"
-        )
-    return INSTANCES[name]
-
-
-def gpu_types_by_price() -> list[Instance]:
-    """The current (non-deprecated) GPU types, cheapest first: the candidates of INSTANCE=auto."""
-    return sorted(
-        (i for i in INSTANCES.values() if i.gpus and not i.deprecated),
-        key=lambda i: i.price_per_hour,
-    )
 
 
 def check_framework(instance: Instance, tf_version: str) -> None:
@@ -132,10 +72,6 @@ def p2_warning(instance: Instance) -> str | None:
 SERVICE = "sagemaker"
 
 
-def quota_name(instance_type: str, spot: bool) -> str:
-    return f"{instance_type} for {'spot ' if spot else ''}training job usage"
-
-
 @dataclass
 class QuotaReading:
     applied: dict[str, float] = field(default_factory=dict)
@@ -147,7 +83,9 @@ class QuotaReading:
         return self.applied.get(name, self.defaults.get(name))
 
     def source(self, instance_type: str, spot: bool) -> str:
-        return "applied" if quota_name(instance_type, spot) in self.applied else "AWS default"
+        """Whose value it is: applied, or AWS's default; an emulator's is said to be its own."""
+        kind = "applied" if quota_name(instance_type, spot) in self.applied else "AWS default"
+        return not_from_aws("service-quotas", kind)
 
     def offered(self, instance_type: str, spot: bool) -> bool | None:
         """Whether the region offers the type for training; None when the defaults are unknown."""
@@ -194,8 +132,9 @@ def cheapest_with_quota(reading: QuotaReading, spot: bool, count: int) -> Instan
     return None
 
 
-def choose_auto(reading: QuotaReading, spot: bool, count: int) -> tuple[Instance, str]:
-    """INSTANCE=auto: the cheapest current GPU type with quota for ``count`` instances."""
+def choose_auto(reading: QuotaReading, spot: bool, count: int) -> Instance:
+    """INSTANCE=auto: the cheapest current GPU type with quota for ``count`` instances, and a
+    line saying why."""
     kind = "spot training" if spot else "training"
     choice = cheapest_with_quota(reading, spot, count)
     if choice is None:
@@ -210,15 +149,8 @@ def choose_auto(reading: QuotaReading, spot: bool, count: int) -> tuple[Instance
     reason = f"cheapest GPU type with {kind} quota ({value:g}, {reading.source(choice.name, spot)})"
     if cheaper:
         reason += f"; no quota for {', '.join(cheaper)}"
-    return choice, reason
-
-
-def resolve_instance(name: str, reading: QuotaReading, spot: bool, count: int) -> Instance:
-    if name != AUTO:
-        return lookup(name)
-    instance, reason = choose_auto(reading, spot, count)
-    print(f"  instance: {instance.name} ({instance.accelerator}) — {reason}")
-    return instance
+    print(f"  instance: {choice.name} ({choice.accelerator}) — {reason}")
+    return choice
 
 
 # --- prices --------------------------------------------------------------------------------
@@ -231,12 +163,9 @@ class Price:
     source: str
 
 
-def table_price(instance_type: str, why: str = "") -> Price:
+def table_price(instance: Instance, why: str = "") -> Price:
     note = f" — {why}" if why else ""
-    return Price(
-        lookup(instance_type).price_per_hour,
-        f"{PRICES_SOURCE}, as of {PRICES_AS_OF}{note}",
-    )
+    return Price(instance.price_per_hour, f"{PRICES_SOURCE}, as of {PRICES_AS_OF}{note}")
 
 
 def _on_demand_usd(product: dict) -> float | None:
@@ -269,20 +198,20 @@ def price_list_price(session: boto3.Session, instance_type: str, region: str) ->
     return None
 
 
-def on_demand_price(session: boto3.Session | None, instance_type: str, region: str) -> Price:
+def on_demand_price(session: boto3.Session | None, instance: Instance, region: str) -> Price:
     if session is None:
-        return table_price(instance_type)
+        return table_price(instance)
     endpoint = endpoint_override("pricing")
     if endpoint:  # an emulator has no price list; its error would read as AWS's
         return table_price(
-            instance_type, f"the Price List API was not asked: requests go to {endpoint}, not AWS"
+            instance, f"the Price List API was not asked: requests go to {endpoint}, not AWS"
         )
     try:
-        price = price_list_price(session, instance_type, region)
+        price = price_list_price(session, instance.name, region)
     except AWS_OR_NETWORK_ERRORS as error:
-        return table_price(instance_type, f"Price List API unavailable: {one_line(error, 80)}")
+        return table_price(instance, f"Price List API unavailable: {one_line(error, 80)}")
     if price is None:
-        return table_price(instance_type, f"{instance_type} not in the Price List for {region}")
+        return table_price(instance, f"{instance.name} not in the Price List for {region}")
     return Price(price, f"AWS Price List API ({region}, on-demand)")
 
 
@@ -338,6 +267,14 @@ class CostEstimate:
         parts.append(f"price: {self.price.source}")
         return "cost: " + "; ".join(parts)
 
+    def tuning_line(self, jobs: int, parallel: int) -> str:
+        expected = self.expected()
+        return (
+            f"tuning: up to {jobs} jobs, {parallel} at once: "
+            + (f"expected ≈ ${expected * jobs:.2f}, " if expected is not None else "")
+            + f"ceiling ≈ ${self.ceiling() * jobs:.2f} (each job's ceiling × MAX_JOBS)"
+        )
+
 
 def epoch_seconds(instance_type: str, train_images: int, bench_file: Path = BENCH_FILE):
     """(frozen, fine_tuned) seconds per epoch for this many training images, and the source."""
@@ -378,7 +315,7 @@ def estimate(
     return CostEstimate(
         instance_type=instance.name,
         instance_count=count,
-        price=price or table_price(instance.name),
+        price=price or table_price(instance),
         expected_seconds=expected,
         epoch_seconds_source=source,
         max_seconds=experiment.max_runtime_seconds,

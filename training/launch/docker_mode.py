@@ -15,8 +15,8 @@ from vgg_transfer.contract import MODEL_ARCHIVE, OUTPUT_ARCHIVE
 
 from training.common import sagemaker
 from training.common.errors import UserError
-from training.launch import common
-from training.launch.capacity import lookup
+from training.common.instances import lookup
+from training.common.repo import ENTRY_SCRIPT, JOB_DIR
 from training.launch.experiments import Experiment, to_argument
 from training.launch.spec import JobSpec
 
@@ -65,7 +65,7 @@ def build_trainer(spec: JobSpec, gpu: bool):
         local_container_root=spec.output,
         training_image=spec.image,
         base_job_name=sagemaker.base_name(spec.experiment.name),
-        source_code=SourceCode(source_dir=str(common.JOB_DIR), entry_script=common.ENTRY_SCRIPT),
+        source_code=SourceCode(source_dir=str(JOB_DIR), entry_script=ENTRY_SCRIPT),
         compute=Compute(instance_type="local_gpu" if gpu else "local_cpu", instance_count=1),
         hyperparameters={k: to_argument(v) for k, v in spec.hyperparameters.items()},
         role="arn:aws:iam::000000000000:role/local-mode",  # unused by local mode, required by the SDK

@@ -48,6 +48,11 @@ class Experiment:
     tuning: dict = field(default_factory=dict)  # make tune's ranges; none: DEFAULT_RANGES
 
     @property
+    def channels(self) -> dict[str, str]:
+        """Channel name → the prepared split it reads."""
+        return {"train": self.train_split, "validation": "validation", "test": "test"}
+
+    @property
     def max_runtime_seconds(self) -> int:
         """SageMaker's MaxRuntimeInSeconds: whole seconds, at least one."""
         return max(1, round(self.max_runtime_minutes * 60))

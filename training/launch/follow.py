@@ -1,33 +1,42 @@
-"""Following a training job in the terminal: status changes and its CloudWatch log lines, in the
-order they happened, until it ends; Ctrl-C offers to stop it."""
+"""Following a job in the terminal, one loop for every kind of job, until it ends; Ctrl-C offers
+to stop it. What a poll prints is the kind's news (``WATCHES``):
+- a training job: its status changes and CloudWatch log lines, in the order they happened;
+- a tuning job: each training job's status and objective as it lands.
+"""
 
 import math
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import boto3
+from vgg_transfer.contract import TUNING_OBJECTIVE
 
 from training.common import aws
 from training.common.aws_errors import (
     AWS_OR_NETWORK_ERRORS,
     aws_error,
     error_code,
+    is_transient,
     one_line,
 )
 from training.common.errors import Interrupted, UserError
-from training.common.sagemaker import LOG_GROUP, TERMINAL, TRAINING_JOB, JobKind
+from training.common.sagemaker import LOG_GROUP, TERMINAL, TRAINING_JOB, TUNING_JOB, JobKind
 from training.launch.outage import RECONNECT_MINUTES, Outage
+from training.report.tuning import objective_of, reason_line
 
 
 @dataclass
 class JobEnd:
-    """A finished job's description and the last log lines the follower saw."""
+    """A job that ended: its description, its child jobs (a tuning job's training jobs), and the
+    last log lines the follower saw."""
 
+    kind: JobKind
     description: dict
-    log_tail: list[str]
+    children: list[dict] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)
 
 
 class LogFollower:
@@ -129,40 +138,103 @@ def _milliseconds(moment) -> float:
     return -math.inf  # no time given: before the poll's log lines
 
 
-POLL_SECONDS = 15.0  # how often a training job is asked for news; --poll-seconds changes it
+class TrainingWatch:
+    """A training job's news: its status transitions and log lines, each once."""
+
+    poll_seconds = 15.0  # how often a training job is asked for news; --poll-seconds changes it
+
+    def __init__(self, session: boto3.Session, name: str) -> None:
+        self.tracker = StatusTracker(name)
+        self.logs = LogFollower(session, name)
+        self.children: list[dict] = []
+
+    def news(self, sm, description: dict, outage: Outage) -> list[tuple[float, str]]:
+        # The log is read after the job's status, so every line it wrote comes before its final
+        # status.
+        events = outage.run(self.logs.poll)
+        return self.tracker.events(description) + events
+
+    @property
+    def tail(self) -> list[str]:
+        return list(self.logs.tail)
+
+
+def training_jobs(sm, name: str, ride_out: bool = False) -> list[dict]:
+    """Every training job a tuning job started, with its hyperparameters and objective.
+    ``ride_out``: a transient failure is raised as it is (see JobKind.describe)."""
+    jobs = []
+    try:
+        paginator = sm.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
+        for page in paginator.paginate(HyperParameterTuningJobName=name):
+            jobs.extend(page.get("TrainingJobSummaries", []))
+    except AWS_OR_NETWORK_ERRORS as error:
+        if ride_out and is_transient(error):
+            raise
+        raise aws_error(error, f"listing the training jobs of {name}") from error
+    return sorted(jobs, key=lambda job: job.get("TrainingJobName", ""))
+
+
+class TuningWatch:
+    """A tuning job's news: each training job's status and objective when it changes, and the
+    tuning job's own status once it has ended."""
+
+    poll_seconds = 30.0  # how often a tuning job is asked for news; --poll-seconds changes it
+
+    def __init__(self, session: boto3.Session, name: str) -> None:
+        self.name = name
+        self.seen: dict[str, tuple] = {}
+        self.children: list[dict] = []
+        self.tail: list[str] = []
+
+    def news(self, sm, description: dict, outage: Outage) -> list[tuple[float, str]]:
+        self.children = outage.run(lambda: training_jobs(sm, self.name, ride_out=True))
+        lines = []
+        for job in self.children:
+            state = (job.get("TrainingJobStatus"), objective_of(job), job.get("FailureReason"))
+            if self.seen.get(job["TrainingJobName"]) != state:
+                self.seen[job["TrainingJobName"]] = state
+                objective = "—" if state[1] is None else f"{state[1]:.4f}"
+                lines.append(
+                    f"[{self.name}] {job['TrainingJobName']}: {state[0]}, {TUNING_OBJECTIVE} "
+                    f"{objective}" + (f" — {reason_line(state[2])}" if state[2] else "")
+                )
+        status = description[TUNING_JOB.status_key]
+        if status in TERMINAL:
+            lines.append(f"[{self.name}] {status}")
+        return [(-math.inf, line) for line in lines]
+
+
+WATCHES = {TRAINING_JOB: TrainingWatch, TUNING_JOB: TuningWatch}
 
 
 def follow(
+    kind: JobKind,
     session: boto3.Session,
-    job: str,
+    name: str,
     poll_seconds: float | None = None,
     write=print,
     reconnect_minutes: float = RECONNECT_MINUTES,
     reached: bool = False,
+    clock=time,
 ) -> JobEnd:
-    """Prints status changes and log lines, in the order they happened, until the job ends; the
-    log is read after the job's status, so every line it wrote comes before its final status.
-    A lost connection is ridden out for ``reconnect_minutes`` (outage.py); ``reached``: AWS
-    answered this run already (it submitted the job).
+    """Prints the job's news in the order it happened until the job ends. A lost connection is
+    ridden out for ``reconnect_minutes`` (outage.py); ``reached``: AWS answered this run already
+    (it submitted the job); ``clock``: what it waits with between polls.
 
     Ctrl-C asks whether to stop the job (it would otherwise keep running and billing)."""
     sm = session.client("sagemaker", config=aws.FOLLOWING)
-    follower = LogFollower(session, job)
-    tracker = StatusTracker(job)
-    resume = TRAINING_JOB.results_command(job)
-    outage = Outage(job, resume, reconnect_minutes, write, reached=reached)
+    watch = WATCHES[kind](session, name)
+    outage = Outage(name, kind.results_command(name), reconnect_minutes, write, reached=reached)
     try:
         while True:
-            description = outage.run(lambda: TRAINING_JOB.describe(sm, job, ride_out=True))
-            events = outage.run(follower.poll)
-            events = tracker.events(description) + events
-            for _, line in sorted(events, key=lambda event: event[0]):
+            description = outage.run(lambda: kind.describe(sm, name, ride_out=True))
+            for _, line in sorted(watch.news(sm, description, outage), key=lambda e: e[0]):
                 write(line)
-            if description["TrainingJobStatus"] in TERMINAL:
-                return JobEnd(description, list(follower.tail))
-            time.sleep(poll_seconds or POLL_SECONDS)
+            if description[kind.status_key] in TERMINAL:
+                return JobEnd(kind, description, watch.children, watch.tail)
+            clock.sleep(poll_seconds or watch.poll_seconds)
     except KeyboardInterrupt:
-        raise stopped_following(sm, TRAINING_JOB, job) from None
+        raise stopped_following(sm, kind, name) from None
 
 
 def offer_stop(sm, kind: JobKind, name: str) -> None:

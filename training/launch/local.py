@@ -20,7 +20,7 @@ from vgg_transfer.contract import OptMl, pack_artifacts
 
 from training.common import sagemaker
 from training.common.errors import UserError
-from training.launch import common
+from training.common.repo import ENTRY_SCRIPT, JOB_DIR, git_commit
 from training.launch.experiments import to_argument
 from training.launch.request import RunRequest
 from training.launch.spec import JobSpec, local_spec
@@ -74,8 +74,8 @@ def run_job(args: list[str], env: dict[str, str], log_path: Path) -> int:
     """Runs train.py from the job folder, streaming its output to the terminal and a log."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, common.ENTRY_SCRIPT, *args],
-            cwd=common.JOB_DIR,
+            [sys.executable, ENTRY_SCRIPT, *args],
+            cwd=JOB_DIR,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -131,16 +131,15 @@ def run_local(request: RunRequest, name: str | None = None) -> Path:
     """Runs the request here (``request.mode``: "process", the emulated contract, or "docker",
     the SDK's local-container mode); returns the report's path."""
     experiment = request.experiment
-    manifest = common.require_splits(request.splits, experiment)
     run_dir = (request.runs / (name or sagemaker.job_name(experiment.name))).resolve()
     if request.mode == "docker":
         from training.launch import docker_mode
 
         image = docker_mode.require_image(experiment)
-        spec = local_spec(request, manifest, run_dir, image=image)
+        spec = local_spec(request, run_dir, image=image)
         docker_mode.run_in_docker(spec)
         return report_local_run(spec, seconds=None)
-    spec = local_spec(request, manifest, run_dir)
+    spec = local_spec(request, run_dir)
     seconds = run_process(spec)
     return report_local_run(spec, seconds)
 
@@ -156,7 +155,7 @@ def report_local_run(spec: JobSpec, seconds: float | None) -> Path:
         instance_type=f"local ({platform.machine()}, {os.cpu_count()} cores)",
         instance_count=1,
         image_uri=spec.image or f"local Python {platform.python_version()}",
-        git_commit=common.git_commit(),
+        git_commit=git_commit(),
         dataset_digest=spec.dataset_digest,
         training_seconds=seconds,
         extra={"experiment_settings": spec.experiment.to_dict()},

@@ -18,20 +18,18 @@ from training.common.aws import split_s3_uri
 from training.common.aws_errors import AWS_ERRORS, NOT_FOUND, aws_error, error_code
 from training.common.errors import UserError
 from training.common.infra_outputs import InfraOutputs
+from training.common.instances import Instance
 from training.common.sagemaker import TRAINING_JOB, base_name
-from training.launch import common
+from training.data import splits
 from training.launch.capacity import (
-    AUTO,
     CostEstimate,
-    Instance,
     QuotaReading,
     cheapest_with_quota,
-    check_framework,
+    choose_auto,
     estimate,
     on_demand_price,
     p2_warning,
     read_quotas,
-    resolve_instance,
 )
 from training.launch.experiments import Experiment
 from training.launch.request import RunRequest
@@ -39,10 +37,10 @@ from training.launch.spec import checkpoint_uri, job_settings
 
 
 def image_uri(instance: Instance, region: str) -> str:
+    """The TF training image for the type (the request has checked the type can run it)."""
     from sagemaker.core import image_uris
 
     version, python = instance.framework
-    check_framework(instance, version)
     return image_uris.retrieve(
         framework="tensorflow",
         region=region,
@@ -53,30 +51,23 @@ def image_uri(instance: Instance, region: str) -> str:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """A checked request, with what preflight found out: the instance, image, data and cost."""
+    """A checked request, with what preflight found out: the instance, the image, the job's
+    settings as the container will parse them (what its checkpoints keep), where it checkpoints,
+    and the cost with the price it was worked out from."""
 
     request: RunRequest
     outputs: InfraOutputs
     instance: Instance
     image_uri: str
-    manifest: dict
+    settings: job_config.Hyperparameters
+    checkpoint_uri: str
     cost: CostEstimate
-    fresh: str = ""  # FRESH=1: a timestamp that makes a new checkpoint folder
 
     @property
     def experiment(self) -> Experiment:
         return self.request.experiment
-
-    @property
-    def settings(self) -> job_config.Hyperparameters:
-        """The job's settings as the container will parse them (what its checkpoints keep)."""
-        return job_settings(self.request, self.manifest["dataset_digest"], OptMl())
-
-    @property
-    def checkpoint_uri(self) -> str:
-        return checkpoint_uri(self.outputs, self.settings, self.experiment.name, self.fresh)
 
 
 def check_identity(session: boto3.Session) -> str:
@@ -105,29 +96,23 @@ def check_bucket_and_role(session: boto3.Session, outputs: InfraOutputs) -> None
         raise aws_error(error, f"checking role {outputs.role_arn}") from error
 
 
-def training_quota(session: boto3.Session) -> QuotaReading:
-    """The account's SageMaker training quotas (applied values over AWS's defaults)."""
-    return read_quotas(session)
-
-
-def alternative(reading: QuotaReading, experiment: Experiment, spot: bool, count: int) -> str:
+def alternative(reading: QuotaReading, request: RunRequest, spot: bool, count: int) -> str:
     """The exact command to run instead, with the cheapest type the account has quota for."""
     choice = cheapest_with_quota(reading, spot, count)
     instance = choice.name if choice else "ml.g4dn.xlarge"
-    command = f"make train-cloud EXPERIMENT={experiment.name} INSTANCE={instance}"
+    target = "tune" if request.command == "tune" else "train-cloud"
+    command = f"make {target} EXPERIMENT={request.experiment.name} INSTANCE={instance}"
     return command if choice else f"{command} after a quota increase for it"
 
 
-def check_quota(
-    reading: QuotaReading, experiment: Experiment, instance: Instance, count: int
-) -> None:
-    spot = experiment.spot
+def check_quota(reading: QuotaReading, request: RunRequest, instance: Instance) -> None:
+    spot, count = request.experiment.spot, request.concurrent
     kind = "spot training" if spot else "training"
     offered = reading.offered(instance.name, spot)
     if offered is False:
         raise UserError(
             f"{instance.name} is not offered for {kind} jobs in this region; run "
-            f"`{alternative(reading, experiment, spot, count)}` (or INSTANCE=auto)"
+            f"`{alternative(reading, request, spot, count)}` (or INSTANCE=auto)"
         )
     quota = reading.value(instance.name, spot)
     if quota is None:
@@ -137,7 +122,7 @@ def check_quota(
     if quota < count:
         raise UserError(
             f"your {kind} quota for {instance.name} is {quota:g} but the job needs {count}: "
-            f"run `{alternative(reading, experiment, spot, count)}` (or INSTANCE=auto), or "
+            f"run `{alternative(reading, request, spot, count)}` (or INSTANCE=auto), or "
             f"request an increase in the Service Quotas console (Amazon SageMaker → "
             f"'{instance.name} for {kind} job usage')"
         )
@@ -245,34 +230,37 @@ def check_checkpoints(session: boto3.Session, plan: Plan) -> None:
 def preflight(request: RunRequest, outputs: InfraOutputs, session: boto3.Session) -> Plan:
     """Everything that can fail before money is spent, cheapest first. Nothing is uploaded."""
     experiment = request.experiment
-    manifest = common.require_splits(request.splits, experiment)
     print(
         f"preflight for {experiment.name} on {request.instance_count}x {request.instance_type} "
         f"({outputs.region}):"
     )
     print(f"  identity: {check_identity(session)} ✓")
-    quotas = training_quota(session)
-    instance = resolve_instance(request.instance_type, quotas, experiment.spot, request.concurrent)
-    if request.instance_type == AUTO:
-        request.check(instance)
-    check_quota(quotas, experiment, instance, request.concurrent)
+    quotas = read_quotas(session)
+    instance = request.instance or choose_auto(quotas, experiment.spot, request.concurrent)
+    if request.instance is None:
+        request.check_on(instance)
+    check_quota(quotas, request, instance)
     warning = p2_warning(instance)
     if warning:
         print(f"  warning: {warning}")
     check_bucket_and_role(session, outputs)
     print(f"  bucket {outputs.bucket} and role {outputs.role_arn.rsplit('/', 1)[-1]} ✓")
-    price = on_demand_price(session, instance.name, outputs.region)
-    train_images = common.train_images(manifest, experiment)
+    price = on_demand_price(session, instance, outputs.region)
+    train_images = splits.images(request.manifest, experiment.train_split)
+    settings = job_settings(request, OptMl())
+    fresh = time.strftime("%Y%m%d-%H%M%S") if request.fresh else ""
     plan = Plan(
         request=request,
         outputs=outputs,
         instance=instance,
         image_uri=image_uri(instance, outputs.region),
-        manifest=manifest,
+        settings=settings,
+        checkpoint_uri=checkpoint_uri(outputs, settings, experiment.name, fresh),
         cost=estimate(experiment, train_images, instance, request.instance_count, price),
-        fresh=time.strftime("%Y%m%d-%H%M%S") if request.fresh else "",
     )
     check_checkpoints(session, plan)
     print(f"  image: {plan.image_uri}")
     print("  " + plan.cost.line())
+    if request.command == "tune":
+        print("  " + plan.cost.tuning_line(request.max_jobs, request.parallel))
     return plan

@@ -1,8 +1,10 @@
-"""The run request: one launcher command's settings, resolved and checked once, at the command
-line, then handed whole to every step: plan (preflight) → stage → submit → follow → results.
+"""The run request: one launcher command's settings, parsed and checked once, at the command line,
+then handed whole to every step: plan (preflight) → stage → submit → follow → fetch.
 
-The job's own ``Hyperparameters`` object is the request's hyperparameters (``request.hp``), so the
-launcher reads settings by name, as the job does, never by string key.
+Its hyperparameters are the job's own typed ``Hyperparameters`` as the run will send them (the
+experiment's, parsed once by the job's parser, with the data's digest and the distribution the run
+adds), and its instance is the ``Instance`` of the table (capacity.py), looked up here; only
+``INSTANCE=auto`` waits for preflight, which resolves it against the account's quotas.
 """
 
 import argparse
@@ -14,21 +16,28 @@ from vgg_transfer import config as job_config
 from vgg_transfer.config import Hyperparameters
 
 from training.common.errors import UserError
+from training.common.instances import AUTO, Instance, lookup
+from training.common.paths import RUNS_DIR
+from training.common.sagemaker import TRAINING_JOB, TUNING_JOB, JobKind
+from training.data import splits
 from training.launch import experiments
-from training.launch.capacity import AUTO, Instance, check_framework, lookup
+from training.launch.capacity import check_framework
 from training.launch.outage import RECONNECT_MINUTES
 
 DEFAULT_EXPERIMENT = {"local": "smoke", "cloud": "small", "tune": "small", "cost": "small"}
+KIND = {"cloud": TRAINING_JOB, "tune": TUNING_JOB}  # what each cloud command creates
 
 
 @dataclass(frozen=True)
 class RunRequest:
     command: str  # local | cloud | tune | cost
     experiment: experiments.Experiment  # with the command line's overrides applied
-    instance_type: str  # a known type, or "auto" (resolved against your quotas by preflight)
+    hp: Hyperparameters  # what train.py will parse: the experiment's, and what the run adds
+    instance: Instance | None  # None: INSTANCE=auto, resolved against the quotas by preflight
     instance_count: int
+    manifest: dict | None = None  # the prepared data (cost: none needed)
     splits: Path = Path("data/splits")
-    runs: Path = Path("runs")
+    runs: Path = RUNS_DIR
     stack: str = "dev"
     weights_file: Path | None = None  # a VGG16 no-top .h5 for the weights channel
     network_isolation: bool = False
@@ -41,17 +50,21 @@ class RunRequest:
     reconnect_minutes: float = RECONNECT_MINUTES  # following: how long to ride out an outage
 
     @property
-    def hp(self) -> Hyperparameters:
-        return self.experiment.hp
+    def kind(self) -> JobKind:
+        return KIND[self.command]
+
+    @property
+    def instance_type(self) -> str:
+        return self.instance.name if self.instance else AUTO
 
     @property
     def concurrent(self) -> int:
         """Instances running at once: what the quota must cover."""
         return self.instance_count * (self.parallel if self.command == "tune" else 1)
 
-    def check(self, instance: Instance | None = None) -> None:
-        """Every setting, before any AWS call or upload; ``instance``: the resolved type when
-        the request asked for INSTANCE=auto (checked again once it is known)."""
+    def check(self) -> None:
+        """Every setting, before any AWS call or upload (an INSTANCE=auto request is checked
+        against its type once preflight has chosen it: ``check_on``)."""
         hp = self.hp
         if self.weights_file is not None:
             if not self.weights_file.is_file():
@@ -77,12 +90,11 @@ class RunRequest:
             )
         if self.command == "tune" and self.parallel > self.max_jobs:
             raise UserError(f"PARALLEL={self.parallel} exceeds MAX_JOBS={self.max_jobs}")
-        if instance is None and self.instance_type != AUTO and self.command != "local":
-            instance = lookup(self.instance_type)
-        if instance is not None:
-            self._check_on(instance)
+        if self.instance is not None and self.command != "local":
+            self.check_on(self.instance)
 
-    def _check_on(self, instance: Instance) -> None:
+    def check_on(self, instance: Instance) -> None:
+        """The recipe on ``instance``: the image it can run, replicas and batch size, XLA."""
         check_framework(instance, instance.framework[0])
         replicas = max(instance.gpus, 1) * self.instance_count
         keras = 3 if _version(instance.framework[0]) >= (2, 16) else 2  # TF 2.16 took Keras 3
@@ -97,6 +109,16 @@ def _version(text: str) -> tuple:
     return tuple(int(part) for part in text.split(".")[:2])
 
 
+def run_settings(experiment: experiments.Experiment, manifest: dict | None,
+                 instance_count: int) -> Hyperparameters:  # fmt: skip
+    """The experiment's settings with what a run adds: the data's digest, and several instances
+    as one multi-worker job."""
+    added: dict = {"dataset_digest": manifest["dataset_digest"] if manifest else ""}
+    if instance_count > 1:
+        added["distribution"] = "multi_worker"
+    return dataclasses.replace(experiment.hp, **added)
+
+
 def from_args(args: argparse.Namespace) -> RunRequest:
     """The request of a parsed command line, every setting checked (see ``RunRequest.check``)."""
     command = args.command
@@ -106,12 +128,26 @@ def from_args(args: argparse.Namespace) -> RunRequest:
         experiment = dataclasses.replace(experiment, max_runtime_minutes=minutes)
     if command == "tune":
         experiments.tuning_ranges(experiment)  # a bad range: refused before anything else
-    count = getattr(args, "instance_count", None) or experiment.instance_count
+    count = 1 if command == "tune" else (getattr(args, "instance_count", None) or
+                                          experiment.instance_count)  # fmt: skip
+    instance_type = getattr(args, "instance", None) or experiment.instance_type
+    if command == "cost" and instance_type == AUTO:
+        raise UserError(
+            "INSTANCE=auto is resolved against your account's quotas when a job is launched; "
+            "name a type here (e.g. INSTANCE=ml.g4dn.xlarge)"
+        )
+    manifest = (
+        splits.load(args.splits)
+        if command == "cost"
+        else splits.require(args.splits, list(experiment.channels.values()))
+    )
     request = RunRequest(
         command=command,
         experiment=experiment,
-        instance_type=getattr(args, "instance", None) or experiment.instance_type,
-        instance_count=1 if command == "tune" else count,
+        hp=run_settings(experiment, manifest, count),
+        instance=None if instance_type == AUTO or command == "local" else lookup(instance_type),
+        instance_count=count,
+        manifest=manifest,
         splits=args.splits,
         runs=args.runs,
         stack=getattr(args, "stack", "dev"),
@@ -125,10 +161,5 @@ def from_args(args: argparse.Namespace) -> RunRequest:
         poll_seconds=getattr(args, "poll_seconds", None),
         reconnect_minutes=getattr(args, "reconnect_minutes", RECONNECT_MINUTES),
     )
-    if request.command == "cost" and request.instance_type == AUTO:
-        raise UserError(
-            "INSTANCE=auto is resolved against your account's quotas when a job is launched; "
-            "name a type here (e.g. INSTANCE=ml.g4dn.xlarge)"
-        )
     request.check()
     return request

@@ -1,12 +1,13 @@
-"""The job spec: one run of the training job, built once from the experiment, the data manifest and
-where it runs (plus command-line overrides). Every runner takes a spec and nothing else:
+"""The job spec: one run of the training job, built once from the request and where it runs. Every
+runner takes a spec and nothing else:
 
 - ``local.run_process``: in this Python, under an emulated ``/opt/ml`` (make train-local);
 - ``docker_mode.run_in_docker``: the SDK's local-container mode, the real image;
-- ``submit.submit``: a SageMaker training job through ``ModelTrainer`` (make train-cloud).
+- ``submit.submit``: a SageMaker training or tuning job (make train-cloud, make tune).
 
-The job's own ``Hyperparameters`` (vgg_transfer/config.py) are the single list of settings; this
-module only fills in what a run adds (data digest, container paths, distribution), in one place.
+The job's own ``Hyperparameters`` (vgg_transfer/config.py), parsed once into the request, are the
+single list of settings; this module only maps them onto a contract root (the weights channel's
+file, the checkpoint folder), in one place.
 """
 
 import dataclasses
@@ -20,7 +21,6 @@ from vgg_transfer.config import Hyperparameters
 from vgg_transfer.contract import OptMl
 
 from training.common.infra_outputs import InfraOutputs
-from training.launch import common
 from training.launch.experiments import Experiment
 from training.launch.request import RunRequest
 
@@ -44,26 +44,24 @@ class JobSpec:
     code_prefix: str = ""  # ...and under which prefix
     network_isolation: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # cloud: the container's, and the
+    # job description's (what the report reads back: experiment, commit, the price preflight used)
 
 
-def job_settings(request: RunRequest, digest: str, opt_ml: OptMl) -> Hyperparameters:
-    """The job's settings as this run sends them: the experiment's, parsed once by the job's
-    parser, with what the run adds (the data's digest, the weights channel's file, several
-    instances), for a contract rooted at ``opt_ml`` (``/opt/ml`` in a container,
-    ``runs/<job>/opt_ml`` in-process). What preflight compares a checkpoint's recipe with."""
-    added: dict = {"dataset_digest": digest}
-    if request.weights_file:
-        added["weights"] = f"{opt_ml.channel('weights')}/{request.weights_file.name}"
-    if request.instance_count > 1:
-        added["distribution"] = "multi_worker"
-    return dataclasses.replace(request.hp, **added)
+def job_settings(request: RunRequest, opt_ml: OptMl) -> Hyperparameters:
+    """The run's settings for a contract rooted at ``opt_ml`` (``/opt/ml`` in a container,
+    ``runs/<job>/opt_ml`` in-process): a weights file is read from the weights channel. What the
+    job's checkpoints keep, and so what preflight compares them with."""
+    if not request.weights_file:
+        return request.hp
+    return dataclasses.replace(
+        request.hp, weights=f"{opt_ml.channel('weights')}/{request.weights_file.name}"
+    )
 
 
-def job_hyperparameters(request: RunRequest, digest: str, opt_ml: OptMl) -> dict:
-    """What train.py receives: the run's settings (``job_settings``) and its checkpoint folder."""
-    hps = dataclasses.asdict(job_settings(request, digest, opt_ml))
-    hps["checkpoint_dir"] = opt_ml.checkpoints
-    return hps
+def job_hyperparameters(settings: Hyperparameters, opt_ml: OptMl) -> dict:
+    """What train.py receives: the run's settings and its checkpoint folder."""
+    return {**dataclasses.asdict(settings), "checkpoint_dir": opt_ml.checkpoints}
 
 
 def checkpoint_name(settings: Hyperparameters, experiment: str, fresh: str = "") -> str:
@@ -95,23 +93,22 @@ def checkpoint_uri(outputs: InfraOutputs, settings: Hyperparameters, experiment:
 def local_channels(request: RunRequest) -> dict[str, str]:
     channels = {
         channel: str(Path(request.splits) / split)
-        for channel, split in common.channel_splits(request.experiment).items()
+        for channel, split in request.experiment.channels.items()
     }
     if request.weights_file:
         channels["weights"] = str(request.weights_file.parent)
     return channels
 
 
-def local_spec(request: RunRequest, manifest: dict, run_dir: Path, image: str = "") -> JobSpec:
+def local_spec(request: RunRequest, run_dir: Path, image: str = "") -> JobSpec:
     """A run on this machine: in this Python (contract under ``run_dir/opt_ml``) or, with an
     ``image``, in the SDK's local container (contract at ``/opt/ml``)."""
-    digest = manifest["dataset_digest"]
     opt_ml = OptMl() if image else OptMl(str(run_dir / "opt_ml"))
     return JobSpec(
         name=run_dir.name,
         experiment=request.experiment,
-        dataset_digest=digest,
-        hyperparameters=job_hyperparameters(request, digest, opt_ml),
+        dataset_digest=request.hp.dataset_digest,
+        hyperparameters=job_hyperparameters(job_settings(request, opt_ml), opt_ml),
         channels=local_channels(request),
         checkpoint=opt_ml.checkpoints,
         instance_type="local",

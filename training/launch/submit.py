@@ -1,19 +1,32 @@
-"""Submission: a job spec becomes a SageMaker training job through SDK v3's ModelTrainer."""
+"""Submission, one verb for every kind of job: a job spec becomes a SageMaker training job
+through SDK v3's ``ModelTrainer``, or a tuning job through its ``HyperparameterTuner`` over that
+very trainer (same image, channels, spot, checkpoints, tags). What differs per kind is in
+``CREATE``.
+
+The tuning job's objective is the fine-tuned phase's best validation accuracy so far, which every
+epoch line carries (``fine_tuned:best_val_accuracy``; never the test set): SageMaker takes the
+latest value the regex matches, so a job is ranked by the weights it keeps, not by its last epoch.
+Ranges come from the experiment file's ``tuning:`` section, or experiments.DEFAULT_RANGES.
+"""
 
 import contextlib
 import os
 
 import boto3
+from vgg_transfer import contract
 from vgg_transfer.contract import OptMl, metric_definitions
 
+from training.common import sagemaker
 from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, one_line
 from training.common.errors import UserError
-from training.launch import common
-from training.launch.experiments import to_hyperparameter
+from training.common.repo import CODE_IGNORE, ENTRY_SCRIPT, JOB_DIR
+from training.common.sagemaker import TRAINING_JOB, TUNING_JOB, JobKind
+from training.launch.experiments import to_hyperparameter, tuning_ranges
+from training.launch.request import RunRequest
 from training.launch.spec import JobSpec
+from training.launch.staging import upload_code
 
 SDK_ROLE_CHECK = "SAGEMAKER_VALIDATE_ROLE"
-CODE_IGNORE = ["__pycache__", "*.pyc", ".pytest_cache", ".DS_Store", "*.egg-info", ".git"]
 
 
 @contextlib.contextmanager
@@ -111,8 +124,8 @@ def build_trainer(
             base_job_name=spec.name,  # the SDK appends a timestamp
             training_image=spec.image,
             source_code=SourceCode(
-                source_dir=source_dir or str(common.JOB_DIR),
-                entry_script=common.ENTRY_SCRIPT,
+                source_dir=source_dir or str(JOB_DIR),
+                entry_script=ENTRY_SCRIPT,
                 ignore_patterns=CODE_IGNORE,
             ),
             compute=Compute(
@@ -136,10 +149,7 @@ def build_trainer(
                 key: to_hyperparameter(value, hyperparameter_decodes)
                 for key, value in spec.hyperparameters.items()
             },
-            environment={
-                "VGG_EXPERIMENT": experiment.name,
-                "VGG_GIT_COMMIT": spec.tags.get("git_commit", "unknown"),
-            },
+            environment=spec.environment,
             tags=[Tag(key=key, value=value) for key, value in spec.tags.items()],
         )
     return trainer.with_metric_definitions(
@@ -147,8 +157,8 @@ def build_trainer(
     ), channels
 
 
-def submit(spec: JobSpec, session: boto3.Session) -> str:
-    """Creates the training job; returns its name."""
+def create_training_job(spec: JobSpec, session: boto3.Session, request: RunRequest) -> str:
+    """CreateTrainingJob through ModelTrainer.train; returns the job's name."""
     with sdk_errors("the training job"):
         trainer, channels = build_trainer(spec, session)
         trainer.train(input_data_config=channels, wait=False, logs=False)
@@ -156,3 +166,61 @@ def submit(spec: JobSpec, session: boto3.Session) -> str:
     name = trainer.output_data.split("/")[-3]
     print(f"submitted {name}; checkpoints: {spec.checkpoint}")
     return name
+
+
+def sdk_ranges(ranges: dict) -> dict:
+    from sagemaker.core.parameter import (
+        CategoricalParameter,
+        ContinuousParameter,
+        IntegerParameter,
+    )
+
+    converted = {}
+    for name, spec in ranges.items():
+        if isinstance(spec, list):
+            converted[name] = CategoricalParameter(spec)
+            continue
+        kind = IntegerParameter if isinstance(spec["min"], int) else ContinuousParameter
+        converted[name] = kind(spec["min"], spec["max"], scaling_type=spec.get("scale", "Auto"))
+    return converted
+
+
+def create_tuning_job(spec: JobSpec, session: boto3.Session, request: RunRequest) -> str:
+    """CreateHyperParameterTuningJob through HyperparameterTuner.tune over the spec's trainer;
+    returns its name. The tuning API takes no container entrypoint, so on AWS each training job
+    runs through the image's own toolkits, which fetch the code from its tarball (staging.py)."""
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    ranges = tuning_ranges(spec.experiment)
+    name = sagemaker.job_name(spec.experiment.name, TUNING_JOB)
+    code = upload_code(session, spec, name)
+    with sdk_errors("the tuning job"):
+        trainer, channels = build_trainer(spec, session, source_dir=code, hyperparameter_decodes=1)
+        tuner = HyperparameterTuner(
+            model_trainer=trainer,
+            objective_metric_name=contract.TUNING_OBJECTIVE,
+            hyperparameter_ranges=sdk_ranges(ranges),
+            metric_definitions=contract.metric_definitions(),
+            strategy="Bayesian",
+            objective_type="Maximize",
+            max_jobs=request.max_jobs,
+            max_parallel_jobs=request.parallel,
+            early_stopping_type="Auto",
+            tags=[{"Key": k, "Value": v} for k, v in spec.tags.items()],
+        )
+        with sdk_role_check_off():
+            tuner.tune(inputs=channels, job_name=name, wait=False)
+    print(
+        f"submitted tuning job {name}: up to {request.max_jobs} training jobs, "
+        f"{request.parallel} at once, objective {contract.TUNING_OBJECTIVE}, "
+        f"tuning {', '.join(ranges)}"
+    )
+    return name
+
+
+CREATE = {TRAINING_JOB: create_training_job, TUNING_JOB: create_tuning_job}
+
+
+def submit(kind: JobKind, spec: JobSpec, session: boto3.Session, request: RunRequest) -> str:
+    """Creates the job of ``kind``; returns its name."""
+    return CREATE[kind](spec, session, request)

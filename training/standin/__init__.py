@@ -8,7 +8,7 @@ tested.
 - ``containers.py``: a container, the image's environment and entrypoint, /opt/ml mapped;
 - ``checkpoints.py``: SageMaker's checkpoint sync; ``network.py``: the hosts algo-1…N;
 - ``wiring.py``: where it hooks into moto; ``iam.py``: IAM as AWS applies it; ``throttle.py``:
-  AWS's request rates;
+  AWS's request rates; ``quotas.py``: SageMaker's service quotas;
 - ``account.py``: an emulated account with the project's stack; ``service.py``: one kept up for
   any number of commands (make standin-up).
 
@@ -23,11 +23,12 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from training.standin import throttle, wiring
+from training.standin import quotas, throttle, wiring
 from training.standin.containers import check_can_run
 from training.standin.hooks import Hooks
 from training.standin.iam import CannotAssumeRole, role_credentials
 from training.standin.jobs import Emulator, Interruption, JobRun
+from training.standin.quotas import Quotas
 from training.standin.throttle import Throttle
 from training.standin.tuning import TuningRun
 
@@ -45,16 +46,22 @@ class StandIn:
         region: str = "us-east-1",
         interruption: Interruption | None = None,
         throttle: Throttle | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.emulator = Emulator(endpoint_url, region, Path(runs_dir), interruption)
         self.region = region
         self.throttle = throttle or Throttle()
+        self.quotas = quotas or Quotas()
         self.runs: dict[str, JobRun] = {}  # every training job, by name
         self.tunings: dict[str, TuningRun] = {}
         self._hooks: list[Hooks] = []
 
     def start(self) -> "StandIn":
-        self._hooks = [throttle.install(self.throttle), wiring.install(self)]
+        self._hooks = [
+            quotas.install(self.quotas),
+            throttle.install(self.throttle),
+            wiring.install(self),
+        ]
         return self
 
     def stop(self) -> None:

@@ -3,25 +3,21 @@ and never at the cost of the run's files."""
 
 import csv
 import json
+import shutil
 import time
+from pathlib import Path
 
 import pytest
-from launch_helpers import TINY
 
-from training.launch.experiments import load
-from training.launch.local import run_local
-from training.launch.request import RunRequest
 from training.report import tracking
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny_splits, tmp_path_factory):
-    """A finished tiny local run (recorded in the session's store as it finished)."""
-    runs = tmp_path_factory.mktemp("tracked")
-    request = RunRequest("local", load("smoke", TINY), "local", 1, splits=tiny_splits, runs=runs)
-    return run_local(request).parent
+@pytest.fixture
+def run_dir(tiny_run, tmp_path):
+    """A finished tiny local run, copied (a test changes its files)."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "runs" / tiny_run.name))
 
 
 @pytest.fixture

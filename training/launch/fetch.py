@@ -1,6 +1,15 @@
-"""Results: a finished job's artifacts pulled back into ``runs/<job>/`` with its report."""
+"""Fetching what a job left, one verb for every kind of job (``fetch``), into ``runs/``:
+- a training job: ``model.tar.gz`` and ``output.tar.gz`` unpacked into ``runs/<job>/`` with its
+  report (training/report/results.py), which appears only once all of it succeeded;
+- a tuning job: ``runs/<tuning job>/`` with the table, plot and every training job's log
+  (training/report/tuning.py), and the best job's results fetched as a training job's are. When
+  the best job was stopped before it saved a model, the best completed job's are fetched instead,
+  and the table says so.
+Each is then recorded in MLflow.
+"""
 
 import contextlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,15 +27,19 @@ from training.common.aws_errors import (
     error_code,
 )
 from training.common.errors import UserError
-from training.common.sagemaker import TERMINAL, TRAINING_JOB
-from training.launch import common
-from training.launch.capacity import lookup
+from training.common.instances import lookup
+from training.common.paths import RUNS_DIR
+from training.common.sagemaker import TERMINAL, TRAINING_JOB, TUNING_JOB, JobKind
+from training.launch.capacity import Price, table_price
 from training.launch.experiments import available, from_hyperparameter, load
-from training.launch.follow import JobEnd, explain_failure
-from training.report import tracking
+from training.launch.follow import JobEnd, LogFollower, explain_failure, training_jobs
+from training.launch.outage import RECONNECT_MINUTES, Outage
+from training.launch.staging import COMMIT_ENV, EXPERIMENT_ENV, PRICE_ENV, PRICE_SOURCE_ENV
+from training.report import tracking, tuning
 from training.report.results import RunInfo, unpack_artifacts, write_report
 
 
+# --- a training job ------------------------------------------------------------------------------
 def artifact_keys(description: dict) -> tuple[str, list[str]]:
     """(bucket, [model.tar.gz key, output.tar.gz key]) where the job wrote its artifacts."""
     job = description["TrainingJobName"]
@@ -77,13 +90,23 @@ def download_artifacts(session: boto3.Session, description: dict, target: Path, 
         shutil.copyfile(archive, target / name)
 
 
+def launch_price(description: dict) -> Price:
+    """The on-demand price preflight showed for the job (its description's Environment), or, for
+    a job launched before prices were recorded there, the table's."""
+    environment = description.get("Environment") or {}
+    if PRICE_ENV in environment:
+        return Price(float(environment[PRICE_ENV]), environment.get(PRICE_SOURCE_ENV, "?"))
+    instance = lookup(description["ResourceConfig"]["InstanceType"])
+    return table_price(instance, "the job recorded no price when it was launched")
+
+
 def run_info(description: dict) -> RunInfo:
     job = description["TrainingJobName"]
     resources = description["ResourceConfig"]
     environment = description.get("Environment", {})
     billable = description.get("BillableTimeInSeconds")
-    instance = lookup(resources["InstanceType"])
-    experiment = environment.get("VGG_EXPERIMENT") or sagemaker.experiment_of(job)
+    price = launch_price(description)
+    experiment = environment.get(EXPERIMENT_ENV) or sagemaker.experiment_of(job)
     digest = description.get("HyperParameters", {}).get("dataset_digest", "")
     status = description["TrainingJobStatus"]
     if status != "Completed":
@@ -97,15 +120,15 @@ def run_info(description: dict) -> RunInfo:
         instance_type=resources["InstanceType"],
         instance_count=resources["InstanceCount"],
         image_uri=description["AlgorithmSpecification"].get("TrainingImage", ""),
-        git_commit=environment.get("VGG_GIT_COMMIT", "unknown"),
+        git_commit=environment.get(COMMIT_ENV, "unknown"),
         dataset_digest=from_hyperparameter(digest),
         training_seconds=description.get("TrainingTimeInSeconds"),
         billable_seconds=billable,
         # Billable seconds already net out the spot saving; the rate is the on-demand one.
         cost_usd=None
         if billable is None
-        else billable / 3600 * instance.price_per_hour * resources["InstanceCount"],
-        extra={"job_arn": description.get("TrainingJobArn")},
+        else billable / 3600 * price.per_hour * resources["InstanceCount"],
+        extra={"job_arn": description.get("TrainingJobArn"), "price": vars(price)},
     )
 
 
@@ -137,16 +160,17 @@ def explain_stop(description: dict) -> UserError:
     )
 
 
-def fetch_results(
+def fetch_training(
     session: boto3.Session,
     job: str,
-    runs_dir: Path = common.RUNS_DIR,
+    runs_dir: Path = RUNS_DIR,
     end: JobEnd | None = None,
+    outage: Outage | None = None,
 ) -> Path:
     """Downloads model.tar.gz and output.tar.gz, unpacks them and writes the report into
     ``runs/<job>/``, which appears only once all of it succeeded. A stopped job's results are
     fetched when it saved a model before the stop, as SageMaker keeps what the job wrote."""
-    end = end or JobEnd(TRAINING_JOB.describe(session.client("sagemaker"), job), [])
+    end = end or JobEnd(TRAINING_JOB, TRAINING_JOB.describe(session.client("sagemaker"), job))
     status = end.description["TrainingJobStatus"]
     if status == "Failed":
         raise explain_failure(end.description, end.log_tail)
@@ -173,3 +197,91 @@ def fetch_results(
         kept.parent.rmdir()  # when no other fetch left archives there
     tracking.record_run(run_dir)
     return run_dir / "report.md"
+
+
+# --- a tuning job ---------------------------------------------------------------------------------
+def job_log(session: boto3.Session, job: str, outage: Outage) -> list[str]:
+    """Every log line a training job wrote, stream by stream (hosts, restarts). Throttling and
+    lost connections are ridden out (``outage``): CloudWatch Logs allows a few reads a second per
+    account, and a tuning job's logs are read back to back."""
+    follower = LogFollower(session, job, keep=0)
+    lines = []
+    for stream in outage.run(follower.streams):
+        events: list = []
+        outage.run(lambda stream=stream, events=events: follower.read(stream, events))
+        lines += [f"=== {stream} ===", *(line for _, line in events)]
+    return lines
+
+
+def fetch_best(session: boto3.Session, summary: dict, runs_dir: Path):
+    """The best job's results, or, when it was stopped before it saved a model, the best
+    completed job's. Returns (its report, or None; the job fetched; a note for the table)."""
+    rows = summary["training_jobs"]  # best objective first
+    best = summary["best_training_job"]
+    candidates = [best] if best else []
+    candidates += [r["training_job"] for r in rows if r["status"] == "Completed" and
+                   r["training_job"] != best and r["objective"] is not None]  # fmt: skip
+    passed_over = []
+    for job in candidates:
+        try:
+            report = fetch_training(session, job, runs_dir)
+        except UserError as error:
+            if job != best:
+                raise
+            passed_over.append(f"the best job {job} saved no model ({error})")
+            continue
+        note = (
+            f"{'; '.join(passed_over)}; fetched the best completed job, {job}"
+            if passed_over
+            else ""
+        )
+        return json.loads(report.with_suffix(".json").read_text()), job, note
+    note = "; ".join(passed_over) or "no training job reported the objective"
+    return None, None, f"{note}: no model was fetched"
+
+
+def fetch_tuning(
+    session: boto3.Session,
+    name: str,
+    runs_dir: Path = RUNS_DIR,
+    end: JobEnd | None = None,
+    outage: Outage | None = None,
+) -> Path:
+    """The table and plot of every training job, their logs, and the best job's results."""
+    if end is None:
+        sm = session.client("sagemaker")
+        end = JobEnd(TUNING_JOB, TUNING_JOB.describe(sm, name), training_jobs(sm, name))
+    outage = outage or Outage(name, TUNING_JOB.results_command(name), reached=True)
+    summary = tuning.table(end.description, end.children)
+    best_report, fetched, note = fetch_best(session, summary, runs_dir)
+    summary.update(fetched_training_job=fetched, note=note)
+    logs = {job["TrainingJobName"]: job_log(session, job["TrainingJobName"], outage)
+            for job in end.children}  # fmt: skip
+    path = tuning.write_results(runs_dir / name, summary, best_report, logs)
+    tracking.record_tuning(runs_dir / name)
+    if note:
+        print(f"note: {note}")
+    print(f"each training job's log: {runs_dir / name / 'logs'}/<training job>.log")
+    if fetched:
+        print(
+            f"best model: make predict RUN={runs_dir / fetched} "
+            "IMAGES=<a folder, an image, a zip, or kaggle for the competition's test.zip>"
+        )
+    return path
+
+
+FETCHES = {TRAINING_JOB: fetch_training, TUNING_JOB: fetch_tuning}
+
+
+def fetch(
+    kind: JobKind,
+    session: boto3.Session,
+    name: str,
+    runs_dir: Path = RUNS_DIR,
+    end: JobEnd | None = None,
+    reconnect_minutes: float = RECONNECT_MINUTES,
+) -> Path:
+    """What the job of ``kind`` left, under ``runs_dir``; returns its report (report.md, or the
+    tuning job's tuning.md). ``end``: how following saw it end (else it is described now)."""
+    outage = Outage(name, kind.results_command(name), reconnect_minutes, reached=True)
+    return FETCHES[kind](session, name, runs_dir, end, outage)

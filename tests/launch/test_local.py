@@ -1,20 +1,18 @@
 """Local mode: the SageMaker contract emulated on this machine, then the same report code."""
 
 import json
+import shutil
 import tarfile
 
 import pytest
-from launch_helpers import TINY
 
 from training.launch.__main__ import main as launch
 from training.report import compare
 
 
 @pytest.mark.slow
-def test_local_run_emulates_the_container_and_writes_a_report(tiny_splits, tmp_path, capsys):
-    runs = tmp_path / "runs"
-    assert launch(["local", "--hp", *TINY, "--splits", str(tiny_splits), "--runs", str(runs)]) == 0
-    (run_dir,) = runs.iterdir()
+def test_local_run_emulates_the_container_and_writes_a_report(tiny_run, tiny_splits, tmp_path):
+    run_dir = tiny_run  # make train-local HP="<tiny.py's TINY>"
     opt_ml = run_dir / "opt_ml"
     assert (opt_ml / "input" / "data" / "train").resolve() == (tiny_splits / "train_full").resolve()
     hps = json.loads((opt_ml / "input" / "config" / "hyperparameters.json").read_text())
@@ -34,8 +32,9 @@ def test_local_run_emulates_the_container_and_writes_a_report(tiny_splits, tmp_p
     expected = "CPU" if not tf.config.list_physical_devices("GPU") else "NVIDIA"
     assert report["devices"] and f"device(s): {expected}" in markdown  # which device ran
     assert "[epoch] phase=frozen epoch=1/1" in (run_dir / "train.log").read_text()
-    assert "report:" in capsys.readouterr().out
 
+    runs = tmp_path / "runs"
+    shutil.copytree(run_dir, runs / run_dir.name)
     assert compare.main([str(runs)]) == 0
     table = (runs / "report.md").read_text()
     assert "| seed study | small |" in table and run_dir.name in table
@@ -72,11 +71,12 @@ def test_report_without_runs_says_what_to_do(tmp_path, capsys):
 
 
 def test_cost_estimate_uses_bench_measurements_when_present(tmp_path):
+    from training.common.instances import lookup
     from training.launch import capacity
     from training.launch.experiments import load
 
     small = load("small")
-    p2, g5 = capacity.lookup("ml.p2.xlarge"), capacity.lookup("ml.g5.xlarge")
+    p2, g5 = lookup("ml.p2.xlarge"), lookup("ml.g5.xlarge")
     seed_based = capacity.estimate(small, 4000, p2, 1)
     assert seed_based.epoch_seconds_source == "seed study's K80 timings"
     # 30 × 36.5 s + 50 × 41.5 s of K80 epochs, plus start-up
@@ -99,9 +99,7 @@ def test_cost_estimate_uses_bench_measurements_when_present(tmp_path):
 
 
 def test_docker_mode_without_an_engine_says_so(tiny_splits, tmp_path, monkeypatch, capsys):
-    from training.launch import docker_mode
-
-    monkeypatch.setattr(docker_mode, "docker_problem", lambda: "no Docker engine answers")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")  # nothing listens
     code = launch(
         [
             "local",
@@ -124,15 +122,16 @@ def test_docker_mode_uses_the_sdks_local_container_with_the_clouds_tf_version(
 
     from training.launch import docker_mode
     from training.launch.experiments import load
-    from training.launch.request import RunRequest
+    from training.launch.request import RunRequest, run_settings
     from training.launch.spec import local_spec
 
     small = load("small", ["epochs_frozen=1"])
     image = docker_mode.local_image(small, "us-east-1", gpu=False)
     assert image.endswith("tensorflow-training:2.11-cpu-py39")  # P2's TF, CPU flavour
     manifest = json.loads((tiny_splits / "manifest.json").read_text())
-    request = RunRequest("local", small, "local", 1, splits=tiny_splits, mode="docker")
-    spec = local_spec(request, manifest, tmp_path / "run", image=image)
+    request = RunRequest("local", small, run_settings(small, manifest, 1), None, 1,
+                         splits=tiny_splits, mode="docker")  # fmt: skip
+    spec = local_spec(request, tmp_path / "run", image=image)
     trainer, inputs = docker_mode.build_trainer(spec, gpu=False)
     assert trainer.training_mode == Mode.LOCAL_CONTAINER
     assert trainer.compute.instance_type == "local_cpu"

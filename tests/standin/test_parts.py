@@ -8,7 +8,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from launch_helpers import BUCKET, REGION
+from accounts import BUCKET, REGION
 
 from training.standin import containers, tuning, wiring
 from training.standin.checkpoints import CheckpointSync
