@@ -19,7 +19,7 @@ from infra import pulumi_cli
 from training.common.errors import UserError, cli
 from training.common.infra_outputs import save_outputs
 
-REPO = pulumi_cli.REPO
+REPO = Path(__file__).resolve().parent.parent  # where Pulumi.yaml is
 
 
 def program_env() -> dict[str, str]:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from training.common.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
 PULUMI_VERSION = "3.272.0"  # the CLI release matching the pulumi SDK pinned in requirements.lock
 RELEASES_URL = "https://github.com/pulumi/pulumi/releases/download/v{version}"
-TOOLS = REPO / ".tools" / "pulumi"
-LOCAL_STATE = REPO / ".pulumi-state"
+# In the project folder, where make runs, as .infra/ is: the bootstrapped CLI and the local state.
+TOOLS = Path(".tools") / "pulumi"
+LOCAL_STATE = Path(".pulumi-state")
 PASSPHRASE_FILE = Path("~/.config/vgg-dogs-cats/pulumi-passphrase")
 CHUNK = 1 << 20
 
@@ -134,7 +134,7 @@ def unpack(archive: Path, root: Path) -> None:
 def bootstrap(version: str = PULUMI_VERSION, tools: Path | None = None) -> Path:
     """The pinned CLI in ``tools/<version>`` (default .tools/pulumi), downloaded and checked
     first if it is not there."""
-    tools = tools or TOOLS
+    tools = (tools or TOOLS).resolve()
     root = tools / version
     binary = root / "bin" / "pulumi"
     if binary.exists():
@@ -212,7 +212,7 @@ def passphrase_env(passphrase_file: Path = PASSPHRASE_FILE) -> tuple[dict, str]:
 
 def backend(state_dir: Path | None = None) -> Backend:
     """The user's backend if they chose one, else the project-local file backend."""
-    state_dir = state_dir or LOCAL_STATE
+    state_dir = (state_dir or LOCAL_STATE).resolve()
     chosen = os.environ.get("PULUMI_BACKEND_URL")
     login = None if chosen else logged_in()
     if os.environ.get("PULUMI_ACCESS_TOKEN") and not chosen:

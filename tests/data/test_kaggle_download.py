@@ -1,6 +1,7 @@
 """make data / make predict IMAGES=kaggle: Kaggle's own client against a local stand-in of
 Kaggle's API and file host (tests/data/kaggle_standin.py), reached through HTTPS_PROXY."""
 
+import io
 import os
 import subprocess
 import sys
@@ -17,6 +18,17 @@ from training.data import kaggle_download
 from training.data import prepare as prep
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def jpeg(rgb: tuple) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 48), rgb).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+TEST_IMAGES = {"1.jpg": jpeg((200, 120, 60)), "2.jpg": jpeg((60, 110, 200))}  # as Kaggle names them
 
 
 @pytest.fixture
@@ -39,6 +51,8 @@ def standin(kaggle_user, monkeypatch):
     write_kaggle_zip(train, per_class=20)
     test = kaggle_user / "test.zip"
     with zipfile.ZipFile(test, "w") as archive:  # 2 MB of bulk, so a cut lands mid-file
+        for name, body in TEST_IMAGES.items():
+            archive.writestr(f"test/{name}", body)
         archive.writestr("test/bulk.bin", os.urandom(2 << 20))
     ca, certificate, key = stand_in_ca(kaggle_user)
     files = {"train.zip": train.read_bytes(), "test.zip": test.read_bytes()}
@@ -118,18 +132,20 @@ def test_no_credentials_is_one_line_naming_where_to_make_a_token(kaggle_user, mo
     assert kaggle_download.TOKEN_URL in err and "make predict IMAGES=path/to/test.zip" in err
 
 
-def test_make_predict_images_kaggle_downloads_test_zip(standin, monkeypatch):
-    """The download is real; the model run on it is not this test's subject."""
-    seen = []
+@pytest.mark.slow
+def test_make_predict_images_kaggle_downloads_test_zip(standin, tmp_path, capsys):
+    """The download is real, and so is the model (an untrained one: what it says is not this
+    test's subject)."""
+    from vgg_transfer import model as vgg
 
-    def classify(run, images, out, clip):
-        seen.append(images)
-        return predict.Summary()
-
-    monkeypatch.setattr(predict, "predict", classify)
-    assert predict.main(["--run", "runs/any", "--images", "kaggle"]) == 0
-    assert seen == [Path("data/kaggle/test.zip")]
-    assert seen[0].read_bytes() == standin.files["test.zip"]
+    vgg.save_model(vgg.build_model(32, "rescale", "none"), str(tmp_path / "run" / "model"))
+    out = tmp_path / "submission.csv"
+    assert predict.main(["--run", str(tmp_path / "run"), "--images", "kaggle", "--out",
+                         str(out)]) == 0  # fmt: skip
+    assert Path("data/kaggle/test.zip").read_bytes() == standin.files["test.zip"]
+    assert out.read_text().splitlines()[0] == "id,label"
+    assert len(out.read_text().splitlines()) == 1 + len(TEST_IMAGES)
+    assert f"{len(TEST_IMAGES)} images classified" in capsys.readouterr().out
 
 
 def test_no_network_is_one_line(kaggle_user, monkeypatch, capsys):

@@ -193,10 +193,10 @@ def test_outputs_file_is_the_one_the_launcher_reads(run_program, tmp_path):
 
 
 def test_infra_commands_without_a_cli_or_a_network_are_one_line(monkeypatch, tmp_path, capsys):
-    from infra import cli, pulumi_cli
+    from infra import cli
 
     monkeypatch.setenv("PATH", "/nonexistent")  # no pulumi of the user's own
-    monkeypatch.setattr(pulumi_cli, "TOOLS", tmp_path / "tools")
+    monkeypatch.chdir(tmp_path)  # the bootstrap goes to .tools/ where the command runs
     monkeypatch.setenv("PULUMI_RELEASES_URL", "http://127.0.0.1:9/v{version}")  # unreachable
     assert cli.main(["up", "--stack", "dev"]) == 2
     message = capsys.readouterr().err

@@ -19,6 +19,7 @@ from infra import cli as infra_cli
 from infra import pulumi_cli
 from training.common.errors import UserError
 from training.common.infra_outputs import OUTPUT_KEYS
+from training.common.repo import REPO
 
 VERSION = "3.272.0"
 STANDIN = Path(__file__).with_name("standin_pulumi.py")
@@ -144,8 +145,6 @@ def no_pulumi_on_path(monkeypatch, tmp_path):
     for name in ("PULUMI_BACKEND_URL", "PULUMI_ACCESS_TOKEN", "PULUMI_CONFIG_PASSPHRASE",
                  "PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_HOME"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(pulumi_cli, "TOOLS", tmp_path / "tools")
-    monkeypatch.setattr(pulumi_cli, "LOCAL_STATE", tmp_path / ".pulumi-state")
     log = tmp_path / "cli-calls.jsonl"
     monkeypatch.setenv("STANDIN_PULUMI_LOG", str(log))
     monkeypatch.chdir(tmp_path)  # .infra/<stack>.json lands here
@@ -187,7 +186,7 @@ def test_make_infra_up_from_nothing_bootstraps_and_writes_the_outputs(
         assert call["env"]["PULUMI_CONFIG_PASSPHRASE_FILE"] == str(passphrase)
     ups = [c for c in seen if c["argv"][0] == "up"]
     assert ups[0]["env"]["VIRTUAL_ENV"] == sys.prefix  # the program runs with the project's venv
-    assert Path(ups[0]["cwd"]) == pulumi_cli.REPO  # where Pulumi.yaml is
+    assert Path(ups[0]["cwd"]) == REPO  # where Pulumi.yaml is
     # a second run keeps the passphrase and the stack
     assert infra_cli.main(["preview", "--stack", "dev"]) == 0
     assert "a passphrase kept in" in capsys.readouterr().out

@@ -301,6 +301,8 @@ def test_with_xla_the_augmentation_runs_in_the_compiled_training_step(monkeypatc
     size = 24
     image = smooth_image(rng, size)
     params = seed_parameter_draws(rng, size, 1)[0]
+    # Project patch 1 of 4: the draws are random inside the compiled step; fixing them is the
+    # only way to compare its output with the generator's for the same parameters.
     monkeypatch.setattr(data, "random_parameters", lambda batch, h, w, seed=None: batched(params))
     expected = keras_seed_transform(image, params)
 

@@ -33,6 +33,8 @@ def counting_augmentation(monkeypatch) -> list:
         calls.append(bool(training))
         return real_call(self, images, training=training)
 
+    # Project patch 2 of 4: whether Keras calls the layer in training mode is not visible from
+    # outside the model; counting its calls is how the test sees it.
     monkeypatch.setattr(data.SeedAugmentation, "call", counting)
     return calls
 

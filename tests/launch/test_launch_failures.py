@@ -284,6 +284,7 @@ def test_adding_a_hyperparameter_with_a_default_keeps_every_checkpoint_folder(mo
     extended = dataclasses.make_dataclass(
         "Hyperparameters", [("label_smoothing", float, 0.0)], bases=(job_config.Hyperparameters,)
     )
+    # Project patch 4 of 4: a future version of the job, with one more setting.
     monkeypatch.setattr(job_config, "Hyperparameters", extended)
     assert load("small").hp.label_smoothing == 0.0  # the launcher knows the new setting
     assert names() == before

@@ -105,6 +105,8 @@ def test_kaggles_test_zip_streams_in_batches(tmp_path, capsys, monkeypatch):
             zipped.write(path, f"test/{path.name}")
     seen_batches = []  # batches of 3 here; of 64 for Kaggle's 12,500 images
     real_batches = module.batches
+    # Project patch 3 of 4: the batches a stream is cut into are what keeps memory flat, and
+    # nothing outside predict() shows them.
     monkeypatch.setattr(
         module,
         "batches",
