@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from vgg_transfer import augmentation, batching, channels, distribute
 from vgg_transfer import config as job_config
-from vgg_transfer import data as job_data
-from vgg_transfer import distribute
 from vgg_transfer import model as vgg
+from vgg_transfer.cache import build_cache
 from vgg_transfer.contract import FINE_TUNED, FROZEN, METRICS_FILE
 
 from training.common.errors import cli
@@ -128,6 +128,26 @@ def photo_like_images(folder: Path, count: int, seed_value: int = 0) -> Path:
     return folder
 
 
+def pipeline(cache, hp, augment: bool, threads: int = 0):
+    """The job's training input (its stages: training/job/vgg_transfer/batching.py), with the
+    seed's augmentation in the pipeline, on the CPU, as the seed's generator did it (the job
+    augments in the training step instead), on ``threads`` cores (0: all)."""
+    import tensorflow as tf
+
+    order, count = batching.reading_order(cache, hp, training=True)
+    batches = batching.batch_images(order, count, hp.batch_size, True, 1, cache.split.name)
+    # the warp reads the uint8 batch, gathering bytes
+    transform = (
+        (lambda batch: augmentation.augment_batch(batch, compiled=True)) if augment else None
+    )
+    options = tf.data.Options()
+    if threads:
+        options.threading.private_threadpool_size = threads
+        options.threading.max_intra_op_parallelism = threads
+    mapped = batches.map(batching.loader(cache, transform), num_parallel_calls=tf.data.AUTOTUNE)
+    return batching.finish(mapped, options=options)
+
+
 def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
     """Our pipeline against the seed's generator, per training epoch.
 
@@ -136,27 +156,26 @@ def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
     step's first op). The one-time decode is timed apart and spread over a phase's ``epochs``."""
     import tensorflow as tf
 
-    split = job_data.read_split("bench", str(folder))
+    split = channels.read_split("bench", str(folder))
     n = len(split)
     cache_dir = str(folder.parent / "cache")
 
     def build(threads: int = 0):
-        return job_data.build_cache(split, 150, cache_dir, threads=threads)
+        return build_cache(split, 150, cache_dir, threads=threads)
 
     def epoch(cache, threads: int = 0, augment: bool = True):
         hp = job_config.Hyperparameters(batch_size=64, seed=0)
-        dataset = job_data.make_dataset(cache, hp, True, augment=augment, threads=threads)
-        for _ in dataset:
+        for _ in pipeline(cache, hp, augment, threads):
             pass
 
     generator = tf.keras.preprocessing.image.ImageDataGenerator(
         # the seed's generator, with the very settings our pipeline reproduces
         rescale=1.0 / 255,
-        rotation_range=job_data.ROTATION_DEGREES,
-        width_shift_range=job_data.WIDTH_SHIFT,
-        height_shift_range=job_data.HEIGHT_SHIFT,
-        shear_range=job_data.SHEAR_DEGREES,
-        zoom_range=job_data.ZOOM,
+        rotation_range=augmentation.ROTATION_DEGREES,
+        width_shift_range=augmentation.WIDTH_SHIFT,
+        height_shift_range=augmentation.HEIGHT_SHIFT,
+        shear_range=augmentation.SHEAR_DEGREES,
+        zoom_range=augmentation.ZOOM,
         horizontal_flip=True,
         fill_mode="nearest",
     )
@@ -240,11 +259,11 @@ def bench_warp(cache_images: np.ndarray, sizes: Sizes, batches: int = 6) -> dict
     cache = tf.constant(cache_images)
     size = cache_images.shape[1]
     rng = np.random.default_rng(0)
-    warp_xla = tf.function(job_data.warp, jit_compile=True)
+    warp_xla = tf.function(augmentation.warp, jit_compile=True)
 
     def transforms(count):
-        params = job_data.random_parameters(count, size, size)
-        return job_data.affine_transforms(params, size, size)
+        params = augmentation.random_parameters(count, size, size)
+        return augmentation.affine_transforms(params, size, size)
 
     designs = {
         "ImageProjectiveTransformV3, float32 (before)": lambda ix, t: projective_warp(
@@ -253,14 +272,14 @@ def bench_warp(cache_images: np.ndarray, sizes: Sizes, batches: int = 6) -> dict
         "ImageProjectiveTransformV3, uint8": lambda ix, t: projective_warp(
             tf.gather(cache, ix), t, "uint8"
         ),
-        "gather warp, op by op": lambda ix, t: job_data.warp(tf.gather(cache, ix), t),
+        "gather warp, op by op": lambda ix, t: augmentation.warp(tf.gather(cache, ix), t),
         "gather warp, XLA-compiled": lambda ix, t: warp_xla(tf.gather(cache, ix), t),
         # the gather and the warp fused: neighbours read from the whole cache, no batch copy
         "gathered straight from the cache, XLA (cache as a tensor)": tf.function(
-            lambda ix, t: job_data.warp_from(cache, ix, t), jit_compile=True
+            lambda ix, t: augmentation.warp_from(cache, ix, t), jit_compile=True
         ),
         # what the job runs on CPUs: it draws its own parameters, so no difference is taken
-        KEPT_WARP: lambda ix, t: job_data.augment_batch(tf.gather(cache, ix), compiled=True),
+        KEPT_WARP: lambda ix, t: augmentation.augment_batch(tf.gather(cache, ix), compiled=True),
     }
     check_indices = tf.constant(np.arange(min(8, len(cache_images))), tf.int64)
     check_transforms = transforms(len(check_indices))
@@ -385,7 +404,7 @@ def bench_fine_tuning(sizes: Sizes) -> dict:
         vgg.unfreeze_from(model, "block4_conv1")
         if augmented:  # as the job builds it (train.seed_augmentation)
             compiled = not xla and vgg.gpu_count() == 0
-            model = vgg.with_augmentation(model, job_data.SeedAugmentation(compiled=compiled))
+            model = vgg.with_augmentation(model, augmentation.SeedAugmentation(compiled=compiled))
         vgg.compile_model(model, tf.keras.optimizers.RMSprop(1e-5), xla=xla)
         model.fit(
             dataset.take(1), epochs=1, shuffle=False, verbose=0

@@ -5,7 +5,7 @@
 
 Loads ``<run>/model/model.h5`` (saved by the job under Keras 2 or Keras 3, in float32 or mixed
 precision), decodes and resizes each image exactly as training did
-(``vgg_transfer.data.image_from_bytes``; preprocessing is inside the model), and writes
+(``vgg_transfer.channels.image_from_bytes``; preprocessing is inside the model), and writes
 ``id,label`` rows where label is P(dog): the format of Kaggle's *Dogs vs. Cats Redux* submissions,
 ids from the file names (``1.jpg`` → 1). Redux is scored by log loss and wants a row for every
 test id, so an image that does not decode still gets one, at 0.5 (what log loss charges least for
@@ -127,7 +127,7 @@ def predict(
     run: Path, images: Path, out: Path, batch_size: int = BATCH, clip: float = 0.0
 ) -> Summary:
     import numpy as np
-    from vgg_transfer import data
+    from vgg_transfer import channels
 
     model = load_model(run)
     size = int(model.input_shape[1])
@@ -143,7 +143,7 @@ def predict(
     def decode(item):
         name, raw = item
         try:
-            return name, data.image_from_bytes(raw, size).numpy()
+            return name, channels.image_from_bytes(raw, size).numpy()
         except Exception as error:  # TensorFlow raises several kinds for a bad image
             return name, str(getattr(error, "message", error)).strip().splitlines()[0][:100]
 

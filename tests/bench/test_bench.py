@@ -55,3 +55,24 @@ def test_quick_bench_records_every_repeat_and_derives_each_figure(tmp_path, caps
     table = (tmp_path / "bench.md").read_text()
     assert f"**{pipeline['ratio']:.1f}×**" in table
     assert "1. input pipeline" in capsys.readouterr().out
+
+
+def test_the_benchs_pipeline_augments_in_the_pipeline_from_the_jobs_stages(tiny_splits, tmp_path):
+    """make bench warps in the pipeline, as the seed's generator did; the job does not."""
+    import numpy as np
+    import tensorflow as tf
+    from vgg_transfer import batching
+    from vgg_transfer.cache import build_cache
+    from vgg_transfer.channels import read_split
+    from vgg_transfer.config import Hyperparameters
+
+    cache = build_cache(read_split("train", str(tiny_splits / "train_full")), 24, str(tmp_path))
+    known = {image.tobytes() for image in cache.images}
+    hp = Hyperparameters(batch_size=8, seed=0)
+    for augment in (True, False):
+        batch, _ = next(iter(bench.pipeline(cache, hp, augment=augment)))
+        assert batch.dtype == tf.float32
+        unchanged = [image.astype(np.uint8).tobytes() in known for image in batch.numpy()]
+        assert not any(unchanged) if augment else all(unchanged)
+    job, _ = next(iter(batching.make_dataset(cache, hp, training=True)))
+    assert all(image.astype(np.uint8).tobytes() in known for image in job.numpy())

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import train
 from job_helpers import TRAIN_SCRIPT, run_script, write_legacy_weights
-from vgg_transfer import data, phases
+from vgg_transfer import augmentation, phases
 from vgg_transfer import model as vgg
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ CONV_BLOCKS_TUNED = ("block4_conv1", "block5_conv3")
 def counting_augmentation(monkeypatch) -> list:
     """Every call of the seed's augmentation layer: whether it was in training."""
     calls = []
-    real_call = data.SeedAugmentation.call
+    real_call = augmentation.SeedAugmentation.call
 
     def counting(self, images, training=None):
         calls.append(bool(training))
@@ -35,7 +35,7 @@ def counting_augmentation(monkeypatch) -> list:
 
     # Project patch 2 of 4: whether Keras calls the layer in training mode is not visible from
     # outside the model; counting its calls is how the test sees it.
-    monkeypatch.setattr(data.SeedAugmentation, "call", counting)
+    monkeypatch.setattr(augmentation.SeedAugmentation, "call", counting)
     return calls
 
 

@@ -88,7 +88,7 @@ def test_the_tuning_request_carries_the_training_definition_ranges_and_limits(
         fileobj=io.BytesIO(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
     ) as tar:
         names = tar.getnames()
-    assert "train.py" in names and "vgg_transfer/data.py" in names
+    assert "train.py" in names and "vgg_transfer/contract.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert static["image_size"] == "32" and static["epochs_fine_tuned"] == "1"
     assert definition["Environment"]["VGG_PRICE_USD_PER_HOUR"] == "0.23"  # what preflight showed

@@ -132,10 +132,10 @@ import sys
 from pathlib import Path
 import numpy as np
 from tensorflow import keras
-from vgg_transfer import data, model as vgg
+from vgg_transfer import channels, model as vgg
 out, images = Path(sys.argv[1]), Path(sys.argv[2])
 paths = sorted(images.glob("*.jpg"), key=lambda p: int(p.stem))
-pixels = np.stack([data.image_from_bytes(p.read_bytes(), 32).numpy() for p in paths])
+pixels = np.stack([channels.image_from_bytes(p.read_bytes(), 32).numpy() for p in paths])
 for precision in ("float32", "mixed"):
     vgg.set_precision(precision == "mixed", on_gpu=True)  # mixed: float16, as on the P2's K80
     keras.utils.set_random_seed(0)

@@ -29,7 +29,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
-from vgg_transfer import config, contract, data, distribute, phases
+from vgg_transfer import augmentation, batching, config, contract, distribute, phases
+from vgg_transfer import cache as job_cache
+from vgg_transfer import channels as job_channels
 from vgg_transfer import model as vgg
 from vgg_transfer.contract import FINE_TUNED, FROZEN
 
@@ -63,7 +65,7 @@ class Runtime:
 
     hp: config.Hyperparameters
     paths: config.Paths
-    splits: dict  # channel → data.Split
+    splits: dict  # channel → job_channels.Split
     strategy: tf.distribute.Strategy
     is_chief: bool
     description: str
@@ -75,10 +77,10 @@ class Runtime:
             vgg.compile_model(model, optimizer, self.hp.xla, extra_metrics)
 
     @property
-    def sharding(self) -> data.Sharding:
+    def sharding(self) -> batching.Sharding:
         """This worker's share of the input, and how many pieces each batch is cut into."""
         replicas = int(self.strategy.num_replicas_in_sync)
-        return data.Sharding(self.workers, self.worker_index, replicas)
+        return batching.Sharding(self.workers, self.worker_index, replicas)
 
     def phase_directory(self, phase: str) -> str:
         return phases.phase_directory(self.paths.checkpoint_dir, phase, self.is_chief)
@@ -122,7 +124,7 @@ class Fit:
 
 @dataclasses.dataclass
 class Datasets:
-    caches: dict  # split → data.ImageCache
+    caches: dict  # split → job_cache.ImageCache
     train: tf.data.Dataset
     validation: tf.data.Dataset
     test: tf.data.Dataset
@@ -140,7 +142,7 @@ def setup(argv: Optional[list]) -> Runtime:
     hp, paths = parsed.hp, parsed.paths
     for note in parsed.notes:
         print(f"[setup] {note}", flush=True)
-    splits = data.read_channels(
+    splits = job_channels.read_channels(
         {"train": paths.train, "validation": paths.validation, "test": paths.test}
     )
     install_sigterm_handler()
@@ -154,7 +156,7 @@ def setup(argv: Optional[list]) -> Runtime:
         raise config.ConfigError(problem)
     # After the strategy: multi-worker collectives must be configured before any TF op runs.
     started = time.time()
-    data.check_decodes(splits)
+    job_channels.check_decodes(splits)
     print(f"[setup] every image decodes ({time.time() - started:.1f} s)", flush=True)
     workers, worker_index = distribute.worker_shard()
     runtime = Runtime(hp, paths, splits, strategy, is_chief, description, workers, worker_index)
@@ -162,7 +164,7 @@ def setup(argv: Optional[list]) -> Runtime:
     policy = vgg.set_precision(hp.mixed_precision, on_gpu=vgg.gpu_count() > 0)
     print(
         f"[setup] {description} replicas={runtime.sharding.replicas} precision={policy} "
-        f"tensorflow={tf.__version__} images={data.split_summary(splits)}",
+        f"tensorflow={tf.__version__} images={job_channels.split_summary(splits)}",
         flush=True,
     )
     return runtime
@@ -174,17 +176,17 @@ def make_datasets(runtime: Runtime) -> Datasets:
     caches = {}
     for name, split in runtime.splits.items():
         started = time.time()
-        caches[name] = data.build_cache(split, hp.image_size, runtime.paths.cache_dir)
+        caches[name] = job_cache.build_cache(split, hp.image_size, runtime.paths.cache_dir)
         print(f"[cache] {caches[name].describe()} ({time.time() - started:.1f} s)", flush=True)
     datasets = Datasets(
         caches,
-        train=data.make_dataset(caches["train"], hp, True, sharding),
-        validation=data.make_dataset(caches["validation"], hp, False, sharding),
-        test=data.make_dataset(caches["test"], hp, False, sharding),
+        train=batching.make_dataset(caches["train"], hp, True, sharding),
+        validation=batching.make_dataset(caches["validation"], hp, False, sharding),
+        test=batching.make_dataset(caches["test"], hp, False, sharding),
     )
     if sharding.workers > 1:
-        share = data.training_share(len(caches["train"]), hp.batch_size, sharding)
-        datasets.input_count = (data.InputCount(caches["train"], share, sharding),)
+        share = batching.training_share(len(caches["train"]), hp.batch_size, sharding)
+        datasets.input_count = (batching.InputCount(caches["train"], share, sharding),)
     return datasets
 
 
@@ -200,12 +202,12 @@ def build_model(runtime: Runtime) -> tuple:
     return model, fit_model
 
 
-def seed_augmentation(hp: config.Hyperparameters) -> data.SeedAugmentation:
+def seed_augmentation(hp: config.Hyperparameters) -> augmentation.SeedAugmentation:
     """With xla=true the augmentation compiles with the step. Without, on a CPU it is compiled on
     its own (draws, matrices and warp: measured faster there, make bench row 1e); on GPUs its ops
     run as TensorFlow's kernels, as the rest of the step does."""
     compiled = not hp.xla and vgg.gpu_count() == 0
-    return data.SeedAugmentation(compiled=compiled, name="augment")
+    return augmentation.SeedAugmentation(compiled=compiled, name="augment")
 
 
 # --- a phase -----------------------------------------------------------------------------------------
@@ -257,7 +259,7 @@ def frozen_fit(runtime: Runtime, model, fit_model, datasets: Datasets) -> Fit:
     if not hp.cache_features or frozen.finished:
         return images
     started = time.time()
-    in_order = data.make_dataset(datasets.caches["train"], hp, False, runtime.sharding)
+    in_order = batching.make_dataset(datasets.caches["train"], hp, False, runtime.sharding)
     extractor = vgg.feature_extractor(model)
     features = {
         "train": extractor.predict(in_order, verbose=0),
@@ -267,12 +269,12 @@ def frozen_fit(runtime: Runtime, model, fit_model, datasets: Datasets) -> Fit:
         head = vgg.head_model(model, features["train"].shape[1:])
     feature_sets = {}
     for split, training in (("train", True), ("validation", False)):
-        labels = data.labels_array(runtime.splits[split])
+        labels = job_channels.labels_array(runtime.splits[split])
         slices = tf.data.Dataset.from_tensor_slices((features[split], labels))
         if training:
             slices = slices.shuffle(len(labels), seed=hp.seed)
         # Batched as the image datasets of the same splits were, which passed the same checks.
-        feature_sets[split] = data.batch_images(
+        feature_sets[split] = batching.batch_images(
             slices, len(labels), hp.batch_size, training, runtime.sharding.replicas
         ).prefetch(tf.data.AUTOTUNE)
     return Fit(model, head, feature_sets["train"], feature_sets["validation"],
@@ -293,7 +295,7 @@ def evaluate(runtime: Runtime, model, test_data, phase: str) -> dict:
     result = model.evaluate(test_data, return_dict=True, verbose=0)
     metrics = {"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"])}
     print(contract.TEST_LINE.format(phase=phase, **metrics), flush=True)
-    # Every worker evaluates the whole split (data.make_dataset), so the strategy's sums count
+    # Every worker evaluates the whole split (batching.make_dataset), so the strategy's sums count
     # each image once per worker; loss and accuracy are ratios and need no correction.
     counts = {
         key: int(round(float(result[key]) / runtime.workers)) for key in ("tn", "fp", "fn", "tp")
@@ -340,7 +342,7 @@ def metrics_of(runtime: Runtime, results: dict) -> dict:
             for name, (state, test) in results.items()
         },
         "frozen_phase_augmented": bool(hp.augment and not hp.cache_features),
-        "images": data.split_summary(splits),
+        "images": job_channels.split_summary(splits),
         "dataset_digest": hp.dataset_digest,
         "distribution": runtime.description,
         "replicas": runtime.sharding.replicas,
