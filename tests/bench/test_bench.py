@@ -5,7 +5,9 @@ import statistics
 
 import pytest
 
-from training import bench
+from training.bench import __main__ as bench
+from training.bench import warp as warp_module
+from training.bench.pipeline import pipeline
 
 
 @pytest.mark.slow
@@ -44,10 +46,10 @@ def test_quick_bench_records_every_repeat_and_derives_each_figure(tmp_path, caps
     for row in warp.values():
         assert len(row["seconds"]) == repeats
         assert row["images_per_second"] == pytest.approx(
-            bench.WARP_BATCH * 6 / statistics.median(row["seconds"])
+            warp_module.WARP_BATCH * 6 / statistics.median(row["seconds"])
         )
     assert warp["gather warp, XLA-compiled"]["max_difference_from_before"] < 0.05
-    assert warp[bench.KEPT_WARP]["max_difference_from_before"] is None  # draws its own
+    assert warp[warp_module.KEPT_WARP]["max_difference_from_before"] is None  # draws its own
     assert warp["ImageProjectiveTransformV3, uint8"]["max_difference_from_before"] > 0.5
     assert variants["float32"]["ratio_to_float32"] == 1.0
     assert all(len(v["seconds"]) == repeats for v in variants.values())
@@ -70,7 +72,7 @@ def test_the_benchs_pipeline_augments_in_the_pipeline_from_the_jobs_stages(tiny_
     known = {image.tobytes() for image in cache.images}
     hp = Hyperparameters(batch_size=8, seed=0)
     for augment in (True, False):
-        batch, _ = next(iter(bench.pipeline(cache, hp, augment=augment)))
+        batch, _ = next(iter(pipeline(cache, hp, augment=augment)))
         assert batch.dtype == tf.float32
         unchanged = [image.astype(np.uint8).tobytes() in known for image in batch.numpy()]
         assert not any(unchanged) if augment else all(unchanged)

@@ -13,9 +13,9 @@ import pytest
 from kaggle_helpers import write_kaggle_zip
 from kaggle_standin import KEY, USER, KaggleStandin, stand_in_ca
 
-from training import predict
 from training.data import kaggle_download
 from training.data import prepare as prep
+from training.predict import __main__ as predict
 
 REPO = Path(__file__).resolve().parents[2]
 

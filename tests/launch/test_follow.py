@@ -3,6 +3,8 @@ order they happened, and every log line before the job's final status."""
 
 from datetime import UTC, datetime, timedelta
 
+from clock import Clock
+
 from training.common.sagemaker import TRAINING_JOB
 from training.launch import follow
 
@@ -100,16 +102,6 @@ def full_description(current: dict) -> dict:
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         "CreationTime": START,
     }
-
-
-class Clock:
-    """What the follower waits with: no real waiting, and how many polls it waited between."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 def test_each_transition_once_and_every_log_line_before_the_final_status():

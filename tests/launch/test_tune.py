@@ -11,6 +11,7 @@ import time
 import boto3
 import pytest
 from accounts import requests_sent
+from clock import Clock
 from launch_helpers import BUCKET, REGION, TINY, create_job
 
 from training.common.aws import session as aws_session
@@ -286,14 +287,6 @@ def test_tuning_results_are_written_when_no_job_saved_a_model(aws, tiny_run, tmp
     table = path.read_text()
     assert "(Failed)" in table and table.count("AlgorithmError: out of memory") == 3
     assert "no model was fetched" in table
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
 
 
 def test_following_prints_each_training_job_as_it_lands():

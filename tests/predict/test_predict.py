@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from vgg_transfer import model as vgg
 
-from training.predict import main as predict
+from training.predict.__main__ import main as predict
 
 REPO = Path(__file__).resolve().parents[2]
 COMPAT_PYTHON = REPO / ".venv-compat" / "bin" / "python"
@@ -95,7 +95,7 @@ def test_clip_keeps_every_probability_off_zero_and_one(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_kaggles_test_zip_streams_in_batches(tmp_path, capsys, monkeypatch):
-    from training import predict as module
+    from training.predict import submission as module
 
     run = trained_run(tmp_path / "run")
     images = kaggle_test_images(tmp_path / "test", count=10)

@@ -15,7 +15,7 @@ from tiny import TINY
 
 from training.common.errors import UserError
 from training.launch.experiments import load
-from training.predict import main as predict
+from training.predict.__main__ import main as predict
 from training.rehearse.scenarios import Rehearsal, rehearse
 from training.report import tracking
 

@@ -21,20 +21,47 @@ METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"  # and its metrics (CloudWatch)
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
 @dataclass(frozen=True)
 class JobKind:
     noun: str  # as messages name it
+    api: str  # the API's name for one (TrainingJob): its calls and fields are named after it
     arn_type: str  # the resource type in its ARN: arn:<partition>:sagemaker:<region>:<account>:<type>/<name>
-    name_key: str  # the request field that names one
-    status_key: str  # the description field that holds its status
-    describe_call: str  # boto3 SageMaker client methods
-    stop_call: str
-    # What the launcher calls on it, as IAM names the actions (the launcher policy grants these
-    # on this kind's ARNs; tests/infra checks every one has a caller).
-    launcher_actions: tuple
-    list_command: str  # the AWS CLI that lists them, for a wrong name
     console_page: str  # the console's page for one, after #/
     results_template: str  # the make command that follows one and fetches its results
+    extra_actions: tuple = ()  # what else the launcher calls on one (see launcher_actions)
+
+    @property
+    def launcher_actions(self) -> tuple:
+        """What the launcher calls on one, as IAM names the actions: the launcher policy grants
+        these on this kind's ARNs, and tests/infra checks every one has a caller. Creating one
+        (launch/submit.py) needs AddTags too, for the request's tags."""
+        verbs = ("Create", "Describe", "Stop")
+        return (*(f"sagemaker:{verb}{self.api}" for verb in verbs), "sagemaker:AddTags",
+                *self.extra_actions)  # fmt: skip
+
+    @property
+    def name_key(self) -> str:  # the request field that names one
+        return f"{self.api}Name"
+
+    @property
+    def status_key(self) -> str:  # the description field that holds its status
+        return f"{self.api}Status"
+
+    @property
+    def describe_call(self) -> str:  # boto3's SageMaker client methods
+        return f"describe_{_snake(self.api)}"
+
+    @property
+    def stop_call(self) -> str:
+        return f"stop_{_snake(self.api)}"
+
+    @property
+    def list_command(self) -> str:  # the AWS CLI that lists them, for a wrong name
+        return f"aws sagemaker list-{_snake(self.api).replace('_', '-')}s"
 
     def arn(self, partition: str, region: str, account: str, name: str = "*") -> str:
         # SageMaker's ARNs carry the job name in lower case.
@@ -75,40 +102,15 @@ class JobKind:
         getattr(sm, self.stop_call)(**{self.name_key: name})
 
 
-TRAINING_JOB = JobKind(
-    noun="training job",
-    arn_type="training-job",
-    name_key="TrainingJobName",
-    status_key="TrainingJobStatus",
-    describe_call="describe_training_job",
-    stop_call="stop_training_job",
-    launcher_actions=(
-        "sagemaker:CreateTrainingJob",  # ModelTrainer.train (launch/submit.py)
-        "sagemaker:DescribeTrainingJob",
-        "sagemaker:StopTrainingJob",
-        "sagemaker:AddTags",  # the request's tags
-    ),
-    list_command="aws sagemaker list-training-jobs",
-    console_page="jobs",
-    results_template="make results JOB={name}",
-)
+TRAINING_JOB = JobKind("training job", "TrainingJob", "training-job", "jobs",
+                       "make results JOB={name}")  # fmt: skip
 TUNING_JOB = JobKind(
-    noun="tuning job",
-    arn_type="hyper-parameter-tuning-job",
-    name_key="HyperParameterTuningJobName",
-    status_key="HyperParameterTuningJobStatus",
-    describe_call="describe_hyper_parameter_tuning_job",
-    stop_call="stop_hyper_parameter_tuning_job",
-    launcher_actions=(
-        "sagemaker:CreateHyperParameterTuningJob",  # HyperparameterTuner.tune (launch/submit.py)
-        "sagemaker:DescribeHyperParameterTuningJob",
-        "sagemaker:StopHyperParameterTuningJob",
-        "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
-        "sagemaker:AddTags",
-    ),
-    list_command="aws sagemaker list-hyper-parameter-tuning-jobs",
-    console_page="hyper-tuning-jobs",
-    results_template="make tune-results TUNING_JOB={name}",
+    "tuning job",
+    "HyperParameterTuningJob",
+    "hyper-parameter-tuning-job",
+    "hyper-tuning-jobs",
+    "make tune-results TUNING_JOB={name}",
+    extra_actions=("sagemaker:ListTrainingJobsForHyperParameterTuningJob",),  # its training jobs
 )
 KINDS = (TRAINING_JOB, TUNING_JOB)
 

@@ -161,11 +161,7 @@ def explain_stop(description: dict) -> UserError:
 
 
 def fetch_training(
-    session: boto3.Session,
-    job: str,
-    runs_dir: Path = RUNS_DIR,
-    end: JobEnd | None = None,
-    outage: Outage | None = None,
+    session, job: str, runs_dir: Path, end: JobEnd | None = None, outage=None
 ) -> Path:
     """Downloads model.tar.gz and output.tar.gz, unpacks them and writes the report into
     ``runs/<job>/``, which appears only once all of it succeeded. A stopped job's results are
@@ -241,11 +237,7 @@ def fetch_best(session: boto3.Session, summary: dict, runs_dir: Path):
 
 
 def fetch_tuning(
-    session: boto3.Session,
-    name: str,
-    runs_dir: Path = RUNS_DIR,
-    end: JobEnd | None = None,
-    outage: Outage | None = None,
+    session, name: str, runs_dir: Path, end: JobEnd | None = None, outage=None
 ) -> Path:
     """The table and plot of every training job, their logs, and the best job's results."""
     if end is None:

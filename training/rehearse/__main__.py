@@ -15,6 +15,7 @@ from pathlib import Path
 
 from training.common.errors import UserError, cli
 from training.rehearse.scenarios import ALL, SCENARIOS, Rehearsal, rehearse
+from training.standin.service import add_interrupt_option
 
 
 def positive_int(text: str) -> int:
@@ -34,13 +35,7 @@ def parse_args(argv: list[str] | None) -> tuple[str, Rehearsal]:
     parser.add_argument("--scenario", choices=[*SCENARIOS, ALL], default="run")
     parser.add_argument("--experiment", default="smoke")
     parser.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument(
-        "--interrupt",
-        nargs="?",
-        const="checkpoint",
-        choices=["checkpoint", "early"],
-        help="a spot reclaim once a fine-tuning epoch is in S3 (early: before it is)",
-    )
+    add_interrupt_option(parser)
     parser.add_argument("--instance-count", type=positive_int, default=1, help="algo-1…N")
     parser.add_argument("--tune", action="store_true", help="scenario run: make tune instead")
     parser.add_argument("--max-jobs", type=positive_int, default=3)

@@ -235,6 +235,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def add_interrupt_option(parser: argparse.ArgumentParser) -> None:
+    """INTERRUPT=1 (or early): the stand-in's one spot reclaim (jobs.Interruption)."""
+    parser.add_argument(
+        "--interrupt",
+        nargs="?",
+        const="checkpoint",
+        choices=["checkpoint", "early"],
+        help="reclaim the first spot job once a fine-tuning epoch is in S3 (early: before)",
+    )
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,13 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--infra", type=Path, default=INFRA_DIR)
         if name != "down":
             sub.add_argument("--stack", default=STACK)
-            sub.add_argument(
-                "--interrupt",
-                nargs="?",
-                const="checkpoint",
-                choices=["checkpoint", "early"],
-                help="reclaim the first spot job once a fine-tuning epoch is in S3 (early: before)",
-            )
+            add_interrupt_option(sub)
             sub.add_argument(
                 "--pace",
                 type=float,
