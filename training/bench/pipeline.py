@@ -82,14 +82,11 @@ def seed_epoch(folder: Path):
     return epoch
 
 
-def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
-    """Our pipeline against the seed's generator, per training epoch.
-
-    Ours decodes each image once into the cache, then every epoch shuffles, gathers and warps
-    (here on the CPU, in the pipeline, as the generator does; on a GPU the warp is the training
-    step's first op). The one-time decode is timed apart and spread over a phase's ``epochs``."""
+def pipeline_seconds(folder: Path, sizes: Sizes) -> tuple:
+    """(the cache, then each measurement's seconds, every repeat): the one-time decode on every
+    core and on one, a cached epoch with augmentation on every core and on one, the job's own
+    training input (the augmentation is the training step's first op), the seed's generator."""
     split = channels.read_split("bench", str(folder))
-    n = len(split)
     cache_dir = str(folder.parent / "cache")
 
     def build(threads: int = 0):
@@ -100,39 +97,48 @@ def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
         for _ in pipeline(cache, hp, augment, threads):
             pass
 
-    seeds = seed_epoch(folder)
+    def repeated(fn) -> list[float]:
+        return [timed(fn) for _ in range(sizes.repeats)]
+
     cache = build()
     epoch(cache)  # warm-up: traces the tf.data functions once
-    decode_s = [timed(build) for _ in range(sizes.repeats)]
-    decode_one_s = [timed(lambda: build(threads=1)) for _ in range(sizes.repeats)]
-    epoch_s = [timed(lambda: epoch(cache)) for _ in range(sizes.repeats)]
-    epoch_one_s = [timed(lambda: epoch(cache, threads=1)) for _ in range(sizes.repeats)]
-    # the job's own training input: the augmentation is the training step's first op
     epoch(cache, augment=False)
-    unwarped_s = [timed(lambda: epoch(cache, augment=False)) for _ in range(sizes.repeats)]
-    seed_s = [timed(seeds) for _ in range(sizes.repeats)]
+    return cache, {
+        "decode_seconds": repeated(build),
+        "decode_one_thread_seconds": repeated(lambda: build(threads=1)),
+        "epoch_seconds": repeated(lambda: epoch(cache)),
+        "epoch_one_thread_seconds": repeated(lambda: epoch(cache, threads=1)),
+        "unwarped_epoch_seconds": repeated(lambda: epoch(cache, augment=False)),
+        "seed_seconds": repeated(seed_epoch(folder)),
+    }
+
+
+def bench_pipeline(folder: Path, sizes: Sizes, epochs: int = 30) -> dict:
+    """Our pipeline against the seed's generator, per training epoch.
+
+    Ours decodes each image once into the cache, then every epoch shuffles, gathers and warps
+    (here on the CPU, in the pipeline, as the generator does; on a GPU the warp is the training
+    step's first op). The one-time decode is timed apart and spread over a phase's ``epochs``."""
+    cache, t = pipeline_seconds(folder, sizes)
+    n = len(cache)
 
     def amortised(epoch_seconds: list[float], decode_seconds: list[float]) -> float:
         """Images per second over a phase: every epoch, plus the decode once."""
         per_epoch = statistics.median(epoch_seconds) + statistics.median(decode_seconds) / epochs
         return n / per_epoch
 
-    ours_rate, one_thread_rate = amortised(epoch_s, decode_s), amortised(epoch_one_s, decode_one_s)
-    seed_rate = median_rate(n, seed_s)
+    ours_rate = amortised(t["epoch_seconds"], t["decode_seconds"])
+    one_thread_rate = amortised(t["epoch_one_thread_seconds"], t["decode_one_thread_seconds"])
+    seed_rate = median_rate(n, t["seed_seconds"])
     return {
         "images": n,
         "epochs_amortised": epochs,
         "cache_bytes": cache.nbytes,
         "cache_bytes_per_image": cache.nbytes // n,
-        "decode_seconds": decode_s,
-        "decode_one_thread_seconds": decode_one_s,
-        "epoch_seconds": epoch_s,
-        "epoch_one_thread_seconds": epoch_one_s,
-        "seed_seconds": seed_s,
-        "decode_images_per_second": median_rate(n, decode_s),
-        "epoch_images_per_second": median_rate(n, epoch_s),
-        "unwarped_epoch_seconds": unwarped_s,
-        "training_input_images_per_second": median_rate(n, unwarped_s),
+        **t,
+        "decode_images_per_second": median_rate(n, t["decode_seconds"]),
+        "epoch_images_per_second": median_rate(n, t["epoch_seconds"]),
+        "training_input_images_per_second": median_rate(n, t["unwarped_epoch_seconds"]),
         "warp": bench_warp(cache.images, sizes),
         "ours_images_per_second": ours_rate,
         "ours_one_thread_images_per_second": one_thread_rate,

@@ -152,10 +152,7 @@ def _ranges_json(ranges: dict) -> dict:
     return {name: list(bounds) for name, bounds in ranges.items()}
 
 
-def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 0) -> Result:
-    """Builds (or confirms) the splits under ``out``; returns the manifest."""
-    source = Path(source)
-    out = Path(out)
+def check_source(source: Path) -> None:
     if not source.exists():
         raise UserError(
             f"input {source} does not exist; download train.zip from Kaggle's Dogs vs. Cats "
@@ -164,29 +161,13 @@ def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 
         )
     if not source.is_dir() and not zipfile.is_zipfile(source):
         raise UserError(f"{source} is neither a zip file nor a folder; pass Kaggle's train.zip")
-    ranges = scaled_ranges(per_class)
-    stamp = fingerprint(source)
-    manifest = load_manifest(out)
-    if is_up_to_date(out, manifest, stamp, ranges):
-        print(f"{out}: splits are up to date with {source} (dataset {manifest['dataset_digest']})")
-        return Result(out, manifest, did_work=False)
 
-    out.mkdir(parents=True, exist_ok=True)
-    folder = extract(source, out)
-    candidates = list_candidates(folder)
-    named = [p for p in candidates if NAME_PATTERN.match(p.name)]
-    if not named:
-        raise UserError(
-            f"{source} holds no files named cat.<i>.jpg or dog.<i>.jpg; is it Kaggle's train.zip?"
-        )
-    excluded = [
-        {"file": p.name, "reason": "unexpected name (expected cat.<i>.jpg or dog.<i>.jpg)"}
-        for p in candidates
-        if not NAME_PATTERN.match(p.name)
-    ]
 
-    # Decode every image once, in parallel; a bad file is recorded, never a crash halfway.
+def inspect_all(named: list[Path], workers: int) -> tuple[dict, list[dict]]:
+    """Decodes every image once, in parallel: ({name: sha256 and size}, [excluded files]); a bad
+    file is recorded, never a crash halfway."""
     files: dict[str, dict] = {}
+    excluded = []
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         results = pool.map(inspect_file, [str(p) for p in named], chunksize=64)
         for name, sha, size, problem in track(results, len(named), "check", "img"):
@@ -194,16 +175,17 @@ def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 
                 excluded.append({"file": name, "reason": problem})
             else:
                 files[name] = {"sha256": sha, "size": size}
+    return files, excluded
 
-    by_path = {p.name: p for p in named}
+
+def link_splits(out: Path, ranges: dict, files: dict, by_path: dict) -> dict:
+    """Each split's folders of hard links, by the seed's index ranges; returns each split's
+    counts and digest."""
     for split in SEED_RANGES:
         if (out / split).exists():
             shutil.rmtree(out / split)
+    present = indices_present(files)
     splits: dict[str, dict] = {}
-    present: dict[str, set[int]] = {"cat": set(), "dog": set()}
-    for name in files:
-        animal, index = NAME_PATTERN.match(name).groups()
-        present[animal].add(int(index))
     for split, (first, last) in ranges.items():
         counts, lines = {}, []
         for animal, folder_name in CLASS_FOLDERS.items():
@@ -213,19 +195,66 @@ def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 
                 lines.append(f"{folder_name}/{name} {files[name]['sha256']}")
             counts[folder_name] = len(chosen)
         splits[split] = {"counts": counts, "digest": digest_lines(lines)}
+    return splits
+
+
+def indices_present(files: dict) -> dict[str, set[int]]:
+    present: dict[str, set[int]] = {"cat": set(), "dog": set()}
+    for name in files:
+        animal, index = NAME_PATTERN.match(name).groups()
+        present[animal].add(int(index))
+    return present
+
+
+def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 0) -> Result:
+    """Builds (or confirms) the splits under ``out``; returns the manifest."""
+    source, out = Path(source), Path(out)
+    check_source(source)
+    ranges = scaled_ranges(per_class)
+    stamp = fingerprint(source)
+    manifest = load_manifest(out)
+    if is_up_to_date(out, manifest, stamp, ranges):
+        print(f"{out}: splits are up to date with {source} (dataset {manifest['dataset_digest']})")
+        return Result(out, manifest, did_work=False)
+
+    out.mkdir(parents=True, exist_ok=True)
+    candidates = list_candidates(extract(source, out))
+    named = [p for p in candidates if NAME_PATTERN.match(p.name)]
+    if not named:
+        raise UserError(
+            f"{source} holds no files named cat.<i>.jpg or dog.<i>.jpg; is it Kaggle's train.zip?"
+        )
+    files, excluded = inspect_all(named, workers)
+    excluded += [
+        {"file": p.name, "reason": "unexpected name (expected cat.<i>.jpg or dog.<i>.jpg)"}
+        for p in candidates
+        if not NAME_PATTERN.match(p.name)
+    ]
+    splits = link_splits(out, ranges, files, {p.name: p for p in named})
+    manifest = build_manifest(stamp, ranges, splits, files, excluded)
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(out / MANIFEST)
+    report(out, manifest)
+    return Result(out, manifest, did_work=True)
+
+
+def build_manifest(stamp: dict, ranges: dict, splits: dict, files: dict, excluded: list) -> dict:
     used_limit = max(last for _, last in ranges.values())
     for name in files:
         if int(NAME_PATTERN.match(name).group(2)) >= used_limit:
             excluded.append(
                 {"file": name, "reason": f"index outside every split (>= {used_limit})"}
             )
+    present = indices_present(files)
     missing = {
         animal: [i for i in range(used_limit) if i not in present[animal]] for animal in present
     }
-    dataset_digest = digest_lines([f"{s} {info['digest']}" for s, info in splits.items()])[:16]
-    manifest = {
+    return {
         "version": MANIFEST_VERSION,
-        "dataset_digest": dataset_digest,
+        "dataset_digest": digest_lines([f"{s} {info['digest']}" for s, info in splits.items()])[
+            :16
+        ],
         "source": stamp,
         "index_ranges": _ranges_json(ranges),
         "splits": splits,
@@ -233,11 +262,6 @@ def prepare(source: Path, out: Path, per_class: int = PER_CLASS, workers: int = 
         "missing_indices": missing,
         "files": dict(sorted(files.items())),
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(out / MANIFEST)
-    report(out, manifest)
-    return Result(out, manifest, did_work=True)
 
 
 def report(out: Path, manifest: dict) -> None:

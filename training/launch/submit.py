@@ -82,6 +82,35 @@ def project_trainer_class():
     return ProjectModelTrainer
 
 
+def trainer_settings(spec: JobSpec, source_dir: str | None, decodes: int) -> dict:
+    """ModelTrainer's keyword arguments for the spec (all but the session and the role)."""
+    from sagemaker.core.shapes import CheckpointConfig, OutputDataConfig
+    from sagemaker.train.configs import Compute, Networking, SourceCode, StoppingCondition, Tag
+
+    experiment = spec.experiment
+    return {
+        "base_job_name": spec.name,  # the SDK appends a timestamp
+        "training_image": spec.image,
+        "source_code": SourceCode(source_dir=source_dir or str(JOB_DIR),
+                                  entry_script=ENTRY_SCRIPT, ignore_patterns=CODE_IGNORE),
+        "compute": Compute(instance_type=spec.instance_type, instance_count=spec.instance_count,
+                           volume_size_in_gb=50, enable_managed_spot_training=experiment.spot),
+        "stopping_condition": StoppingCondition(
+            max_runtime_in_seconds=experiment.max_runtime_seconds,
+            max_wait_time_in_seconds=experiment.max_wait_seconds if experiment.spot else None,
+        ),
+        "output_data_config": OutputDataConfig(s3_output_path=spec.output),
+        "checkpoint_config": CheckpointConfig(s3_uri=spec.checkpoint,
+                                              local_path=OptMl().checkpoints),
+        "networking": Networking(enable_network_isolation=True) if spec.network_isolation
+        else None,
+        "hyperparameters": {key: to_hyperparameter(value, decodes)
+                            for key, value in spec.hyperparameters.items()},
+        "environment": spec.environment,
+        "tags": [Tag(key=key, value=value) for key, value in spec.tags.items()],
+    }  # fmt: skip
+
+
 def build_trainer(
     spec: JobSpec,
     session: boto3.Session,
@@ -94,18 +123,8 @@ def build_trainer(
     ``hyperparameter_decodes``: how often the container decodes each hyperparameter on its way
     to train.py (see experiments.to_hyperparameter)."""
     from sagemaker.core.helper.session_helper import Session
-    from sagemaker.core.shapes import CheckpointConfig, OutputDataConfig
-    from sagemaker.train.configs import (
-        Compute,
-        InputData,
-        MetricDefinition,
-        Networking,
-        SourceCode,
-        StoppingCondition,
-        Tag,
-    )
+    from sagemaker.train.configs import InputData, MetricDefinition
 
-    experiment = spec.experiment
     channels = [
         InputData(channel_name=channel, data_source=location)
         for channel, location in spec.channels.items()
@@ -121,36 +140,7 @@ def build_trainer(
         trainer = project_trainer_class()(
             sagemaker_session=sm_session,
             role=spec.role_arn,
-            base_job_name=spec.name,  # the SDK appends a timestamp
-            training_image=spec.image,
-            source_code=SourceCode(
-                source_dir=source_dir or str(JOB_DIR),
-                entry_script=ENTRY_SCRIPT,
-                ignore_patterns=CODE_IGNORE,
-            ),
-            compute=Compute(
-                instance_type=spec.instance_type,
-                instance_count=spec.instance_count,
-                volume_size_in_gb=50,
-                enable_managed_spot_training=experiment.spot,
-            ),
-            stopping_condition=StoppingCondition(
-                max_runtime_in_seconds=experiment.max_runtime_seconds,
-                max_wait_time_in_seconds=experiment.max_wait_seconds if experiment.spot else None,
-            ),
-            output_data_config=OutputDataConfig(s3_output_path=spec.output),
-            checkpoint_config=CheckpointConfig(
-                s3_uri=spec.checkpoint, local_path=OptMl().checkpoints
-            ),
-            networking=Networking(enable_network_isolation=True)
-            if spec.network_isolation
-            else None,
-            hyperparameters={
-                key: to_hyperparameter(value, hyperparameter_decodes)
-                for key, value in spec.hyperparameters.items()
-            },
-            environment=spec.environment,
-            tags=[Tag(key=key, value=value) for key, value in spec.tags.items()],
+            **trainer_settings(spec, source_dir, hyperparameter_decodes),
         )
     return trainer.with_metric_definitions(
         [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in metric_definitions()]

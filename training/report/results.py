@@ -185,7 +185,8 @@ def fmt(value, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def render_markdown(report: dict, plots: list[str]) -> str:
+def phase_rows(report: dict) -> list[str]:
+    """The run's headline: a row per phase beside the seed's figures."""
     lines = [
         f"# Run {report['job_name']}",
         "",
@@ -212,50 +213,56 @@ def render_markdown(report: dict, plots: list[str]) -> str:
             f"| {row['epochs_run']}{' (early stop)' if row['stopped_early'] else ''} "
             f"| {row['seconds']:.0f} | {row['images_per_second']:.1f} |"
         )
-    if not report["seed_reference"]:
-        lines += [
-            "",
-            f"No seed row matches this experiment. For reference, {seed.SOURCE}:",
-            "",
-            "| seed experiment | train images | frozen test acc | fine-tuned test acc |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {name} | {ref['train_images']} | {ref[FROZEN]['test_accuracy']:.4f} "
-            f"| {ref[FINE_TUNED]['test_accuracy']:.4f} |"
-            for name, ref in seed.RESULTS.items()
-        ]
-    else:
-        lines += ["", f"Seed figures: {report['seed_source']}."]
+    return lines
+
+
+def seed_rows(report: dict) -> list[str]:
+    """Where the seed's figures come from; with no seed row for the experiment, its table."""
+    if report["seed_reference"]:
+        return ["", f"Seed figures: {report['seed_source']}."]
+    lines = [
+        "",
+        f"No seed row matches this experiment. For reference, {seed.SOURCE}:",
+        "",
+        "| seed experiment | train images | frozen test acc | fine-tuned test acc |",
+        "|---|---|---|---|",
+    ]
+    return lines + [
+        f"| {name} | {ref['train_images']} | {ref[FROZEN]['test_accuracy']:.4f} "
+        f"| {ref[FINE_TUNED]['test_accuracy']:.4f} |"
+        for name, ref in seed.RESULTS.items()
+    ]
+
+
+def run_rows(report: dict) -> list[str]:
+    """What ran: images, seconds and cost, image, distribution and versions."""
     images = ", ".join(f"{name} {c['total']}" for name, c in report["images"].items())
     cost = report["cost_usd"]
-    lines += [
+    price = report.get("price")
+    priced = (
+        f" at ${price['per_hour']:g}/h ({price['source']})" if price and cost is not None else ""
+    )
+    return [
         "",
         "## Run",
         "",
         f"- images: {images}",
         f"- training seconds: {fmt(report['training_seconds'], '.0f')}, billable seconds: "
         f"{fmt(report['billable_seconds'], '.0f')}, cost: "
-        f"{'—' if cost is None else f'${cost:.2f}'}",
+        f"{'—' if cost is None else f'${cost:.2f}'}{priced}",
         f"- image: `{report['image_uri']}`",
         f"- distribution: {report['distribution']}; device(s): "
         f"{', '.join(report['devices'] or ['?'])}; precision: {report['precision_policy']}, "
         f"frozen phase augmented: {report['frozen_phase_augmented']}",
         f"- versions: {report['versions']}",
-        "",
-        "## Plots",
-        "",
     ]
-    lines += [f"![{Path(p).stem}]({p})" for p in plots]
-    lines += [
-        "",
-        "## Resolved config",
-        "",
-        "```json",
-        json.dumps(report["config"], indent=2),
-        "```",
-        "",
-    ]
+
+
+def render_markdown(report: dict, plots: list[str]) -> str:
+    lines = phase_rows(report) + seed_rows(report) + run_rows(report)
+    lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots)]
+    lines += ["", "## Resolved config", "", "```json", json.dumps(report["config"], indent=2),
+              "```", ""]  # fmt: skip
     return "\n".join(lines)
 
 

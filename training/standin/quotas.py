@@ -70,69 +70,82 @@ def _error(code: str, message: str):
     return JsonRESTError(code, message)
 
 
-def install(quotas: Quotas) -> Hooks:
-    """The account's quotas answer Service Quotas' SageMaker calls; returns the hooks to restore."""
-    from moto.servicequotas.responses import ServiceQuotasResponse
+class Answers:
+    """What Service Quotas answers for SageMaker from the account's quotas, call by call: each
+    takes moto's response (the account and region asked) and the request's parameters."""
 
-    own = {name: ServiceQuotasResponse.__dict__.get(name)
-           for name in ("list_aws_default_service_quotas", "get_service_quota")}  # fmt: skip
+    def __init__(self, quotas: Quotas) -> None:
+        self.quotas = quotas
 
-    def params(response) -> dict:
-        return json.loads(response.body or "{}")
-
-    def sagemaker_or(name: str, answer):
-        def handler(response):
-            if params(response).get("ServiceCode") != SERVICE:
-                if own.get(name) is None:
-                    raise _error("NoSuchResourceException", "The request failed because the "
-                                 "specified service does not exist.")  # fmt: skip
-                return own[name](response)
-            return answer(response, params(response))
-
-        return handler
-
-    def listing(response, values: dict) -> str:
-        entries = [quotas.entry(name, value, response.region, response.current_account)
+    def listing(self, response, values: dict) -> str:
+        entries = [self.quotas.entry(name, value, response.region, response.current_account)
                    for name, value in sorted(values.items())]  # fmt: skip
         return json.dumps({"Quotas": entries})
 
-    def one(response, request: dict, value_of) -> str:
-        name = quotas.named(request.get("QuotaCode", ""))
-        if name is None:
-            raise _error("NoSuchResourceException", f"No quota {request.get('QuotaCode')}")
-        entry = quotas.entry(name, value_of(name), response.region, response.current_account)
+    def list_aws_default_service_quotas(self, response, request: dict) -> str:
+        return self.listing(response, self.quotas.defaults())
+
+    def list_service_quotas(self, response, request: dict) -> str:
+        return self.listing(response, dict(self.quotas.applied))
+
+    def get_service_quota(self, response, request: dict) -> str:
+        return self.one(response, request, self.quotas.value)
+
+    def get_aws_default_service_quota(self, response, request: dict) -> str:
+        return self.one(response, request, self.quotas.defaults().get)
+
+    def one(self, response, request: dict, value_of) -> str:
+        name = self.named(request)
+        entry = self.quotas.entry(name, value_of(name), response.region, response.current_account)
         return json.dumps({"Quota": entry})
 
-    def request_increase(response, request: dict) -> str:
+    def named(self, request: dict) -> str:
+        name = self.quotas.named(request.get("QuotaCode", ""))
+        if name is None:
+            raise _error("NoSuchResourceException", f"No quota {request.get('QuotaCode')}")
+        return name
+
+    def request_service_quota_increase(self, response, request: dict) -> str:
+        quotas = self.quotas
         with quotas.lock:
-            name = quotas.named(request.get("QuotaCode", ""))
-            if name is None:
-                raise _error("NoSuchResourceException", f"No quota {request.get('QuotaCode')}")
+            name = self.named(request)
             desired, current = float(request["DesiredValue"]), quotas.value(name) or 0.0
             if desired <= current:
                 raise _error("IllegalArgumentException", f"The requested value {desired:g} is "
                              f"not above the current value {current:g} of '{name}'.")  # fmt: skip
             quotas.applied[name] = desired
         entry = quotas.entry(name, desired, response.region, response.current_account)
-        return json.dumps(
-            {
-                "RequestedQuota": {
-                    **entry,
-                    "DesiredValue": desired,
-                    "Status": "APPROVED",
-                    "Id": quota_code(name),
-                }
-            }
-        )
+        answer = {**entry, "DesiredValue": desired, "Status": "APPROVED", "Id": quota_code(name)}
+        return json.dumps({"RequestedQuota": answer})
 
+
+CALLS = (
+    "list_aws_default_service_quotas",
+    "list_service_quotas",
+    "get_service_quota",
+    "get_aws_default_service_quota",
+    "request_service_quota_increase",
+)
+
+
+def install(quotas: Quotas) -> Hooks:
+    """The account's quotas answer Service Quotas' SageMaker calls; other services' go to moto
+    as before. Returns the hooks to restore."""
+    from moto.servicequotas.responses import ServiceQuotasResponse
+
+    answers = Answers(quotas)
     hooks = Hooks()
-    handlers = {
-        "list_aws_default_service_quotas": lambda r, _: listing(r, quotas.defaults()),
-        "list_service_quotas": lambda r, _: listing(r, dict(quotas.applied)),
-        "get_service_quota": lambda r, q: one(r, q, quotas.value),
-        "get_aws_default_service_quota": lambda r, q: one(r, q, quotas.defaults().get),
-        "request_service_quota_increase": request_increase,
-    }
-    for name, answer in handlers.items():
-        hooks.replace(ServiceQuotasResponse, name, sagemaker_or(name, answer))
+    for name in CALLS:
+        own = ServiceQuotasResponse.__dict__.get(name)
+
+        def handler(response, _name=name, _own=own):
+            request = json.loads(response.body or "{}")
+            if request.get("ServiceCode") == SERVICE:
+                return getattr(answers, _name)(response, request)
+            if _own is None:
+                raise _error("NoSuchResourceException",
+                             "The request failed because the specified service does not exist.")  # fmt: skip
+            return _own(response)
+
+        hooks.replace(ServiceQuotasResponse, name, handler)
     return hooks

@@ -22,32 +22,34 @@ ADDED = (
 )
 
 
-def install(standin) -> Hooks:
-    """Patches moto's SageMakerResponse for ``standin``; returns the hooks to restore."""
-    from moto.core.responses import ActionResult, EmptyResult
-    from moto.sagemaker.exceptions import ResourceNotFound, ValidationError
-    from moto.sagemaker.responses import SageMakerResponse
+class SageMakerSide:
+    """What SageMaker does for the calls the stand-in takes over, given moto's response object
+    (the parsed request, the account's backend) and moto's own create calls."""
 
-    create_training_job = SageMakerResponse.create_training_job
-    create_tuning_job = SageMakerResponse.create_hyper_parameter_tuning_job
+    def __init__(self, standin, create_training, create_tuning) -> None:
+        self.standin = standin
+        self.moto_create_training, self.moto_create_tuning = create_training, create_tuning
 
-    def create_training(response):
+    def create_training_job(self, response):
         request = copy.deepcopy(response._get_param("AlgorithmSpecification") or {})
-        result = create_training_job(response)  # moto replaces MetricDefinitions with its own
+        result = self.moto_create_training(response)  # moto replaces MetricDefinitions
         job = response.sagemaker_backend.training_jobs[response._get_param("TrainingJobName")]
         job.algorithm_specification["MetricDefinitions"] = request.get("MetricDefinitions") or []
-        standin.adopt(response.sagemaker_backend, job, response._get_param("Environment"))
+        self.standin.adopt(response.sagemaker_backend, job, response._get_param("Environment"))
         return result
 
-    def create_tuning(response):
-        result = create_tuning_job(response)
+    def create_hyper_parameter_tuning_job(self, response):
+        result = self.moto_create_tuning(response)
         name = response._get_param("HyperParameterTuningJobName")
-        standin.tune(response.sagemaker_backend, name)
+        self.standin.tune(response.sagemaker_backend, name)
         return result
 
-    def stop_training(response):
+    def stop_training_job(self, response):
+        from moto.core.responses import EmptyResult
+        from moto.sagemaker.exceptions import ValidationError
+
         name = response._get_param("TrainingJobName")
-        run = standin.runs.get(name)
+        run = self.standin.runs.get(name)
         if run is None:
             raise ValidationError(f"Requested resource not found: training job {name}")
         if run.status != "InProgress":
@@ -57,34 +59,43 @@ def install(standin) -> Hooks:
         run.request_stop()
         return EmptyResult()
 
-    def tuning_run(response):
+    def tuning_run(self, response):
+        from moto.sagemaker.exceptions import ResourceNotFound
+
         name = response._get_param("HyperParameterTuningJobName")
-        run = standin.tunings.get(name)
+        run = self.standin.tunings.get(name)
         if run is None:
             raise ResourceNotFound(f"Amazon SageMaker can't find a tuning job named {name}")
         return run
 
-    def stop_tuning(response):
-        run = tuning_run(response)
-        if run.tuning.hyper_parameter_tuning_job_status != "InProgress":
+    def stop_hyper_parameter_tuning_job(self, response):
+        from moto.core.responses import EmptyResult
+        from moto.sagemaker.exceptions import ValidationError
+
+        run = self.tuning_run(response)
+        status = run.tuning.hyper_parameter_tuning_job_status
+        if status != "InProgress":
             raise ValidationError(
-                "The request was rejected because the tuning job is in status "
-                f"{run.tuning.hyper_parameter_tuning_job_status}."
+                f"The request was rejected because the tuning job is in status {status}."
             )
         run.request_stop()
         return EmptyResult()
 
-    def list_tuning_training_jobs(response):
-        return ActionResult({"TrainingJobSummaries": tuning_run(response).summaries()})
+    def list_training_jobs_for_hyper_parameter_tuning_job(self, response):
+        from moto.core.responses import ActionResult
 
-    patches = {
-        "create_training_job": create_training,
-        "create_hyper_parameter_tuning_job": create_tuning,
-        "stop_training_job": stop_training,
-        "stop_hyper_parameter_tuning_job": stop_tuning,
-        "list_training_jobs_for_hyper_parameter_tuning_job": list_tuning_training_jobs,
-    }
+        return ActionResult({"TrainingJobSummaries": self.tuning_run(response).summaries()})
+
+
+def install(standin) -> Hooks:
+    """Patches moto's SageMakerResponse for ``standin``; returns the hooks to restore."""
+    from moto.sagemaker.responses import SageMakerResponse
+
+    side = SageMakerSide(standin, SageMakerResponse.create_training_job,
+                         SageMakerResponse.create_hyper_parameter_tuning_job)  # fmt: skip
     hooks = Hooks()
-    for name, function in patches.items():
-        hooks.replace(SageMakerResponse, name, function)
+    for name in REPLACED + ADDED:
+        # A function on the class, so that moto calls it with its response object.
+        hooks.replace(SageMakerResponse, name, lambda response, _call=getattr(side, name): _call(
+            response))  # fmt: skip
     return hooks
