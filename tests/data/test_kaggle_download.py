@@ -164,6 +164,26 @@ def test_a_disk_too_small_is_refused_before_downloading(standin, capsys):
     assert not file_requests(standin), "it downloaded anyway"
 
 
+def flipped_byte_in_a_member(standin) -> bytes:
+    """train.zip with one byte of one image flipped: the archive opens, its CRC does not match."""
+    archive = bytearray(standin.files["train.zip"])
+    with zipfile.ZipFile(io.BytesIO(bytes(archive))) as zipped:
+        member = zipped.getinfo("train/cat.3.jpg")
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    archive[start + member.file_size // 2] ^= 0xFF
+    return bytes(archive)
+
+
+def test_a_member_whose_crc_does_not_match_is_refused_and_never_reused(standin, capsys):
+    standin.files["train.zip"] = flipped_byte_in_a_member(standin)
+    assert prep.main(["--out", "data/splits"]) == 2
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("error")]
+    assert "is damaged" in line and "cat.3.jpg" in line and "Traceback" not in err
+    assert not Path("data/kaggle/train.zip").exists(), "the damaged archive was kept"
+    assert not Path("data/splits/manifest.json").exists()
+
+
 def test_a_damaged_archive_is_deleted_with_one_line(standin, capsys):
     standin.files["train.zip"] = b"PK\x03\x04" + b"\0" * 5000  # a zip's magic, then rubbish
     assert kaggle_download.main(["train.zip"]) == 2

@@ -133,3 +133,26 @@ def test_a_hyperparameter_added_since_leaves_a_checkpoint_resumable(tmp_path):
     with pytest.raises(phases.ForeignCheckpoint, match="dropout: 0.0 → 0.5"):
         phases.load_state(str(tmp_path), "frozen", 30, config.recipe(
             config.Hyperparameters(dropout=0.5)))  # fmt: skip
+
+
+def test_every_epoch_line_carries_the_phases_best_val_accuracy_not_the_epochs_own(tmp_path, capsys):
+    """SageMaker's tuning objective is the latest value the metric regex matches in the log: the
+    epoch line must carry the best so far, so that a job is ranked by the weights it keeps."""
+    import re
+
+    from vgg_transfer import contract
+
+    model = tiny_model()
+    model.stop_training = False
+    state = phases.PhaseState(phase="fine_tuned", epochs=4)
+    callback = phases.PhaseCheckpoint(state, str(tmp_path), model, patience=0)
+    callback.set_model(model)
+    feed(callback, model, [(0, 0.70), (1, 0.90), (2, 0.85), (3, 0.88)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[epoch]")]
+    (objective,) = [
+        d for d in contract.metric_definitions() if d["Name"] == contract.TUNING_OBJECTIVE
+    ]
+    carried = [float(re.search(objective["Regex"], line).group(1)) for line in lines]
+    own = [float(re.search(r"\bval_accuracy=([0-9.]+)", line).group(1)) for line in lines]
+    assert own == [0.70, 0.90, 0.85, 0.88]
+    assert carried == [0.70, 0.90, 0.90, 0.90]  # the best so far, epoch by epoch
