@@ -239,6 +239,15 @@ CALLERS = {
     "sagemaker-mlflow:*": ("MlflowClient(",),  # through the sagemaker-mlflow plugin
     "sagemaker:CreatePresignedMlflowTrackingServerUrl": ("create_presigned_mlflow_tracking",),
 }
+from training.common.sagemaker import KINDS  # noqa: E402
+
+# Describe and Stop of a job kind are called through its record: kind.describe(...) while
+# following, kind.stop(...) when Ctrl-C is answered "y".
+KIND_VERBS = {
+    f"sagemaker:{verb}{kind.api}": callers
+    for kind in KINDS
+    for verb, callers in (("Describe", (".describe(sm",)), ("Stop", ("kind.stop(sm",)))
+}
 LAUNCHER_CODE = ("training/launch", "training/common", "training/data", "training/report")
 
 
@@ -258,7 +267,8 @@ def test_every_action_the_launcher_policy_grants_has_a_caller(run_program):
     )
     for action in sorted(granted):
         # SageMaker's job verbs are called through the job-kind table (training/common/sagemaker.py)
-        callers = CALLERS.get(action) or (f'"{snake_case(action)}"', f".{snake_case(action)}(")
+        callers = CALLERS.get(action) or KIND_VERBS.get(action) or (
+            f'"{snake_case(action)}"', f".{snake_case(action)}(")  # fmt: skip
         assert any(caller in code for caller in callers), f"nothing calls {action}: drop it"
     assert {
         "servicequotas:ListServiceQuotas",

@@ -61,7 +61,7 @@ def test_detach_then_results_runs_the_sdk_drivers_and_resumes_a_spot_reclaim(
     for workstation in ("WORKSTATION_ONLY", "MAKEFLAGS", "VIRTUAL_ENV", "PWD=/work", "TF_CPP_MIN"):
         assert workstation not in dump, f"{workstation} reached the container"
     # What the emulator cannot answer is not shown as AWS's answer.
-    assert "quota: unknown for ml.m5.xlarge spot training (not AWS's answer:" in detached
+    assert "quota: 8 ml.m5.xlarge for spot training (not AWS's answer:" in detached
     assert "the Price List API was not asked: requests go to http://127.0.0.1:" in detached
 
     # The reclaim came once a fine-tuning epoch was in S3: the restart resumed inside the phase,
