@@ -30,11 +30,12 @@ RECONNECT_MINUTES ?=
 POLL_SECONDS ?=
 # tuning job name (make tune-results)
 TUNING_JOB ?=
-# make predict: a run folder (runs/<job>) and the images: a folder, one image, a zip, or kaggle
-# (the competition's test.zip, downloaded with your Kaggle token)
+# make predict: a run folder (runs/<job>; make report lists them)
 RUN ?=
-# make predict: the images to classify
+# make predict: a folder, one image, a zip, or kaggle (test.zip, downloaded with your Kaggle token)
 IMAGES ?=
+# make predict: the submission file (default: <run>/predictions.csv, or predictions-<n>.csv)
+OUT ?=
 # make predict: keep each P(dog) inside [CLIP, 1-CLIP] (log loss; e.g. 0.005)
 CLIP ?=
 # make track: 1 also logs each model to MLflow and registers it in the Model Registry
@@ -228,7 +229,7 @@ tune-results: setup ## follow a tuning job, then its table, plot and best model:
 
 predict: setup ## classify images with a run's model: make predict RUN=runs/<job> IMAGES=<folder|image|zip|kaggle>
 	$(PY) -m training.predict $(if $(RUN),--run $(RUN)) $(if $(IMAGES),--images "$(IMAGES)") \
-	    $(if $(CLIP),--clip $(CLIP))
+	    $(if $(CLIP),--clip $(CLIP)) $(if $(OUT),--out "$(OUT)")
 
 report: setup ## one table comparing every run under runs/ with the seed
 	$(PY) -m training.report.compare $(RUNS)
@@ -239,9 +240,10 @@ track: setup ## record every run under runs/ in MLflow (runs record themselves; 
 ui: setup ## the MLflow UI on 127.0.0.1 over the runs' store (or where MLFLOW_TRACKING_URI points)
 	$(PY) -m training.report.tracking runs --ui $(if $(UI_PORT),--port $(UI_PORT))
 
-cost: setup ## what an experiment costs: make cost EXPERIMENT=small INSTANCE=ml.p2.xlarge
-	$(PY) -m training.launch cost $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) \
-	    $(if $(INSTANCE),--instance $(INSTANCE)) $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT))
+cost: setup ## time and cost on a type and every current GPU: make cost EXPERIMENT=small INSTANCE=ml.g4dn.xlarge HP=…
+	$(PY) -m training.launch cost $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
+	    $(if $(INSTANCE),--instance $(INSTANCE)) $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) \
+	    $(RUNTIME_ARGS) --splits $(SPLITS)
 
 bench: setup ## measure pipeline and phase speed here; writes runs/bench/bench.{json,md}
 	$(PY) -m training.bench --out runs/bench

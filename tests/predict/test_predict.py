@@ -121,6 +121,8 @@ def test_kaggles_test_zip_streams_in_batches(tmp_path, capsys, monkeypatch):
 def test_missing_run_or_images_is_one_line(tmp_path, capsys):
     assert predict(["--run", str(tmp_path / "nope"), "--images", str(tmp_path)]) == 2
     assert "no model at" in capsys.readouterr().err
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.h5").write_bytes(b"not read: the images are checked first")
     assert predict(["--run", str(tmp_path), "--images", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert predict([]) == 2
@@ -190,3 +192,44 @@ def test_a_model_saved_with_mixed_layers_by_an_older_job_still_loads(saved_model
         assert '"class_name": "Policy"' in str(h5py.File(legacy, "r").attrs["model_config"])
     loaded = vgg.load_model(str(legacy))
     assert not vgg.is_mixed(loaded), "predictions would run in float16 on the CPU"
+
+
+@pytest.mark.slow
+def test_an_earlier_submission_is_never_replaced_unasked_and_files_are_readable(tmp_path, capsys):
+    run = trained_run(tmp_path / "run")
+    images = kaggle_test_images(tmp_path / "test", count=3)
+    args = ["--run", str(run), "--images", str(images)]
+    assert predict(args) == 0
+    first = (run / "predictions.csv").read_text()
+    (run / "predictions.csv").write_text(first + "# the user's own edit\n")
+    assert predict(args) == 0
+    out = capsys.readouterr().out
+    assert "predictions.csv is an earlier submission, kept: writing predictions-2.csv" in out
+    assert (run / "predictions.csv").read_text().endswith("# the user's own edit\n")
+    assert (run / "predictions-2.csv").read_text() == first
+    assert oct((run / "predictions-2.csv").stat().st_mode & 0o777) == oct(0o666 & ~umask())
+    named = tmp_path / "submission.csv"
+    named.write_text("old")
+    assert predict([*args, "--out", str(named)]) == 0
+    assert f"OUT={named} exists: it will be replaced" in capsys.readouterr().out
+    assert named.read_text() == first
+
+
+def umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_run_and_images_are_checked_before_tensorflow_is_imported(tmp_path):
+    code = (
+        "import sys\nfrom training.predict.__main__ import main\n"
+        f"rc = main(['--run', {str(tmp_path)!r}, '--images', {str(tmp_path)!r}])\n"
+        "print(rc, 'tensorflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "no model at" in done.stderr and done.stderr.count("\n") == 1

@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-VALIDATION_IMAGES = 2000  # the seed's validation set, run once per epoch
-
 
 @dataclass
 class Sizes:

@@ -10,7 +10,8 @@ from vgg_transfer import augmentation
 from vgg_transfer import model as vgg
 from vgg_transfer.contract import FINE_TUNED, FROZEN, METRICS_FILE
 
-from training.bench import VALIDATION_IMAGES, Sizes, median_rate, timed
+from training.bench import Sizes, median_rate, timed
+from training.launch.timing import VALIDATION_IMAGES
 from training.report import seed
 
 

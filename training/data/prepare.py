@@ -290,8 +290,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.source is None:  # Kaggle's train.zip: an earlier download, else downloaded now
         args.source = kaggle_download.fetch("train.zip")
-    prepare(args.source, args.out, per_class=args.per_class)
+    manifest = prepare(args.source, args.out, per_class=args.per_class).manifest
+    lacking = shortfalls(manifest)
+    if lacking:
+        raise UserError(
+            f"{args.source} is not Kaggle's whole train.zip (12,500 cat.<i>.jpg and dog.<i>.jpg): "
+            f"{'; '.join(lacking)}; runs that read those splits are refused. Prepare the "
+            "competition's train.zip (`make data`, or DATA=path/to/train.zip)"
+        )
     return 0
+
+
+def shortfalls(manifest: dict, splits: list[str] | None = None) -> list[str]:
+    """What each split (or each of ``splits``) lacks against its index range, class by class:
+    Kaggle's layout has every index of both classes. One phrase per split that lacks any."""
+    found = []
+    for split in splits or list(manifest["index_ranges"]):
+        first, last = manifest["index_ranges"][split]
+        counts = manifest["splits"][split]["counts"]
+        lacking = [f"{counts.get(cls, 0)} of {last - first} {cls}"
+                   for cls in CLASS_FOLDERS.values() if counts.get(cls, 0) < last - first]  # fmt: skip
+        if lacking:
+            found.append(f"{split} has {' and '.join(lacking)} (indices {first}–{last - 1})")
+    return found
 
 
 if __name__ == "__main__":

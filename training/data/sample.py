@@ -19,6 +19,7 @@ from training.common.errors import cli
 from training.data.prepare import load_manifest, prepare
 
 PER_CLASS = 250
+EXPERIMENT = "smoke"  # the experiment that trains on this set (training/experiments/smoke.yaml)
 SOURCE = Path("data/sample/train")
 PALETTES = {  # base colour and spread per class
     "cat": ((205, 125, 60), 30),

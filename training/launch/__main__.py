@@ -21,10 +21,12 @@ from training.common.infra_outputs import INFRA_DIR, load_outputs
 from training.common.paths import RUNS_DIR
 from training.common.sagemaker import TRAINING_JOB, TUNING_JOB, JobKind
 from training.data import splits
+from training.data.sample import EXPERIMENT as SAMPLE_EXPERIMENT
 from training.data.sample import ensure_sample
-from training.launch.capacity import estimate
+from training.launch.capacity import cost_table, estimate
 from training.launch.outage import RECONNECT_MINUTES
 from training.launch.request import DEFAULT_EXPERIMENT, RunRequest, from_args
+from training.launch.timing import VALIDATION_IMAGES
 from training.report.results import summary_line
 
 # results and tune-results: the kind of job each follows, and the option naming it.
@@ -166,25 +168,32 @@ def run_followed(args) -> int:
 
 
 def run_cost(request: RunRequest) -> int:
+    """make cost: the experiment's time and cost on the type asked for, and on every current GPU
+    type; nothing runs and nothing is spent."""
     experiment = request.experiment
     manifest = request.manifest
     if manifest and experiment.train_split in manifest["splits"]:
         images = splits.images(manifest, experiment.train_split)
+        validation = splits.images(manifest, "validation")
+        counted = f"in {request.splits}"
     else:  # no prepared data here: the seed's image counts for its experiments
         from training.report.seed import RESULTS
 
         reference = RESULTS.get(experiment.seed_reference or "")
         if not reference:
             raise UserError(
-                f"no prepared data in {request.splits} to count {experiment.train_split}"
+                f"no prepared data in {request.splits} to count {experiment.train_split}: run "
+                f"`make data-sample` (the synthetic set {experiment.name} trains on) or `make data`"
             )
-        images = reference["train_images"]
-    cost = estimate(experiment, images, request.instance, request.instance_count)
+        images, validation, counted = reference["train_images"], VALIDATION_IMAGES, "the seed's"
     hp = request.hp
-    print(
-        f"{experiment.name}: {images} training images, {hp.epochs_frozen}+{hp.epochs_fine_tuned} epochs"
-    )
-    print(cost.line())
+    print(f"{experiment.name}: {images} training images ({counted}), "
+          f"{hp.epochs_frozen}+{hp.epochs_fine_tuned} epochs at {hp.image_size} px")  # fmt: skip
+    print(estimate(experiment, images, request.instance, request.instance_count, None,
+                   validation).line())  # fmt: skip
+    print(f"\nevery current GPU type ({request.instance_count} instance(s); times are estimates "
+          "unless measured by make bench on the type):")  # fmt: skip
+    print(cost_table(experiment, images, request.instance_count, validation))
     return 0
 
 
@@ -196,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in FOLLOWED:
         return run_followed(args)
-    if args.command != "cost" and (args.experiment or DEFAULT_EXPERIMENT[args.command]) == "smoke":
+    experiment = args.experiment or DEFAULT_EXPERIMENT[args.command]
+    if args.command != "cost" and experiment == SAMPLE_EXPERIMENT:
         ensure_sample(args.splits)  # the smoke experiment's data, made on first use
     return REQUESTS[args.command](from_args(args))
 

@@ -12,19 +12,15 @@ instance types the region offers for training at all: a type without a quota the
 
 Prices: the AWS Price List API when it answers, else the dated table here; the cost line says which.
 
-Costs: seconds per epoch per instance type × the experiment's epochs × price. Seconds per epoch come
-from a measurement: this project's bench results (runs/bench/bench.json, ``make bench --device
-gpu`` on that instance type) where present, else the seed study's K80 timings for ml.p2.xlarge;
-for anything else the runtime is unknown and only the maximum (the experiment's max runtime) is
-priced.
+Costs: seconds per epoch (timing.py: measured by make bench on the type, else estimated from the
+recipe's work and the GPU's throughput, calibrated on the seed's K80) × the experiment's epochs ×
+the price; a type with no GPU known to the estimate has only its maximum (the max runtime) priced.
 """
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import boto3
-from vgg_transfer.contract import FINE_TUNED, FROZEN
 
 from training.common.aws_errors import (
     AWS_OR_NETWORK_ERRORS,
@@ -35,14 +31,15 @@ from training.common.aws_errors import (
 from training.common.errors import UserError
 from training.common.instances import (
     AUTO,
+    INSTANCES,
     PRICES_AS_OF,
     PRICES_SOURCE,
     Instance,
     gpu_types_by_price,
     quota_name,
 )
+from training.launch import timing
 from training.launch.experiments import Experiment
-from training.report import seed
 
 # --- instances --------------------------------------------------------------------------------
 SPOT_DISCOUNT = 0.70  # typical managed-spot saving; AWS quotes "up to 90%", nothing guarantees it
@@ -216,8 +213,6 @@ def on_demand_price(session: boto3.Session | None, instance: Instance, region: s
 
 
 # --- costs --------------------------------------------------------------------------------
-BENCH_FILE = Path("runs/bench/bench.json")
-VALIDATION_IMAGES = 2000  # the seed's validation split, evaluated every epoch
 STARTUP_SECONDS = 300  # provisioning + image pull, typical for a GPU training job; a guess
 
 
@@ -258,7 +253,7 @@ class CostEstimate:
             else:
                 parts.append(f"expected {minutes:.0f} min ≈ ${self.expected():.2f}")
         else:
-            parts.append("expected runtime unknown for this instance type (no measurement)")
+            parts.append(f"expected runtime unknown ({self.epoch_seconds_source})")
         parts.append(
             f"ceiling {self.max_seconds / 60:.4g} min ≈ ${self.ceiling():.2f} "
             "(max runtime at the on-demand rate)"
@@ -276,35 +271,16 @@ class CostEstimate:
         )
 
 
-def epoch_seconds(instance_type: str, train_images: int, bench_file: Path = BENCH_FILE):
-    """(frozen, fine_tuned) seconds per epoch for this many training images, and the source."""
-    if bench_file.exists():
-        measured = json.loads(bench_file.read_text()).get("epoch_seconds_by_instance", {})
-        if instance_type in measured:
-            per_image = measured[instance_type]  # seconds per image: training steps, validation
-            validation = VALIDATION_IMAGES * per_image["validation"]
-            return (
-                per_image[FROZEN] * train_images + validation,
-                per_image[FINE_TUNED] * train_images + validation,
-                f"measured by make bench ({bench_file})",
-            )
-    if instance_type == "ml.p2.xlarge":
-        # Scale the seed's K80 timings by image count (its epochs include validation).
-        ref = seed.K80_EPOCH_SECONDS["small"]
-        scale = train_images / seed.RESULTS["small"]["train_images"]
-        return ref[FROZEN] * scale, ref[FINE_TUNED] * scale, "seed study's K80 timings"
-    return None, None, "none measured"
-
-
 def estimate(
     experiment: Experiment,
     train_images: int,
     instance: Instance,
     count: int,
     price: Price | None = None,
+    validation_images: int = timing.VALIDATION_IMAGES,
 ) -> CostEstimate:
     hp = experiment.hp
-    frozen, fine_tuned, source = epoch_seconds(instance.name, train_images)
+    frozen, fine_tuned, source = timing.epoch_seconds(instance, hp, train_images, validation_images)
     expected = None
     if frozen is not None:
         expected = (
@@ -321,3 +297,24 @@ def estimate(
         max_seconds=experiment.max_runtime_seconds,
         spot=experiment.spot,
     )
+
+
+def cost_table(experiment: Experiment, train_images: int, count: int,
+               validation_images: int = timing.VALIDATION_IMAGES) -> str:  # fmt: skip
+    """The experiment on every current GPU type, cheapest first (and the seed's K80): estimated
+    time, the expected bill with spot, the on-demand one, and where each time comes from."""
+    rows = ["| instance | GPU | time (est.) | expected cost | on-demand | epoch times from |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    seed_type = [i for i in INSTANCES.values() if i.name == "ml.p2.xlarge"]
+    for instance in [*gpu_types_by_price(), *seed_type]:
+        cost = estimate(experiment, train_images, instance, count, None, validation_images)
+        if cost.expected_seconds is None:
+            continue
+        source = cost.epoch_seconds_source.split(":")[0]
+        rows.append(
+            f"| {count}x {instance.name} | {instance.accelerator} | "
+            f"{cost.expected_seconds / 60:.0f} min | ${cost.expected():.2f}"
+            f"{' with spot' if cost.spot else ''} | ${cost.on_demand(cost.expected_seconds):.2f} "
+            f"| {source} |"
+        )
+    return "\n".join(rows)

@@ -23,6 +23,7 @@ from training.data import splits
 from training.launch import experiments
 from training.launch.capacity import check_framework
 from training.launch.outage import RECONNECT_MINUTES
+from training.report import seed
 
 DEFAULT_EXPERIMENT = {"local": "smoke", "cloud": "small", "tune": "small", "cost": "small"}
 KIND = {"cloud": TRAINING_JOB, "tune": TUNING_JOB}  # what each cloud command creates
@@ -119,6 +120,16 @@ def run_settings(experiment: experiments.Experiment, manifest: dict | None,
     return dataclasses.replace(experiment.hp, **added)
 
 
+def required_data(args: argparse.Namespace, experiment: experiments.Experiment) -> dict:
+    """The prepared splits the experiment reads, whole; a cloud run of a seed experiment also
+    needs the seed's number of training images (before anything is staged or billed)."""
+    reference = seed.RESULTS.get(experiment.seed_reference or "")
+    train = None
+    if reference and args.command != "local":
+        train = (experiment.train_split, reference["train_images"])
+    return splits.require(args.splits, list(experiment.channels.values()), train)
+
+
 def from_args(args: argparse.Namespace) -> RunRequest:
     """The request of a parsed command line, every setting checked (see ``RunRequest.check``)."""
     command = args.command
@@ -136,11 +147,7 @@ def from_args(args: argparse.Namespace) -> RunRequest:
             "INSTANCE=auto is resolved against your account's quotas when a job is launched; "
             "name a type here (e.g. INSTANCE=ml.g4dn.xlarge)"
         )
-    manifest = (
-        splits.load(args.splits)
-        if command == "cost"
-        else splits.require(args.splits, list(experiment.channels.values()))
-    )
+    manifest = splits.load(args.splits) if command == "cost" else required_data(args, experiment)
     request = RunRequest(
         command=command,
         experiment=experiment,

@@ -39,15 +39,9 @@ class Summary:
         )
 
 
-def load_model(run: Path):
+def load_model(path: Path):
     from vgg_transfer import model as vgg
 
-    path = run / "model" / "model.h5"
-    if not path.is_file():
-        raise UserError(
-            f"no model at {path}: pass RUN=runs/<job> of a finished run (make train-local, or "
-            "make results JOB=<name> for a cloud run)"
-        )
     try:
         return vgg.load_model(str(path))
     except Exception as error:  # Keras raises several kinds for a file it cannot read
@@ -100,11 +94,11 @@ def write_rows(path: str, rows: list[tuple]) -> None:
 
 
 def predict(
-    run: Path, images: Path, out: Path, batch_size: int = BATCH, clip: float = 0.0
+    model_file: Path, images: Path, out: Path, batch_size: int = BATCH, clip: float = 0.0
 ) -> Summary:
-    """Classifies every image in ``images`` with the run's model into ``out``, which appears only
-    once every image has been seen."""
-    model = load_model(run)
+    """Classifies every image in ``images`` with the model into ``out``, which appears only once
+    every image has been seen, readable as the rest of the run folder is."""
+    model = load_model(model_file)
     decode = decoder(int(model.input_shape[1]))
     count, stream = sources(images)
     if count == 0:
@@ -124,9 +118,16 @@ def predict(
         if not summary.predicted:
             raise UserError(f"none of the {count} images in {images} could be decoded")
         write_rows(partial, rows)
+        os.chmod(partial, 0o666 & ~current_umask())  # mkstemp makes it private
         os.replace(partial, out)
     finally:
         if os.path.exists(partial):
             os.remove(partial)
     summary.seconds = time.time() - started
     return summary
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -95,7 +95,15 @@ def install(standin) -> Hooks:
                          SageMakerResponse.create_hyper_parameter_tuning_job)  # fmt: skip
     hooks = Hooks()
     for name in REPLACED + ADDED:
-        # A function on the class, so that moto calls it with its response object.
-        hooks.replace(SageMakerResponse, name, lambda response, _call=getattr(side, name): _call(
-            response))  # fmt: skip
+        hooks.replace(SageMakerResponse, name, _method(getattr(side, name)))
     return hooks
+
+
+def _method(call):
+    """A function on moto's class (not a bound method), so that moto calls it with its response
+    object."""
+
+    def method(response):
+        return call(response)
+
+    return method
