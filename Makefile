@@ -56,6 +56,8 @@ SCENARIO ?=
 WEIGHTS ?=
 # train-local: "docker" runs the real SageMaker TF image through the SDK's local-container mode
 MODE ?=
+# train-local: 1 keeps a finished run's checkpoints under runs/<job>/opt_ml (removed otherwise)
+KEEP_CHECKPOINTS ?=
 
 # 1: TensorFlow's CUDA build in .venv (Linux x86_64); default: 1 where nvidia-smi answers on Linux
 GPU ?= $(shell [ "$$(uname -s)" = Linux ] && nvidia-smi -L >/dev/null 2>&1 && echo 1)
@@ -85,7 +87,7 @@ export UV_CACHE_DIR ?= $(HOME)/.cache/uv
         data-upload train-local train-cloud rehearse standin-up standin-down results tune tune-results \
         predict report track ui \
         infra-preview \
-        infra-up infra-down bench cost clean
+        infra-up infra-down bench cost clean clean-runs
 
 help: ## list the targets and the settings they take
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -194,7 +196,8 @@ FOLLOW_ARGS = $(if $(RECONNECT_MINUTES),--reconnect-minutes $(RECONNECT_MINUTES)
 TUNE_ARGS = $(if $(MAX_JOBS),--max-jobs $(MAX_JOBS)) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 train-local: setup ## run an experiment on this machine, SageMaker contract emulated (default: smoke)
-	$(PY) -m training.launch local $(LAUNCH_ARGS) $(if $(MODE),--mode $(MODE))
+	$(PY) -m training.launch local $(LAUNCH_ARGS) $(if $(MODE),--mode $(MODE)) \
+	    $(if $(KEEP_CHECKPOINTS),--keep-checkpoints)
 
 train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch results (default: small)
 	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(RUNTIME_ARGS) $(FOLLOW_ARGS) \
@@ -258,6 +261,14 @@ infra-up: setup ## pulumi up, then write the outputs to .infra/<stack>.json for 
 infra-down: setup ## pulumi destroy (the bucket must be emptied first; the command says how)
 	$(PY) -m infra.cli down --stack $(STACK)
 
-clean: ## remove environments, caches and local runs (data/ is kept)
-	rm -rf $(VENV) $(COMPAT_VENV) .tools .pytest_cache .ruff_cache runs
+clean: ## remove environments and caches; keeps runs/ (with the MLflow store), data/ and .infra/
+	rm -rf $(VENV) $(COMPAT_VENV) .tools .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	@echo "kept: $(RUNS)/ (run folders, the MLflow store mlflow.db and mlartifacts/), data/, .infra/ \
+	and .pulumi-state/; make clean-runs deletes the runs and the MLflow store"
+
+clean-runs: ## delete every run under RUNS (default runs/) and the MLflow store there, listing them
+	@if [ -d "$(RUNS)" ]; then \
+	  echo "deleting from $(RUNS)/ (fetched cloud results are still in S3; local runs are not):"; \
+	  du -sh "$(RUNS)"/* "$(RUNS)"/.[!.]* 2>/dev/null | sed 's/^/  /'; rm -rf "$(RUNS)"; \
+	else echo "no $(RUNS)/: nothing to delete"; fi

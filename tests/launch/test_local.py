@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import tarfile
 
 import pytest
 
@@ -17,10 +16,14 @@ def test_local_run_emulates_the_container_and_writes_a_report(tiny_run, tiny_spl
     assert (opt_ml / "input" / "data" / "train").resolve() == (tiny_splits / "train_full").resolve()
     hps = json.loads((opt_ml / "input" / "config" / "hyperparameters.json").read_text())
     assert hps["image_size"] == "32" and hps["weights"] == "none"  # strings, as SageMaker writes
-    with tarfile.open(run_dir / "model.tar.gz") as tar:
-        assert tar.getnames() == ["model.h5"]  # packed like SageMaker: contents at the top
-    with tarfile.open(run_dir / "output.tar.gz") as tar:
-        assert set(tar.getnames()) == {"metrics.json", "history.csv", "config.json"}
+    # One copy of the model: unpacked from the archive SageMaker's way packed it (contents at
+    # the top), the archive and the instance's folders gone, and no checkpoints kept.
+    assert [p.name for p in (run_dir / "model").iterdir()] == ["model.h5"]
+    assert {p.name for p in (run_dir / "output").iterdir()} == {
+        "metrics.json", "history.csv", "config.json"}  # fmt: skip
+    assert not list(run_dir.glob("*.tar.gz"))
+    for gone in ("model", "output/data", "checkpoints"):
+        assert not (opt_ml / gone).exists(), f"opt_ml/{gone} was kept"
     report = json.loads((run_dir / "report.json").read_text())
     assert report["mode"] == "local" and report["experiment"] == "smoke"
     assert report["training_seconds"] > 0

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 from faultproxy import Fault, FaultProxy, throttling
+from tiny import archives
 
 from training.common.aws import session as aws_session
 from training.common.errors import UserError
@@ -27,7 +28,7 @@ LINES = 60
 @pytest.fixture
 def artifacts(tiny_run):
     """model.tar.gz and output.tar.gz of a real tiny run, as SageMaker packs them."""
-    return {name: (tiny_run / name).read_bytes() for name in ("model.tar.gz", "output.tar.gz")}
+    return archives(tiny_run)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from accounts import requests_sent
 from clock import Clock
 from launch_helpers import BUCKET, REGION, TINY, create_job
+from tiny import archives
 
 from training.common.aws import session as aws_session
 from training.common.aws import split_s3_uri
@@ -204,12 +205,13 @@ def tuning_in_moto(role_arn: str, tiny_run, without_model=()) -> JobEnd:
         name = job["TrainingJobName"]
         create_job(name, role_arn, "ml.m5.xlarge")
         prefix = f"outputs/{name}/output"
-        s3.upload_file(str(tiny_run / "output.tar.gz"), BUCKET, f"{prefix}/output.tar.gz")
+        packed = archives(tiny_run)
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}/output.tar.gz", Body=packed["output.tar.gz"])
         if name in without_model:  # SageMaker packs the empty model folder all the same
             s3.put_object(Bucket=BUCKET, Key=f"{prefix}/model.tar.gz", Body=empty_archive())
             stopped(name)
         else:
-            s3.upload_file(str(tiny_run / "model.tar.gz"), BUCKET, f"{prefix}/model.tar.gz")
+            s3.put_object(Bucket=BUCKET, Key=f"{prefix}/model.tar.gz", Body=packed["model.tar.gz"])
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=f"{name}/algo-1-1")
         logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=f"{name}/algo-1-1",
                             logEvents=[{"timestamp": int(time.time() * 1000),

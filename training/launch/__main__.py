@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="process",
         help="docker: the SageMaker SDK's local-container mode with the real TF image",
     )
+    commands.choices["local"].add_argument(
+        "--keep-checkpoints", action="store_true", help="keep a finished run's checkpoints"
+    )
     cloud = commands.choices["cloud"]
     cloud.add_argument("--network-isolation", action="store_true")
     cloud.add_argument(

@@ -124,7 +124,19 @@ def run_process(spec: JobSpec) -> float:
             f"— full log: {log_path}"
         )
     pack_artifacts(opt_ml, str(run_dir))
+    clear_instance(opt_ml, spec.keep_checkpoints)
     return round(seconds, 1)
+
+
+def clear_instance(opt_ml: OptMl, keep_checkpoints: bool) -> None:
+    """What the instance held once its artifacts are packed, as SageMaker's instance goes: the
+    model and output folders (the run folder gets them unpacked) and the checkpoints (a finished
+    run resumes nothing; KEEP_CHECKPOINTS=1 keeps them)."""
+    folders = [opt_ml.model, opt_ml.output_data]
+    if not keep_checkpoints:
+        folders.append(opt_ml.checkpoints)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_local(request: RunRequest, name: str | None = None) -> Path:

@@ -47,6 +47,7 @@ class RunRequest:
     max_jobs: int = 1  # tune: training jobs in all, and at once
     parallel: int = 1
     mode: str = "process"  # local: in this Python, or "docker" (the SDK's local container)
+    keep_checkpoints: bool = False  # local: keep a finished run's checkpoints
     poll_seconds: float | None = None  # following: how often to ask SageMaker (None: default)
     reconnect_minutes: float = RECONNECT_MINUTES  # following: how long to ride out an outage
 
@@ -165,6 +166,7 @@ def from_args(args: argparse.Namespace) -> RunRequest:
         max_jobs=getattr(args, "max_jobs", 1),
         parallel=getattr(args, "parallel", 1),
         mode=getattr(args, "mode", "process"),
+        keep_checkpoints=getattr(args, "keep_checkpoints", False),
         poll_seconds=getattr(args, "poll_seconds", None),
         reconnect_minutes=getattr(args, "reconnect_minutes", RECONNECT_MINUTES),
     )

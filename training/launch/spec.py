@@ -44,6 +44,7 @@ class JobSpec:
     code_prefix: str = ""  # ...and under which prefix
     network_isolation: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    keep_checkpoints: bool = False  # local: keep the checkpoints of a finished run
     environment: dict[str, str] = field(default_factory=dict)  # cloud: the container's, and the
     # job description's (what the report reads back: experiment, commit, the price preflight used)
 
@@ -115,4 +116,5 @@ def local_spec(request: RunRequest, run_dir: Path, image: str = "") -> JobSpec:
         instance_count=1,
         image=image,
         output=str(run_dir),
+        keep_checkpoints=request.keep_checkpoints,
     )

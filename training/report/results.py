@@ -59,11 +59,14 @@ def unpack(archive: Path, target: Path) -> None:
 
 
 def unpack_artifacts(run_dir: Path) -> None:
+    """model.tar.gz into model/ and output.tar.gz into output/; the archives, SageMaker's way of
+    carrying them (and still in S3 for a cloud run), go: a run keeps one copy of its model."""
     for name, folder in ((MODEL_ARCHIVE, "model"), (OUTPUT_ARCHIVE, "output")):
         archive = run_dir / name
         if not archive.exists():
             raise UserError(f"{archive} is missing: the job wrote no {name}")
         unpack(archive, run_dir / folder)
+        archive.unlink()
 
 
 def read_history(path: Path) -> list[dict]:
