@@ -83,7 +83,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export UV_CACHE_DIR ?= $(HOME)/.cache/uv
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-compat lock check-platforms lint format test test-fast data data-sample \
+.PHONY: help setup setup-compat lock check-platforms lint format test test-fast check data data-sample \
         data-upload train-local train-cloud rehearse standin-up standin-down results tune tune-results \
         predict report track ui \
         infra-preview \
@@ -174,6 +174,10 @@ test: setup setup-compat lint ## lint, the whole suite (TF 2.21) and the job's t
 
 test-fast: setup ## the suite without the slow (training) tests, main environment only
 	$(call run_pytest,$(PY),$(XDIST) tests -m "not slow")
+
+# --- the cloud path ---------------------------------------------------------------------------
+check: setup ## every prerequisite of the cloud path, ✓ or ✗ with the remedy (spends nothing)
+	$(PY) -m training.launch check --stack $(STACK) --splits $(SPLITS)
 
 # --- data -------------------------------------------------------------------------------------
 data: setup ## Kaggle's train.zip (downloaded with your Kaggle token, or DATA=path/to/train.zip) → the seed's splits

@@ -7,6 +7,7 @@ python -m training.launch tune   [--experiment small] [--max-jobs 10] [--paralle
 python -m training.launch results --job <name>
 python -m training.launch tune-results --tuning-job <name>
 python -m training.launch cost   [--experiment small] [--instance ml.g4dn.xlarge]
+python -m training.launch check  [--stack dev]
 
 ``cloud`` and ``tune`` take one path, whatever the kind of job they create: preflight → stage →
 submit → follow → fetch; ``results`` and ``tune-results`` pick a job up at follow.
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.choices["tune"]
     tune.add_argument("--max-jobs", type=positive_int, default=10, help="training jobs in all")
     tune.add_argument("--parallel", type=positive_int, default=2, help="training jobs at once")
+    check = commands.add_parser("check", help="every prerequisite of the cloud path (make check)")
+    check.add_argument("--stack", default="dev")
+    check.add_argument("--splits", type=Path, default=Path("data/splits"))
     for name, (_, option) in FOLLOWED.items():
         sub = commands.add_parser(name)
         sub.add_argument(option, dest="name")
@@ -164,7 +168,10 @@ def run_followed(args) -> int:
     """make results and make tune-results: a job submitted earlier, followed and fetched."""
     kind, _ = FOLLOWED[args.command]
     if not args.name:
-        raise UserError(f"which {kind.noun}? {kind.results_command(f'<{kind.noun} name>')}")
+        raise UserError(
+            f"which {kind.noun}? {kind.results_command(f'<{kind.noun} name>')} (the launch "
+            f"printed it: `submitted <name>`; `{kind.list_command}` lists them)"
+        )
     session = aws.session(load_outputs(args.stack, INFRA_DIR).region)
     return follow_and_fetch(kind, session, args.name, args.runs, args.poll_seconds,
                             args.reconnect_minutes)  # fmt: skip
@@ -206,6 +213,10 @@ REQUESTS = {"local": run_local, "cloud": run_cloud, "tune": run_cloud, "cost": r
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        from training.launch.check import check
+
+        return check(args.stack, args.splits)
     if args.command in FOLLOWED:
         return run_followed(args)
     experiment = args.experiment or DEFAULT_EXPERIMENT[args.command]

@@ -10,6 +10,7 @@ from pathlib import Path
 from vgg_transfer.contract import FINE_TUNED, FROZEN
 
 from training.common.errors import UserError, cli
+from training.data.sample import EXPERIMENT as SAMPLE_EXPERIMENT
 from training.report import seed
 
 
@@ -35,8 +36,11 @@ def render(reports: list[dict]) -> str:
         delta = phases[FINE_TUNED].get("test_accuracy_minus_seed")
         seconds = report.get("training_seconds") or sum(p["seconds"] for p in phases.values())
         cost = report.get("cost_usd")
+        experiment = report["experiment"]
+        if experiment == SAMPLE_EXPERIMENT:  # its accuracy is of warm and cool scenes
+            experiment += " (synthetic sample, not photos)"
         lines.append(
-            f"| {report['job_name']} | {report['experiment']} | {report['mode']} "
+            f"| {report['job_name']} | {experiment} | {report['mode']} "
             f"| {report['images']['train']['total']} | {phases[FROZEN]['test_accuracy']:.4f} "
             f"| {phases[FINE_TUNED]['test_accuracy']:.4f} "
             f"| {'—' if delta is None else f'{delta:+.4f}'} "

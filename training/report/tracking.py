@@ -19,6 +19,7 @@ one. Nothing is lost when tracking fails: one line says so, the run's files are 
 """
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -26,6 +27,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -205,11 +208,26 @@ def fresh_run(client, experiment: str, job: str, parent: str | None = None, star
 
 
 def up_to_date(client, experiment: str, job: str, digest: str) -> str | None:
-    """The run id when ``job`` is recorded from these very files."""
+    """The run id when ``job`` is recorded, whole, from these very files: the fingerprint is the
+    last thing a record writes, so a record cut short has none and is made again."""
     old = existing_run(client, experiment, job)
     if old is not None and old.data.tags.get(FINGERPRINT_TAG) == digest:
         return old.info.run_id
     return None
+
+
+@contextmanager
+def completing(client, run_id: str, digest: str, status: str, end_ms=None):
+    """A record's body, then its fingerprint and end: a record that fails part-way is ended
+    FAILED, without a fingerprint, so the next `make track` (or fetch) makes it again."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the store may be what failed
+            client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_tag(run_id, FINGERPRINT_TAG, digest)
+    client.set_terminated(run_id, status, end_time=end_ms)
 
 
 def log_all(client, run_id: str, params: dict, metrics: list, tags: dict) -> None:
@@ -230,6 +248,13 @@ def record_run(run_dir: Path, parent: str | None = None, log_model: bool = False
                print_line=print) -> str | None:  # fmt: skip
     """Records ``runs/<job>`` (report.json, history.csv, plots) in MLflow; returns the run id, or
     None when tracking failed (one line says so; the files are untouched)."""
+    recorded = record(run_dir, parent, log_model, print_line)
+    return recorded and recorded[0]
+
+
+def record(run_dir: Path, parent: str | None = None, log_model: bool = False,
+           print_line=print) -> tuple[str, bool] | None:  # fmt: skip
+    """record_run's (run id, whether it was recorded now rather than found whole), or None."""
     run_dir = Path(run_dir)
     report_path = run_dir / "report.json"
     history_path = run_dir / "output" / contract.HISTORY_FILE
@@ -239,18 +264,19 @@ def record_run(run_dir: Path, parent: str | None = None, log_model: bool = False
     job = report["job_name"]
     try:
         with quiet_mlflow():
-            run_id = _record(run_dir, report, history_path, parent, log_model)
+            run_id, fresh = _record(run_dir, report, history_path, parent, log_model)
     except Exception as error:  # MLflow and its stores raise many kinds
         print_line(tracking_failed(job, error))
         return None
-    print_line(
-        f"[mlflow] {job}: run {run_id} in experiment {report['experiment']!r} of "
-        f"{tracking_uri()} (make ui to compare runs)"
-    )
-    return run_id
+    if fresh:
+        print_line(
+            f"[mlflow] {job}: run {run_id} in experiment {report['experiment']!r} of "
+            f"{tracking_uri()} (make ui to compare runs)"
+        )
+    return run_id, fresh
 
 
-def _record(run_dir, report, history_path, parent, log_model) -> str:
+def _record(run_dir, report, history_path, parent, log_model) -> tuple[str, bool]:
     client = client_for()
     experiment = experiment_id(client, report["experiment"])
     digest = fingerprint(run_dir / "report.json", history_path)
@@ -258,25 +284,25 @@ def _record(run_dir, report, history_path, parent, log_model) -> str:
     if current and not log_model:
         if parent:  # recorded alone first (make track), now known as a tuning job's member
             client.set_tag(current, "mlflow.parentRunId", parent)
-        return current
+        return current, False
     start_ms, end_ms = run_times(report)
-    run = fresh_run(client, experiment, report["job_name"], parent, start_ms)
-    run_id = run.info.run_id
-    metrics = epoch_metrics(read_history(history_path))
-    metrics += [(key, value, 0) for key, value in summary_metrics(report).items()]
-    log_all(client, run_id, run_params(report), metrics,
-            {**run_tags(report), FINGERPRINT_TAG: digest})  # fmt: skip
-    for name in ("report.md", "report.json", *report.get("plots", [])):
-        if (run_dir / name).exists():
-            client.log_artifact(run_id, str(run_dir / name))
-    config = run_dir / "output" / contract.CONFIG_FILE
-    if config.exists():
-        client.log_artifact(run_id, str(config))
-    if log_model:
-        log_keras_model(run_id, run_dir / "model" / contract.MODEL_FILE)
-    client.set_terminated(run_id, "FINISHED" if report.get("status", "Completed") == "Completed"
-                          else "KILLED", end_time=end_ms)  # fmt: skip
-    return run_id
+    run_id = fresh_run(client, experiment, report["job_name"], parent, start_ms).info.run_id
+    status = "FINISHED" if report.get("status", "Completed") == "Completed" else "KILLED"
+    with completing(client, run_id, digest, status, end_ms):
+        metrics = epoch_metrics(read_history(history_path))
+        metrics += [(key, value, 0) for key, value in summary_metrics(report).items()]
+        log_all(client, run_id, run_params(report), metrics, run_tags(report))
+        for path in run_files(run_dir, report):
+            client.log_artifact(run_id, str(path))
+        if log_model:
+            log_keras_model(run_id, run_dir / "model" / contract.MODEL_FILE)
+    return run_id, True
+
+
+def run_files(run_dir: Path, report: dict) -> list[Path]:
+    """What a run's record carries: its report, plots and resolved config."""
+    names = ["report.md", "report.json", *report.get("plots", []), f"output/{contract.CONFIG_FILE}"]
+    return [run_dir / name for name in names if (run_dir / name).exists()]
 
 
 def run_times(report: dict) -> tuple:
@@ -336,10 +362,11 @@ def log_metrics(lines: list[str]) -> list[tuple[str, float, int]]:
     return points
 
 
-def record_tuning(tuning_dir: Path, print_line=print) -> str | None:
+def record_tuning(tuning_dir: Path, print_line=print) -> tuple[str, bool] | None:
     """The tuning job as a parent run (its table, plot and settings), and each of its training
     jobs as a child run (tuned values, status, objective, curves from its log); the fetched best
-    job's full record is a child too. Returns the parent run id, or None (one line)."""
+    job's full record is a child too. Returns (the parent run id, whether it was recorded now),
+    or None (one line says why)."""
     tuning_dir = Path(tuning_dir)
     summary = json.loads((tuning_dir / "tuning.json").read_text())
     try:
@@ -350,44 +377,53 @@ def record_tuning(tuning_dir: Path, print_line=print) -> str | None:
         return None
 
 
-def _record_tuning(tuning_dir: Path, summary: dict) -> str:
+def _record_tuning(tuning_dir: Path, summary: dict) -> tuple[str, bool]:
     from training.common.sagemaker import experiment_of
 
-    runs_dir = tuning_dir.parent
     client = client_for()
     name = summary["tuning_job"]
     experiment = experiment_id(client, experiment_of(name))
+    files = [tuning_dir / "tuning.json", *sorted((tuning_dir / "logs").glob("*.log"))]
+    digest = fingerprint(*files)
+    current = up_to_date(client, experiment, name, digest)
+    if current:
+        return current, False
     parent = fresh_run(client, experiment, name).info.run_id
-    log_all(client, parent, {"objective": summary["objective"], "tuned": ",".join(summary["tuned"])},
-            [], {JOB_TAG: name, "status": summary["status"],
-                 "best_training_job": summary.get("best_training_job") or ""})  # fmt: skip
-    for artifact in ("tuning.md", "tuning.json", "tuning.png"):
-        client.log_artifact(parent, str(tuning_dir / artifact))
-    for row in summary["training_jobs"]:
-        job = row["training_job"]
-        if (
-            row["training_job"] == summary.get("fetched_training_job")
-            and (runs_dir / job / "report.json").exists()
-        ):
-            best = _record(runs_dir / job, json.loads((runs_dir / job / "report.json").read_text()),
-                           runs_dir / job / "output" / contract.HISTORY_FILE, parent, False)  # fmt: skip
-            if row.get("objective") is not None:
-                client.log_metric(best, summary["objective"], row["objective"])
-            continue
-        child = fresh_run(client, experiment, job, parent).info.run_id
-        log = tuning_dir / "logs" / f"{job}.log"
-        lines = log.read_text().splitlines() if log.exists() else []
-        metrics = log_metrics(lines)
+    with completing(client, parent, digest, "FINISHED"):
+        log_all(client, parent, {"objective": summary["objective"],
+                                 "tuned": ",".join(summary["tuned"])},
+                [], {JOB_TAG: name, "status": summary["status"],
+                     "best_training_job": summary.get("best_training_job") or ""})  # fmt: skip
+        for artifact in ("tuning.md", "tuning.json", "tuning.png"):
+            client.log_artifact(parent, str(tuning_dir / artifact))
+        for row in summary["training_jobs"]:
+            _record_member(client, experiment, parent, tuning_dir, summary, row)
+    return parent, True
+
+
+def _record_member(client, experiment: str, parent: str, tuning_dir: Path, summary: dict,
+                   row: dict) -> None:  # fmt: skip
+    """A tuning job's training job as a child run: the fetched best job's full record, the
+    others' from their row and log."""
+    job, runs_dir = row["training_job"], tuning_dir.parent
+    report = runs_dir / job / "report.json"
+    if job == summary.get("fetched_training_job") and report.exists():
+        best, _ = _record(runs_dir / job, json.loads(report.read_text()),
+                          runs_dir / job / "output" / contract.HISTORY_FILE, parent, False)  # fmt: skip
         if row.get("objective") is not None:
-            metrics.append((summary["objective"], row["objective"], 0))
-        params = {key: str(row[key]) for key in summary["tuned"]}
-        log_all(client, child, params, metrics, {JOB_TAG: job, "status": str(row["status"]),
-                "failure_reason": str(row.get("failure_reason") or "")})  # fmt: skip
-        if log.exists():
-            client.log_artifact(child, str(log))
-        client.set_terminated(child, "FINISHED" if row["status"] == "Completed" else "FAILED")
-    client.set_terminated(parent, "FINISHED")
-    return parent
+            client.log_metric(best, summary["objective"], row["objective"])
+        return
+    child = fresh_run(client, experiment, job, parent).info.run_id
+    log = tuning_dir / "logs" / f"{job}.log"
+    metrics = log_metrics(log.read_text().splitlines() if log.exists() else [])
+    if row.get("objective") is not None:
+        metrics.append((summary["objective"], row["objective"], 0))
+    params = {key: str(row[key]) for key in summary["tuned"]}
+    log_all(client, child, params, metrics, {JOB_TAG: job, "status": str(row["status"]),
+            "failure_reason": str(row.get("failure_reason") or "")})  # fmt: skip
+    if log.exists():
+        client.log_artifact(child, str(log))
+    client.set_terminated(child, "FINISHED" if row["status"] == "Completed" else "FAILED")
 
 
 def tuning_record(name: str, objective: str) -> tuple[str, dict[str, float | None]] | None:
@@ -423,14 +459,16 @@ def folders_with(runs_dir: Path, name: str) -> list[Path]:
     return found
 
 
-def record_all(runs_dir: Path, log_model: bool = False) -> int:
-    """Every finished run and tuning job under ``runs_dir``; returns how many were recorded."""
-    recorded = 0
-    for folder in folders_with(runs_dir, "report.json"):
-        recorded += record_run(folder, log_model=log_model) is not None
-    for folder in folders_with(runs_dir, "tuning.json"):
-        recorded += record_tuning(folder) is not None
-    return recorded
+def record_all(runs_dir: Path, log_model: bool = False) -> tuple[int, int, int]:
+    """Every finished run and tuning job under ``runs_dir``: (recorded now, already recorded
+    whole, failed)."""
+    results = [
+        record(folder, log_model=log_model) for folder in folders_with(runs_dir, "report.json")
+    ]
+    results += [record_tuning(folder) for folder in folders_with(runs_dir, "tuning.json")]
+    done = [result for result in results if result]
+    fresh = sum(new for _, new in done)
+    return fresh, len(done) - fresh, len(results) - len(done)
 
 
 UI_PORT = 5000
@@ -452,9 +490,21 @@ def presigned_url(arn: str) -> str:
     return answer["AuthorizedUrl"]
 
 
+# make ui's server: one web worker and none of MLflow 3's job runners (GenAI jobs this project
+# never schedules), so it answers in seconds on two cores; warnings about MLflow's own
+# deprecations are not the user's to act on.
+UI_ENVIRONMENT = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,"
+    "ignore:starlette.middleware.wsgi is deprecated",
+}
+UI_STOP_SECONDS = 10
+
+
 def serve_ui(port: int = UI_PORT) -> int:
-    """``make ui``: the MLflow UI over the project's store on 127.0.0.1; for a remote tracking
-    server, where to open its own UI."""
+    """``make ui``: the MLflow UI over the project's store on 127.0.0.1 until Ctrl-C or
+    ``kill <pid>``, which stop every process it started; for a remote tracking server, where to
+    open its own UI."""
     uri = tracking_uri()
     if uri.startswith("arn:"):
         print(f"MLflow UI of {uri}: {presigned_url(uri)}")
@@ -463,14 +513,39 @@ def serve_ui(port: int = UI_PORT) -> int:
         print(f"MLflow UI: {uri} (MLFLOW_TRACKING_URI's own server)")
         return 0
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    print(
-        f"MLflow UI: http://127.0.0.1:{port} (runs recorded in {uri}; Ctrl-C stops it)", flush=True
-    )
-    command = ["mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root",
-               artifact_location(), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     executable = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    os.execv(executable, [executable, *command[1:]])
-    return 0
+    command = [executable, "server", "--backend-store-uri", uri, "--default-artifact-root",
+               artifact_location(), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]  # fmt: skip
+    # Its own process group: stopping make ui stops the server and everything it started.
+    server = subprocess.Popen(command, env={**os.environ, **UI_ENVIRONMENT},
+                              start_new_session=True)  # fmt: skip
+    print(f"MLflow UI: http://127.0.0.1:{port} (runs recorded in {uri}; Ctrl-C or kill "
+          f"{os.getpid()} stops it)", flush=True)  # fmt: skip
+    stopped = []
+
+    def stop(signum, frame) -> None:
+        stopped.append(signum)
+        stop_group(server)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    try:
+        code = server.wait()
+    finally:
+        stop_group(server)
+    return 0 if stopped else code
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's whole process group, then, after a grace period, SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+        deadline = time.time() + UI_STOP_SECONDS
+        while time.time() < deadline:
+            os.killpg(server.pid, 0)  # raises once no process of the group is left
+            time.sleep(0.1)
+        os.killpg(server.pid, signal.SIGKILL)
 
 
 @cli
@@ -485,9 +560,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve_ui(args.port)
     if not args.runs.is_dir():
         raise UserError(f"no runs folder at {args.runs}: run `make train-local` first")
-    count = record_all(args.runs, args.log_model)
-    print(f"tracking: {count} run(s) under {args.runs} recorded in {tracking_uri()}")
-    return 0
+    fresh, whole, failed = record_all(args.runs, args.log_model)
+    print(f"tracking: {fresh} run(s) under {args.runs} recorded in {tracking_uri()}, {whole} "
+          f"already recorded" + (f", {failed} not recorded (see above)" if failed else ""))  # fmt: skip
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
