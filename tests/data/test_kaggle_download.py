@@ -127,6 +127,8 @@ def test_no_credentials_is_one_line_naming_where_to_make_a_token(kaggle_user, mo
     assert err.count("\n") == 1 and kaggle_download.TOKEN_URL in err
     assert "make data DATA=path/to/train.zip" in err
     # make predict IMAGES=kaggle fetches test.zip the same way, and says the same
+    Path("runs/any/model").mkdir(parents=True)
+    Path("runs/any/model/model.h5").write_bytes(b"not read: the images come first")
     assert predict.main(["--run", "runs/any", "--images", "kaggle"]) == 2
     err = capsys.readouterr().err
     assert kaggle_download.TOKEN_URL in err and "make predict IMAGES=path/to/test.zip" in err

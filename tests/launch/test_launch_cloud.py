@@ -98,7 +98,8 @@ def test_a_failed_job_shows_its_reason_and_log_tail(aws, capsys):
 
 
 def test_missing_infra_outputs_say_run_infra_up(aws, tiny_splits, capsys):
-    assert launch(["cloud", "--stack", "nope", "--splits", str(tiny_splits)]) == 2
+    assert launch(["cloud", "--experiment", "smoke", "--stack", "nope", "--splits",
+                   str(tiny_splits)]) == 2  # fmt: skip
     assert "make infra-up STACK=nope" in capsys.readouterr().err
 
 
@@ -119,13 +120,25 @@ def test_quota_zero_stops_before_anything_is_staged(quotas, aws, tiny_splits, ca
     quotas.values = {quota_name(i, spot): 1.0 for i in ("ml.g5.xlarge", "ml.g6.xlarge")
                      for spot in (False, True)}  # fmt: skip
     assert (
-        launch(["cloud", "--experiment", "small", "--splits", str(tiny_splits), "--stack", "test"])
-        == 2
+        launch(
+            [
+                "cloud",
+                "--experiment",
+                "smoke",
+                "--instance",
+                "ml.p2.xlarge",
+                "--splits",
+                str(tiny_splits),
+                "--stack",
+                "test",
+            ]
+        )
+        == 2  # fmt: skip
     )
     err = capsys.readouterr().err
     assert "quota for ml.p2.xlarge is 0" in err
     # the exact command to run instead, with the cheapest type the account may use
-    assert "`make train-cloud EXPERIMENT=small INSTANCE=ml.g6.xlarge`" in err
+    assert "`make train-cloud EXPERIMENT=smoke INSTANCE=ml.g6.xlarge`" in err
     assert (
         boto3.client("sagemaker", region_name=REGION).list_training_jobs()["TrainingJobSummaries"]
         == []
@@ -206,8 +219,8 @@ def test_instance_auto_picks_the_cheapest_gpu_type_with_quota(capsys):
 
 
 def test_p2_runs_with_a_plain_warning_before_anything_is_spent(aws, sent, tiny_splits, capsys):
-    code = launch(["cloud", "--experiment", "small", "--hp", *TINY, "--splits", str(tiny_splits),
-                   "--stack", "test", "--detach"])  # fmt: skip
+    code = launch(["cloud", "--experiment", "smoke", "--instance", "ml.p2.xlarge", "--hp", *TINY,
+                   "--splits", str(tiny_splits), "--stack", "test", "--detach"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     warning = next(line for line in out.splitlines() if "warning:" in line)
@@ -288,8 +301,8 @@ def test_metric_definitions_match_the_jobs_log_lines():
 
 
 def test_network_isolation_needs_a_weights_file(aws, tiny_splits, capsys):
-    code = launch(["cloud", "--experiment", "small", "--network-isolation", "--splits",
-                   str(tiny_splits), "--stack", "test"])  # fmt: skip
+    code = launch(["cloud", "--experiment", "smoke", "--hp", "weights=imagenet",
+                   "--network-isolation", "--splits", str(tiny_splits), "--stack", "test"])  # fmt: skip
     assert code == 2 and "WEIGHTS=" in capsys.readouterr().err
 
 

@@ -69,7 +69,7 @@ def test_an_unfinished_run_is_resumed_and_says_so(aws, tiny_splits, capsys):
 
 def test_xla_on_several_k80s_is_refused_before_any_aws_call(tiny_splits, tmp_path, capsys):
     # No AWS fixture: a call would fail on missing credentials, not with this message.
-    assert launch(["cloud", "--experiment", "small", "--instance", "ml.p2.8xlarge", "--hp",
+    assert launch(["cloud", "--experiment", "smoke", "--instance", "ml.p2.8xlarge", "--hp",
                    "xla=true", "--splits", str(tiny_splits), "--stack", "test"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "xla=true with 8 replicas fails under Keras 2" in err and "ml.p2.8xlarge" in err

@@ -73,32 +73,38 @@ def test_report_without_runs_says_what_to_do(tmp_path, capsys):
     assert "make train-local" in capsys.readouterr().err
 
 
-def test_cost_estimate_uses_bench_measurements_when_present(tmp_path):
+def test_epoch_times_are_the_seeds_on_the_k80_estimated_elsewhere_and_measured_when_benched(
+    tmp_path,
+):
     from training.common.instances import lookup
-    from training.launch import capacity
+    from training.launch import capacity, timing
     from training.launch.experiments import load
 
     small = load("small")
-    p2, g5 = lookup("ml.p2.xlarge"), lookup("ml.g5.xlarge")
+    p2, g5, m5 = lookup("ml.p2.xlarge"), lookup("ml.g5.xlarge"), lookup("ml.m5.xlarge")
     seed_based = capacity.estimate(small, 4000, p2, 1)
-    assert seed_based.epoch_seconds_source == "seed study's K80 timings"
-    # 30 × 36.5 s + 50 × 41.5 s of K80 epochs, plus start-up
+    assert seed_based.epoch_seconds_source == "the seed's K80 epochs"
+    # 30 × 36.5 s + 50 × 41.5 s of K80 epochs, plus start-up: the calibration point itself
     assert seed_based.expected_seconds == pytest.approx(300 + 30 * 36.5 + 50 * 41.5)
-    assert capacity.estimate(small, 4000, g5, 1).expected_seconds is None
-    bench = tmp_path / "bench.json"
-    bench.write_text(
-        json.dumps(
-            {
-                "epoch_seconds_by_instance": {
-                    "ml.g5.xlarge": {"frozen": 0.001, "fine_tuned": 0.002, "validation": 0.0005}
-                }
-            }
-        )
-    )
-    frozen, fine, source = capacity.epoch_seconds("ml.g5.xlarge", 4000, bench)
-    assert (frozen, fine) == pytest.approx((4 + 1, 8 + 1)) and "make bench" in source
     line = seed_based.line()
     assert "$1.125/h" in line and "with spot (assumed 70% saving" in line
+    # Elsewhere: the same work at the GPU's peak float32 rate, the K80's achieved share of it.
+    g5_cost = capacity.estimate(small, 4000, g5, 1)
+    speedup = timing.PEAK_FP32_TFLOPS["A10G"] / timing.PEAK_FP32_TFLOPS["K80"]
+    k80_epochs = 30 * 36.5 + 50 * 41.5
+    assert g5_cost.expected_seconds == pytest.approx(300 + k80_epochs / speedup)
+    assert "estimated" in g5_cost.epoch_seconds_source
+    # More work (full's 21,000 images, a larger image, more unfrozen layers) takes longer.
+    frozen, fine, _ = timing.epoch_seconds(g5, small.hp, 4000)
+    bigger = load("small", ["image_size=224", "unfreeze_from=block3_conv1"]).hp
+    frozen_big, fine_big, _ = timing.epoch_seconds(g5, bigger, 21000)
+    assert frozen_big > frozen * 5 and fine_big > fine * 5
+    assert capacity.estimate(small, 4000, m5, 1).expected_seconds is None  # no GPU: unknown
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"epoch_seconds_by_instance": {
+        "ml.g5.xlarge": {"frozen": 0.001, "fine_tuned": 0.002, "validation": 0.0005}}}))  # fmt: skip
+    frozen, fine, source = timing.epoch_seconds(g5, small.hp, 4000, bench_file=bench)
+    assert (frozen, fine) == pytest.approx((4 + 1, 8 + 1)) and "make bench" in source
 
 
 def test_docker_mode_without_an_engine_says_so(tiny_splits, tmp_path, monkeypatch, capsys):

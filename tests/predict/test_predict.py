@@ -83,8 +83,8 @@ def test_clip_keeps_every_probability_off_zero_and_one(tmp_path, capsys):
     run = ["--run", str(tmp_path / "run"), "--images", str(images)]
     assert predict(run) == 0
     assert all(p > 0.9999 for p in read_predictions(tmp_path / "run" / "predictions.csv").values())
-    assert predict([*run, "--clip", "0.005"]) == 0
-    assert set(read_predictions(tmp_path / "run" / "predictions.csv").values()) == {0.995}
+    assert predict([*run, "--clip", "0.005", "--out", str(tmp_path / "clipped.csv")]) == 0
+    assert set(read_predictions(tmp_path / "clipped.csv").values()) == {0.995}
     assert "clipped to [0.005, 0.995]" in capsys.readouterr().out
     with pytest.raises(SystemExit) as refused:  # argparse: usage and one error line
         predict([*run, "--clip", "0.7"])
