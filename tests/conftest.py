@@ -2,6 +2,7 @@
 order the tests run in, and the MLflow store the runs they make are recorded in."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -44,12 +45,29 @@ def mlflow_store(tmp_path_factory):
         os.environ[TRACKING_ENV] = previous
 
 
+def shared(tmp_path_factory, name: str, build):
+    """What ``build(folder)`` makes, once for the whole test run: pytest-xdist's workers (one per
+    core) wait for the first to build it, under a lock, instead of each building its own."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' common parent: this run's, not an earlier run's
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            done.write_text(str(build(folder)))
+    return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_splits(tmp_path_factory):
     """The sample generator at 20 images per class: 2/1/3/17 per class and split (tiny.py)."""
     from tiny import tiny_splits
 
-    return tiny_splits(tmp_path_factory.mktemp("tiny"))
+    return shared(tmp_path_factory, "tiny", tiny_splits)
 
 
 @pytest.fixture
@@ -79,7 +97,10 @@ def tiny_run(tiny_splits, tmp_path_factory):
 
     from training.launch.__main__ import main as launch
 
-    runs = tmp_path_factory.mktemp("tiny-run")
-    assert launch(["local", "--hp", *TINY, "--splits", str(tiny_splits), "--runs", str(runs)]) == 0
-    (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]
-    return run_dir
+    def build(runs: Path) -> Path:
+        code = launch(["local", "--hp", *TINY, "--splits", str(tiny_splits), "--runs", str(runs)])
+        assert code == 0
+        (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]
+        return run_dir
+
+    return shared(tmp_path_factory, "tiny-run", build)

@@ -102,7 +102,7 @@ def detach(shell: Shell, plan: Rehearsal) -> str:
 
 
 FIRST_LIMIT_MINUTES = 0.5  # a first guess at a limit that stops the job after an epoch
-LIMIT_STEP_MINUTES = 0.25  # shorter than the smoke experiment's epochs after the first
+LIMIT_STEP_MINUTES = 0.1  # shorter than the epochs after the first (smoke's, or a test's)
 LIMIT_TRIES = 8
 
 
