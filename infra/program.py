@@ -8,7 +8,13 @@ import pulumi_aws as aws
 
 from infra import dlc
 from infra.bucket import PREFIXES, BucketSettings, TrainingBucket
-from infra.role import LauncherExtras, LauncherPolicy, SageMakerExecutionRole, Scope
+from infra.role import (
+    LauncherExtras,
+    LauncherPolicy,
+    SageMakerExecutionRole,
+    Scope,
+    split_artifact_uri,
+)
 
 
 def read_settings(config: pulumi.Config) -> BucketSettings:
@@ -25,6 +31,26 @@ def read_settings(config: pulumi.Config) -> BucketSettings:
     )
 
 
+def mlflow_settings(config: pulumi.Config) -> dict[str, str | None]:
+    """Off by default: where the launcher records runs in MLflow besides the project's own store.
+    ``mlflowArtifactUri``: the S3 location a team's MLflow keeps artifacts in (a managed server's
+    ArtifactStoreUri, or a shared server's --default-artifact-root); ``mlflowTrackingServerArn``:
+    a SageMaker managed MLflow tracking server, whose plugin uploads there with the launcher's
+    own credentials, so it needs the location too."""
+    server = config.get("mlflowTrackingServerArn")
+    artifacts = config.get("mlflowArtifactUri")
+    if server and not artifacts:
+        raise ValueError(
+            "mlflowTrackingServerArn needs mlflowArtifactUri: the server's artifact store, which "
+            "the launcher writes to (aws sagemaker describe-mlflow-tracking-server "
+            "--tracking-server-name <name> --query ArtifactStoreUri), then "
+            "`pulumi config set mlflowArtifactUri s3://…`"
+        )
+    if artifacts:
+        split_artifact_uri(artifacts)  # a malformed location is refused before anything is made
+    return {"mlflow_tracking_server_arn": server, "mlflow_artifact_uri": artifacts}
+
+
 def define_stack() -> dict[str, pulumi.Input]:
     region = pulumi.Config("aws").require("region")
     settings = read_settings(pulumi.Config())
@@ -33,11 +59,7 @@ def define_stack() -> dict[str, pulumi.Input]:
 
     bucket = TrainingBucket("training", settings)
     role = SageMakerExecutionRole("sagemaker-execution", bucket.arn, scope, settings.kms_key_arn)
-    extras = LauncherExtras(
-        kms_key_arn=settings.kms_key_arn,
-        # Off by default: the launcher records runs in MLflow here only when this is set.
-        mlflow_tracking_server_arn=pulumi.Config().get("mlflowTrackingServerArn"),
-    )
+    extras = LauncherExtras(kms_key_arn=settings.kms_key_arn, **mlflow_settings(pulumi.Config()))
     launcher = LauncherPolicy("launcher", bucket.arn, role.arn, scope, extras)
 
     outputs: dict[str, pulumi.Input] = {

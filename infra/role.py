@@ -164,11 +164,13 @@ class LauncherExtras:
 
     kms_key_arn: str | None = None  # the bucket's customer KMS key
     mlflow_tracking_server_arn: str | None = None  # a SageMaker managed MLflow tracking server
+    mlflow_artifact_uri: str | None = None  # s3://bucket/prefix: where its runs' artifacts go
 
 
 def mlflow_statements(server_arn: str) -> list[dict]:
     """Recording runs in a SageMaker managed MLflow tracking server (training/report/tracking.py,
-    through the sagemaker-mlflow plugin), and make ui's presigned link to its UI."""
+    through the sagemaker-mlflow plugin), asking its MLflow version, and make ui's presigned link
+    to its UI."""
     return [
         {
             "Sid": "RecordRunsInMlflow",
@@ -177,10 +179,43 @@ def mlflow_statements(server_arn: str) -> list[dict]:
             "Resource": server_arn,
         },
         {
-            "Sid": "OpenMlflowUi",
+            "Sid": "ReadMlflowServer",
             "Effect": "Allow",
-            "Action": "sagemaker:CreatePresignedMlflowTrackingServerUrl",
+            "Action": [
+                "sagemaker:DescribeMlflowTrackingServer",
+                "sagemaker:CreatePresignedMlflowTrackingServerUrl",
+            ],
             "Resource": server_arn,
+        },
+    ]
+
+
+def split_artifact_uri(artifact_uri: str) -> tuple[str, str]:
+    """(bucket, prefix) of an s3:// location; ValueError naming the setting otherwise."""
+    bucket, _, prefix = artifact_uri.removeprefix("s3://").partition("/")
+    if not artifact_uri.startswith("s3://") or not bucket:
+        raise ValueError(f"mlflowArtifactUri {artifact_uri!r}: expected s3://bucket[/prefix]")
+    return bucket, prefix.strip("/")
+
+
+def mlflow_artifact_statements(artifact_uri: str, partition: str = "aws") -> list[dict]:
+    """Writing and reading runs' artifacts where an MLflow server keeps them: the managed server's
+    plugin, and MLflow's own client for a server started with --no-serve-artifacts, upload them
+    to S3 with the caller's credentials. Objects under the prefix only; listing (which MLflow's
+    artifact browsing and downloads use) is granted on the bucket, as S3 authorises it."""
+    bucket, prefix = split_artifact_uri(artifact_uri)
+    return [
+        {
+            "Sid": "ListMlflowArtifacts",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:{partition}:s3:::{bucket}",
+        },
+        {
+            "Sid": "ReadWriteMlflowArtifacts",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": f"arn:{partition}:s3:::{bucket}/{prefix + '/' if prefix else ''}*",
         },
     ]
 
@@ -259,6 +294,8 @@ def launcher_policy(
         statements.append(bucket_key(extras.kms_key_arn))
     if extras.mlflow_tracking_server_arn:
         statements += mlflow_statements(extras.mlflow_tracking_server_arn)
+    if extras.mlflow_artifact_uri:
+        statements += mlflow_artifact_statements(extras.mlflow_artifact_uri, scope.partition)
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 

@@ -33,7 +33,7 @@ def mlflow_store(tmp_path_factory):
     test session (as MLFLOW_TRACKING_URI points a user's runs at one server): a new SQLite store
     costs seconds of migrations, and each test's runs folder is new. The tracking tests point
     runs at stores of their own."""
-    from training.report.tracking import TRACKING_ENV
+    from training.report.mlflow_server import TRACKING_ENV
 
     store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     previous = os.environ.get(TRACKING_ENV)

@@ -259,7 +259,7 @@ def test_every_action_the_launcher_policy_grants_has_a_caller(run_program):
     from pathlib import Path
 
     mocks, _ = run_program({"vgg-dogs-cats:encryption": "sse-kms", "vgg-dogs-cats:kmsKeyArn": KEY,
-                            "vgg-dogs-cats:mlflowTrackingServerArn": MLFLOW})  # fmt: skip
+                            **MANAGED_MLFLOW})  # fmt: skip
     granted = {a for s in statements(mocks.policy(LAUNCHER)) for a in as_list(s["Action"])}
     repo = Path(__file__).resolve().parents[2]
     code = "\n".join(
@@ -278,21 +278,52 @@ def test_every_action_the_launcher_policy_grants_has_a_caller(run_program):
 
 
 MLFLOW = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/vgg-runs"
+MLFLOW_ARTIFACTS = "s3://team-mlflow/artifacts"
+MANAGED_MLFLOW = {"vgg-dogs-cats:mlflowTrackingServerArn": MLFLOW,
+                  "vgg-dogs-cats:mlflowArtifactUri": MLFLOW_ARTIFACTS}  # fmt: skip
 
 
 def test_the_launcher_may_record_runs_in_managed_mlflow_only_when_configured(run_program):
     mocks, _ = run_program()
-    plain = {a for s in statements(mocks.policy(LAUNCHER)) for a in as_list(s["Action"])}
-    assert not [a for a in plain if "mlflow" in a.lower()], "MLflow rights without the setting"
-    mocks, _ = run_program({"vgg-dogs-cats:mlflowTrackingServerArn": MLFLOW})
-    granted = [
-        s for s in statements(mocks.policy(LAUNCHER)) if "mlflow" in str(s["Action"]).lower()
-    ]
-    assert {a for s in granted for a in as_list(s["Action"])} == {
+    plain = statements(mocks.policy(LAUNCHER))
+    assert not [s for s in plain if "mlflow" in str(s).lower()], "MLflow rights without the setting"
+    mocks, _ = run_program(MANAGED_MLFLOW)
+    granted = [s for s in statements(mocks.policy(LAUNCHER)) if "mlflow" in s["Sid"].lower()]
+    server = [s for s in granted if s["Resource"] == MLFLOW]
+    assert {a for s in server for a in as_list(s["Action"])} == {
         "sagemaker-mlflow:*",
+        "sagemaker:DescribeMlflowTrackingServer",  # the server's MLflow version
         "sagemaker:CreatePresignedMlflowTrackingServerUrl",
     }
-    assert all(s["Resource"] == MLFLOW for s in granted), "MLflow rights beyond that server"
+    # The plugin uploads artifacts with the launcher's own credentials: objects under the
+    # artifact location, and listing its bucket; nothing else of S3.
+    artifacts = {a: as_list(s["Resource"]) for s in granted if s not in server
+                 for a in as_list(s["Action"])}  # fmt: skip
+    assert artifacts == {
+        "s3:ListBucket": ["arn:aws:s3:::team-mlflow"],
+        "s3:GetObject": ["arn:aws:s3:::team-mlflow/artifacts/*"],
+        "s3:PutObject": ["arn:aws:s3:::team-mlflow/artifacts/*"],
+        "s3:AbortMultipartUpload": ["arn:aws:s3:::team-mlflow/artifacts/*"],
+    }
+
+
+def test_a_shared_servers_artifact_location_is_granted_alone(run_program):
+    mocks, _ = run_program({"vgg-dogs-cats:mlflowArtifactUri": "s3://team-mlflow/"})
+    granted = [s for s in statements(mocks.policy(LAUNCHER)) if "mlflow" in s["Sid"].lower()]
+    assert {r for s in granted for r in as_list(s["Resource"])} == {
+        "arn:aws:s3:::team-mlflow", "arn:aws:s3:::team-mlflow/*"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"vgg-dogs-cats:mlflowTrackingServerArn": MLFLOW}, "needs mlflowArtifactUri"),
+        ({"vgg-dogs-cats:mlflowArtifactUri": "team-mlflow/artifacts"}, "expected s3://bucket"),
+    ],
+)
+def test_an_incomplete_or_malformed_mlflow_setting_is_refused(run_program, config, said):
+    with pytest.raises(ValueError, match=said):
+        run_program(config)
 
 
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from training.report import tracking
+from training.report.mlflow_server import TRACKING_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ def run_dir(tiny_run, tmp_path):
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv(tracking.TRACKING_ENV, uri)
+    monkeypatch.setenv(TRACKING_ENV, uri)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -92,7 +93,7 @@ def test_recording_a_run_twice_keeps_one_run(run_dir, store):
 def test_an_unreachable_or_bad_tracking_uri_is_one_line_and_loses_nothing(
     run_dir, monkeypatch, uri
 ):
-    monkeypatch.setenv(tracking.TRACKING_ENV, uri)
+    monkeypatch.setenv(TRACKING_ENV, uri)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     lines = []
     assert tracking.record_run(run_dir, print_line=lines.append) is None

@@ -23,13 +23,7 @@ import contextlib
 import csv
 import hashlib
 import json
-import logging
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,27 +33,22 @@ from vgg_transfer.contract import PHASES
 
 from training.common.errors import UserError, cli
 from training.common.paths import RUNS_DIR
+from training.report.mlflow_server import (
+    ARTIFACTS,
+    UI_PORT,
+    artifact_location,
+    client_for,
+    lacks_logged_models,
+    quiet_mlflow,
+    run_link,
+    serve_ui,
+    tracking_uri,
+)
 
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
-STORE = "mlflow.db"  # under the runs folder
-ARTIFACTS = "mlartifacts"
 JOB_TAG = "vgg.job_name"  # what makes recording idempotent
 FINGERPRINT_TAG = "vgg.fingerprint"  # the files' digest: unchanged files need no new record
 MODEL_NAME = "vgg16-dogs-cats"  # the Model Registry's name for models logged with --log-model
 CURVES = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def tracking_uri() -> str:
-    return os.environ.get(TRACKING_ENV) or f"sqlite:///{(RUNS_DIR / STORE).resolve()}"
-
-
-def artifact_location() -> str | None:
-    """Where a new experiment keeps its artifacts: beside a SQLite store (MLflow's own default
-    would be ./mlruns wherever the command ran), or wherever a tracking server keeps them."""
-    uri = tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).parent / ARTIFACTS).resolve().as_uri()
 
 
 # --- what a run's files say ----------------------------------------------------------------------
@@ -137,41 +126,6 @@ def fingerprint(*paths: Path) -> str:
 
 
 # --- MLflow ---------------------------------------------------------------------------------------
-@contextmanager
-def quiet_mlflow():
-    """MLflow's own start-up chatter (database migrations, alembic) stays out of the output."""
-    import mlflow  # noqa: F401  (it sets its loggers' levels when imported)
-
-    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-# A tracking server that does not answer must not hold a finished run for minutes (MLflow's own
-# defaults retry 7 times with growing waits); a user's own settings win.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}
-
-
-def client_for():
-    from mlflow.tracking import MlflowClient
-
-    for name, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    if not os.environ.get(TRACKING_ENV):
-        RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=tracking_uri())
-
-
 # MLflow 3's UI opens an experiment without this tag as a GenAI one (traces, sessions); ours
 # are model training runs, shown as a runs table and metric charts.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -264,19 +218,33 @@ def record(run_dir: Path, parent: str | None = None, log_model: bool = False,
     job = report["job_name"]
     try:
         with quiet_mlflow():
-            run_id, fresh = _record(run_dir, report, history_path, parent, log_model)
+            log_model = log_model and models_taken(print_line)
+            (run_id, fresh), experiment = _record(run_dir, report, history_path, parent, log_model)
     except Exception as error:  # MLflow and its stores raise many kinds
         print_line(tracking_failed(job, error))
         return None
     if fresh:
         print_line(
             f"[mlflow] {job}: run {run_id} in experiment {report['experiment']!r} of "
-            f"{tracking_uri()} (make ui to compare runs)"
+            f"{tracking_uri()} ({run_link(tracking_uri(), experiment, run_id)})"
         )
     return run_id, fresh
 
 
-def _record(run_dir, report, history_path, parent, log_model) -> tuple[str, bool]:
+_SAID: set[str] = set()
+
+
+def models_taken(print_line=print) -> bool:
+    """Whether the store takes logged models; when not, one line says so, once per process."""
+    lacking = lacks_logged_models(tracking_uri())
+    if lacking and lacking not in _SAID:
+        _SAID.add(lacking)
+        print_line(f"tracking: {lacking}")
+    return lacking is None
+
+
+def _record(run_dir, report, history_path, parent, log_model) -> tuple[tuple[str, bool], str]:
+    """((run id, recorded now), experiment id)."""
     client = client_for()
     experiment = experiment_id(client, report["experiment"])
     digest = fingerprint(run_dir / "report.json", history_path)
@@ -284,7 +252,7 @@ def _record(run_dir, report, history_path, parent, log_model) -> tuple[str, bool
     if current and not log_model:
         if parent:  # recorded alone first (make track), now known as a tuning job's member
             client.set_tag(current, "mlflow.parentRunId", parent)
-        return current, False
+        return (current, False), experiment
     start_ms, end_ms = run_times(report)
     run_id = fresh_run(client, experiment, report["job_name"], parent, start_ms).info.run_id
     status = "FINISHED" if report.get("status", "Completed") == "Completed" else "KILLED"
@@ -296,7 +264,7 @@ def _record(run_dir, report, history_path, parent, log_model) -> tuple[str, bool
             client.log_artifact(run_id, str(path))
         if log_model:
             log_keras_model(run_id, run_dir / "model" / contract.MODEL_FILE)
-    return run_id, True
+    return (run_id, True), experiment
 
 
 def run_files(run_dir: Path, report: dict) -> list[Path]:
@@ -322,16 +290,29 @@ def log_keras_model(run_id: str, path: Path) -> None:
     import mlflow
     from vgg_transfer import model as vgg
 
+    mlflow.set_tracking_uri(tracking_uri())  # the fluent API's own default is ./mlruns
     with mlflow.start_run(run_id=run_id):
         mlflow.keras.log_model(vgg.load_model(str(path)), name="model",
                                registered_model_name=MODEL_NAME)  # fmt: skip
 
 
+# What a failed artifact upload usually means, for the person who has to act on it.
+UPLOAD_HINTS = {
+    "NoSuchBucket": "the MLflow server's artifact bucket does not exist",
+    "AccessDenied": "the stack's mlflowArtifactUri setting grants the launcher the server's "
+    "artifact location (docs: MLflow)",
+}
+
+
 def tracking_failed(job: str, error: Exception) -> str:
-    reason = " ".join(str(error).split())[:200]
+    """One line: what failed, AWS's own words when S3 refused an upload, and the remedy."""
+    reason = " ".join(str(error).split())
+    if "An error occurred (" in reason:  # boto3's upload error wraps the S3 answer in paths
+        reason = reason[reason.index("An error occurred (") :]
+    hint = next((text for code, text in UPLOAD_HINTS.items() if f"({code})" in reason), None)
     return (
-        f"tracking: {job} was not recorded in MLflow at {tracking_uri()} ({reason}); "
-        "its files are complete: `make track` records it later"
+        f"tracking: {job} was not recorded in MLflow at {tracking_uri()} ({reason[:200]}"
+        f"{'; ' + hint if hint else ''}); its files are complete: `make track` records it later"
     )
 
 
@@ -408,7 +389,7 @@ def _record_member(client, experiment: str, parent: str, tuning_dir: Path, summa
     job, runs_dir = row["training_job"], tuning_dir.parent
     report = runs_dir / job / "report.json"
     if job == summary.get("fetched_training_job") and report.exists():
-        best, _ = _record(runs_dir / job, json.loads(report.read_text()),
+        (best, _), _ = _record(runs_dir / job, json.loads(report.read_text()),
                           runs_dir / job / "output" / contract.HISTORY_FILE, parent, False)  # fmt: skip
         if row.get("objective") is not None:
             client.log_metric(best, summary["objective"], row["objective"])
@@ -469,83 +450,6 @@ def record_all(runs_dir: Path, log_model: bool = False) -> tuple[int, int, int]:
     done = [result for result in results if result]
     fresh = sum(new for _, new in done)
     return fresh, len(done) - fresh, len(results) - len(done)
-
-
-UI_PORT = 5000
-
-
-def presigned_url(arn: str) -> str:
-    """A SageMaker managed MLflow tracking server's UI, through a presigned URL."""
-    from training.common import aws
-    from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error
-
-    name, region = arn.rsplit("/", 1)[-1], arn.split(":")[3]
-    try:
-        sm = aws.session(region).client("sagemaker")
-        answer = sm.create_presigned_mlflow_tracking_server_url(TrackingServerName=name)
-    except AWS_OR_NETWORK_ERRORS as error:
-        raise aws_error(
-            error, f"asking for the UI address of MLflow tracking server {name}"
-        ) from error
-    return answer["AuthorizedUrl"]
-
-
-# make ui's server: one web worker and none of MLflow 3's job runners (GenAI jobs this project
-# never schedules), so it answers in seconds on two cores; warnings about MLflow's own
-# deprecations are not the user's to act on.
-UI_ENVIRONMENT = {
-    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning,"
-    "ignore:starlette.middleware.wsgi is deprecated",
-}
-UI_STOP_SECONDS = 10
-
-
-def serve_ui(port: int = UI_PORT) -> int:
-    """``make ui``: the MLflow UI over the project's store on 127.0.0.1 until Ctrl-C or
-    ``kill <pid>``, which stop every process it started; for a remote tracking server, where to
-    open its own UI."""
-    uri = tracking_uri()
-    if uri.startswith("arn:"):
-        print(f"MLflow UI of {uri}: {presigned_url(uri)}")
-        return 0
-    if not uri.startswith("sqlite:"):
-        print(f"MLflow UI: {uri} (MLFLOW_TRACKING_URI's own server)")
-        return 0
-    RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    executable = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    command = [executable, "server", "--backend-store-uri", uri, "--default-artifact-root",
-               artifact_location(), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]  # fmt: skip
-    # Its own process group: stopping make ui stops the server and everything it started.
-    server = subprocess.Popen(command, env={**os.environ, **UI_ENVIRONMENT},
-                              start_new_session=True)  # fmt: skip
-    print(f"MLflow UI: http://127.0.0.1:{port} (runs recorded in {uri}; Ctrl-C or kill "
-          f"{os.getpid()} stops it)", flush=True)  # fmt: skip
-    stopped = []
-
-    def stop(signum, frame) -> None:
-        stopped.append(signum)
-        stop_group(server)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, stop)
-    try:
-        code = server.wait()
-    finally:
-        stop_group(server)
-    return 0 if stopped else code
-
-
-def stop_group(server: subprocess.Popen) -> None:
-    """SIGTERM to the server's whole process group, then, after a grace period, SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-        deadline = time.time() + UI_STOP_SECONDS
-        while time.time() < deadline:
-            os.killpg(server.pid, 0)  # raises once no process of the group is left
-            time.sleep(0.1)
-        os.killpg(server.pid, signal.SIGKILL)
 
 
 @cli

@@ -41,6 +41,17 @@ class StackNames:
     def launcher(self) -> str:  # a user holding the launcher policy and nothing else
         return f"launcher-{self.stack}"
 
+    @property
+    def admin(self) -> str:  # the account's administrator, for what a team's admin does by hand
+        return f"admin-{self.stack}"
+
+    @property
+    def mlflow_artifacts(self) -> str:
+        """A team MLflow server's artifact location, granted as the stack's mlflowArtifactUri
+        setting grants it; its bucket is not created with the stack (make rehearse TRACK=server
+        creates it late, so that a record fails first and make track repairs it)."""
+        return f"s3://vgg-mlflow-{self.stack}/mlflow"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -75,11 +86,12 @@ def admin_environment(endpoint: str) -> dict[str, str]:
 
 
 def create_stack(stack: str, infra_dir: Path = INFRA_DIR) -> dict:
-    """The bucket, role and launcher policy, with the Pulumi program's policy documents, and a
-    user holding that policy alone (the identity commands sign as); writes
+    """The bucket, role and launcher policy, with the Pulumi program's policy documents (the stack
+    configured with an MLflow artifact location, StackNames.mlflow_artifacts), and a user holding
+    that policy alone (the identity commands sign as); writes
     ``<infra_dir>/<stack>.json`` as ``make infra-up`` does and returns its outputs."""
     from infra.bucket import PREFIXES
-    from infra.role import Scope, execution_policy, launcher_policy, trust_policy
+    from infra.role import LauncherExtras, Scope, execution_policy, launcher_policy, trust_policy
 
     names = StackNames(stack)
     account = boto3.client("sts").get_caller_identity()["Account"]
@@ -94,11 +106,16 @@ def create_stack(stack: str, infra_dir: Path = INFRA_DIR) -> dict:
         PolicyName="execution",
         PolicyDocument=execution_policy(bucket_arn, scope),
     )
+    extras = LauncherExtras(mlflow_artifact_uri=names.mlflow_artifacts)
     launcher = iam.create_policy(
-        PolicyName=names.launcher, PolicyDocument=launcher_policy(bucket_arn, role_arn, scope)
+        PolicyName=names.launcher,
+        PolicyDocument=launcher_policy(bucket_arn, role_arn, scope, extras),
     )["Policy"]
     iam.create_user(UserName=names.launcher)
     iam.attach_user_policy(UserName=names.launcher, PolicyArn=launcher["Arn"])
+    iam.create_user(UserName=names.admin)
+    iam.put_user_policy(UserName=names.admin, PolicyName="administrator",
+                        PolicyDocument=ADMINISTRATOR)  # fmt: skip
     outputs = {
         "bucket_name": names.bucket,
         "role_arn": role_arn,
@@ -110,9 +127,24 @@ def create_stack(stack: str, infra_dir: Path = INFRA_DIR) -> dict:
     return outputs
 
 
+ADMINISTRATOR = (
+    '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}'
+)
+
+
 def launcher_keys(stack: str) -> dict[str, str]:
     """A new access key of the stack's launcher user, as environment variables."""
-    key = boto3.client("iam").create_access_key(UserName=StackNames(stack).launcher)["AccessKey"]
+    return _new_key(StackNames(stack).launcher)
+
+
+def admin_keys(stack: str) -> dict[str, str]:
+    """A new access key of the account's administrator, as environment variables: what a
+    rehearsal signs with where a team's admin would act (creating an MLflow artifact bucket)."""
+    return _new_key(StackNames(stack).admin)
+
+
+def _new_key(user: str) -> dict[str, str]:
+    key = boto3.client("iam").create_access_key(UserName=user)["AccessKey"]
     return {
         "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
         "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],

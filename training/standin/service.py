@@ -102,6 +102,7 @@ def serve(stack: str, files: Files, interrupt: str | None, port: int, pace: floa
     from training.standin.account import (
         FOREIGN_SETTINGS,
         admin_environment,
+        admin_keys,
         create_stack,
         launcher_keys,
         shell_environment,
@@ -123,7 +124,10 @@ def serve(stack: str, files: Files, interrupt: str | None, port: int, pace: floa
     interruption = Interruption(interrupt) if interrupt else None
     throttle = Throttle(scale=pace)
     stand_in = StandIn(endpoint, files.jobs, interruption=interruption, throttle=throttle).start()
-    record = {"pid": os.getpid(), "endpoint": endpoint, "stack": stack, "started": time.time()}
+    # The administrator's keys stay in the record (not in env): a rehearsal acts as a team's
+    # admin with them, where a person would (creating an MLflow artifact bucket).
+    record = {"pid": os.getpid(), "endpoint": endpoint, "stack": stack, "started": time.time(),
+              "admin": admin_keys(stack)}  # fmt: skip
     try:
         with enforced():  # from here every request is checked against its caller's policies
             write_atomically(files.env, env_lines(shell, record))
