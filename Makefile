@@ -52,6 +52,8 @@ INTERRUPT ?=
 TUNE ?=
 # make rehearse: a sequence of commands (run, detach, max-runtime, tune-detach, ctrl-c) or all
 SCENARIO ?=
+# make rehearse: "server" records in an MLflow server on 127.0.0.1, its artifacts in the stand-in's S3
+TRACK ?=
 # local VGG16 no-top .h5 to ship through the weights channel
 WEIGHTS ?=
 # train-local: "docker" runs the real SageMaker TF image through the SDK's local-container mode
@@ -215,7 +217,7 @@ rehearse: setup setup-compat ## the cloud commands offline, against the stand-in
 	$(PY) -m training.rehearse $(if $(SCENARIO),--scenario $(SCENARIO)) \
 	    $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) --splits $(SPLITS) \
 	    $(INTERRUPT_ARGS) $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) \
-	    $(if $(TUNE),--tune) $(TUNE_ARGS) $(RUNTIME_ARGS)
+	    $(if $(TUNE),--tune) $(TUNE_ARGS) $(RUNTIME_ARGS) $(if $(TRACK),--track $(TRACK))
 
 standin-up: setup setup-compat ## the SageMaker stand-in as a service on 127.0.0.1: then `source .standin/env`
 	$(PY) -m training.standin.service up $(if $(filter-out dev,$(STACK)),--stack $(STACK)) $(INTERRUPT_ARGS)

@@ -4,16 +4,18 @@ results``, ``make tune``, ``make tune-results``) run from a shell pointed at a s
     python -m training.rehearse [--scenario run|detach|max-runtime|tune-detach|ctrl-c|all]
                                 [--experiment smoke] [--hp key=value ...] [--interrupt [early]]
                                 [--instance-count N] [--tune [--max-jobs 3] [--parallel 2]]
-                                [--max-runtime-minutes M]
+                                [--max-runtime-minutes M] [--track server]
 
 ``run`` (the default) is one ``make train-cloud`` (``--tune``: ``make tune``); ``all`` runs every
-scenario and ends with one line each.
+scenario and ends with one line each. ``--track server``: the commands record in a team's MLflow
+server on 127.0.0.1 whose artifacts live in the stand-in's S3 (records.py).
 """
 
 import argparse
 from pathlib import Path
 
 from training.common.errors import UserError, cli
+from training.rehearse.records import TRACK_CHOICES
 from training.rehearse.scenarios import ALL, SCENARIOS, Rehearsal, rehearse
 from training.standin.service import add_interrupt_option
 
@@ -43,6 +45,8 @@ def parse_args(argv: list[str] | None) -> tuple[str, Rehearsal]:
     parser.add_argument("--max-runtime-minutes", type=positive_minutes)
     parser.add_argument("--splits", type=Path, default=Path("data/splits"))
     parser.add_argument("--runs", type=Path, default=Path("runs/rehearse"))
+    parser.add_argument("--track", choices=TRACK_CHOICES,
+                        help="record in a team's MLflow server on 127.0.0.1, artifacts in S3")  # fmt: skip
     args = parser.parse_args(argv)
     plan = Rehearsal(
         experiment=args.experiment,
@@ -55,6 +59,7 @@ def parse_args(argv: list[str] | None) -> tuple[str, Rehearsal]:
         max_runtime_minutes=args.max_runtime_minutes,
         splits=args.splits,
         runs=args.runs,
+        track=args.track,
     )
     return args.scenario, plan
 

@@ -24,18 +24,22 @@ from training.common.aws import split_s3_uri
 from training.common.errors import UserError
 from training.rehearse.shell import Ran
 from training.report import tracking
+from training.report.mlflow_server import TRACKING_ENV, tracking_uri
 
 
 @contextmanager
 def signed_as_launcher(env: dict[str, str]):
-    """This process's AWS requests go to the stand-in as the launcher user, meanwhile."""
+    """This process's AWS requests go to the stand-in as the launcher user, and its MLflow
+    client to the commands' MLflow, meanwhile."""
     saved = dict(os.environ)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_") or k == TRACKING_ENV})
+    boto3.setup_default_session()  # MLflow's S3 client signs with the default session's keys
     try:
         yield aws.session()  # the project's retries: the stand-in throttles as AWS does
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        boto3.setup_default_session()
 
 
 def succeeded(ran: Ran, what: str) -> Ran:
@@ -134,9 +138,9 @@ def tuning_record(summary: dict, write=print) -> None:
     name, objective = summary["tuning_job"], summary["objective"]
     recorded = tracking.tuning_record(name, objective)
     if recorded is None:
-        raise UserError(f"tuning job {name} is not recorded in MLflow at {tracking.tracking_uri()}")
+        raise UserError(f"tuning job {name} is not recorded in MLflow at {tracking_uri()}")
     parent, children = recorded
-    write(f"MLflow ({tracking.tracking_uri()}): tuning job {name} is run {parent}, its children:")
+    write(f"MLflow ({tracking_uri()}): tuning job {name} is run {parent}, its children:")
     problems = []
     for row in summary["training_jobs"]:
         job, expected = row["training_job"], row["objective"]
@@ -151,8 +155,10 @@ def tuning_record(summary: dict, write=print) -> None:
         raise UserError(f"MLflow's record of {name} differs from tuning.json: {problems}")
 
 
-def tuning_results(env: dict, runs: Path, name: str, splits: Path, write=print) -> str:
-    """Every check of a tuning job's results; returns a summary line."""
+def tuning_results(env: dict, runs: Path, name: str, splits: Path, write=print,
+                   recorded: bool = True) -> str:  # fmt: skip
+    """Every check of a tuning job's results (``recorded=False``: but its MLflow record, which
+    a TRACK=server rehearsal checks once it is repaired); returns a summary line."""
     folder = runs / name
     summary = json.loads((folder / "tuning.json").read_text())
     with signed_as_launcher(env) as session:
@@ -163,7 +169,8 @@ def tuning_results(env: dict, runs: Path, name: str, splits: Path, write=print) 
             .get("BillableTimeInSeconds") or 0
             for row in summary["training_jobs"]
         )  # fmt: skip
-    tuning_record(summary, write)
+        if recorded:
+            tuning_record(summary, write)
     fetched = summary.get("fetched_training_job")
     if fetched:
         write(f"next: make predict RUN={runs / fetched} IMAGES={splits / 'test'}   "

@@ -13,6 +13,7 @@ Across the commands of a sequence no epoch is trained twice: a job that resumes 
 what the one before it left unfinished.
 """
 
+import contextlib
 import shlex
 import shutil
 import threading
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.common.errors import UserError
-from training.rehearse import checks
+from training.rehearse import checks, records
 from training.rehearse.shell import REPO, Ctrl_C, Ran, Shell
+from training.report.mlflow_server import TRACKING_ENV
 
 STACK = "rehearse"  # each scenario's account has the stack's resources under this name
 POLL_SECONDS = 1  # the emulator is on this machine: no rate limit to spare a poll
@@ -45,6 +47,7 @@ class Rehearsal:
     runs: Path = Path("runs/rehearse")
     stack: str = STACK
     pace: float = 1.0  # AWS's request rates times this (tests throttle sooner)
+    track: str | None = None  # "server": record in a team's MLflow server (records.py)
 
     def settings(self, **extra) -> dict:
         """The make settings every command of a scenario takes, and ``extra``."""
@@ -70,7 +73,8 @@ def run(shell: Shell, plan: Rehearsal) -> str:
             "make tune",
         )
         name = ran.submitted()
-        return f"{name}: " + checks.tuning_results(shell.env, plan.runs, name, plan.splits)
+        return f"{name}: " + checks.tuning_results(shell.env, plan.runs, name, plan.splits,
+                                                   recorded=not plan.track)  # fmt: skip
     ran = shell.make("train-cloud", **plan.settings(MAX_RUNTIME_MINUTES=plan.max_runtime_minutes))
     checks.succeeded(ran, "make train-cloud")
     job = ran.submitted()
@@ -141,7 +145,7 @@ def tune_detach(shell: Shell, plan: Rehearsal) -> str:
     checks.succeeded(shell.make("tune-results", TUNING_JOB=name, **plan.settings()),
                      "make tune-results")  # fmt: skip
     return f"make tune DETACH=1 submitted {name}; make tune-results: " + checks.tuning_results(
-        shell.env, plan.runs, name, plan.splits
+        shell.env, plan.runs, name, plan.splits, recorded=not plan.track
     )
 
 
@@ -221,7 +225,15 @@ def rehearse(name: str, plan: Rehearsal, echo: Callable[[str], None] = print) ->
     shell = Shell(command_environment(shell_variables(files.env)), echo=echo)
     started = time.time()
     try:
-        summary = SCENARIOS[name](shell, plan)
+        with contextlib.ExitStack() as stack:
+            if plan.track:
+                uri = stack.enter_context(records.team_server(files.state, plan.stack, echo))
+                shell.env[TRACKING_ENV] = uri
+            before = records.run_folders(plan.runs)
+            summary = SCENARIOS[name](shell, plan)
+            if plan.track:
+                summary += "; " + records.repaired(shell, plan.runs, before, record["admin"],
+                                                   plan.stack, echo)  # fmt: skip
     finally:
         said = service.down(files)
         tail.done.set()

@@ -298,9 +298,9 @@ def log_keras_model(run_id: str, path: Path) -> None:
 
 # What a failed artifact upload usually means, for the person who has to act on it.
 UPLOAD_HINTS = {
-    "NoSuchBucket": "the MLflow server's artifact bucket does not exist",
+    "NoSuchBucket": "create the bucket the MLflow server's artifact root names",
     "AccessDenied": "the stack's mlflowArtifactUri setting grants the launcher the server's "
-    "artifact location (docs: MLflow)",
+    "artifact location (README: MLflow where your team keeps it)",
 }
 
 
