@@ -92,6 +92,15 @@ def test_make_cost_takes_hp_and_prices_every_current_gpu_type(tmp_path):
         assert f"| 1x {instance} |" in default.stdout, instance
 
 
+def test_make_cost_with_instance_auto_prices_a_seed_experiment_on_the_seeds_counts(tiny_splits):
+    """The sample set in SPLITS is not the seed's data: small is priced on the seed's 4,000."""
+    auto = make("cost", "EXPERIMENT=small", "INSTANCE=auto", f"SPLITS={tiny_splits}")
+    assert auto.returncode == 0, auto.stderr
+    assert f"4000 training images (the seed's; {tiny_splits} holds 6, not Kaggle's" in auto.stdout
+    assert "INSTANCE=auto: at launch, the cheapest type below" in auto.stdout
+    assert "| 1x ml.g4dn.xlarge | T4 |" in auto.stdout
+
+
 @pytest.mark.slow
 def test_make_ui_answers_and_stops_with_every_process_it_started(tmp_path):
     port = free_port()

@@ -36,10 +36,15 @@ class LogProgress:
         )
 
     def update(self, n: float = 1) -> None:
+        """A line when the work passes a quarter (the last one passed, when a step passes
+        several); none for the end, which close() says."""
         self.n += n
+        passed = None
         while self.total and self.next_quarter < 4 and self.n >= self.total * self.next_quarter / 4:
-            self._line(f"{25 * self.next_quarter}%")
+            passed = self.next_quarter
             self.next_quarter += 1
+        if passed and self.n < self.total:
+            self._line(f"{25 * passed}%")
 
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
         self.postfix = text

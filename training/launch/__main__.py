@@ -180,27 +180,35 @@ def run_followed(args) -> int:
 def run_cost(request: RunRequest) -> int:
     """make cost: the experiment's time and cost on the type asked for, and on every current GPU
     type; nothing runs and nothing is spent."""
+    from training.report.seed import RESULTS
+
     experiment = request.experiment
     manifest = request.manifest
+    reference = RESULTS.get(experiment.seed_reference or "")
+    here = None
     if manifest and experiment.train_split in manifest["splits"]:
-        images = splits.images(manifest, experiment.train_split)
-        validation = splits.images(manifest, "validation")
+        here = splits.images(manifest, experiment.train_split)
+    if here is not None and (not reference or here == reference["train_images"]):
+        images, validation = here, splits.images(manifest, "validation")
         counted = f"in {request.splits}"
-    else:  # no prepared data here: the seed's image counts for its experiments
-        from training.report.seed import RESULTS
-
-        reference = RESULTS.get(experiment.seed_reference or "")
-        if not reference:
-            raise UserError(
-                f"no prepared data in {request.splits} to count {experiment.train_split}: run "
-                f"`make data-sample` (the synthetic set {experiment.name} trains on) or `make data`"
-            )
+    elif reference:  # a seed experiment runs on the seed's counts (preflight refuses others)
         images, validation, counted = reference["train_images"], VALIDATION_IMAGES, "the seed's"
+        if here is not None:
+            counted += f"; {request.splits} holds {here}, not Kaggle's split: `make data`"
+    else:
+        raise UserError(
+            f"no prepared data in {request.splits} to count {experiment.train_split}: run "
+            f"`make data-sample` (the synthetic set {experiment.name} trains on) or `make data`"
+        )
     hp = request.hp
     print(f"{experiment.name}: {images} training images ({counted}), "
           f"{hp.epochs_frozen}+{hp.epochs_fine_tuned} epochs at {hp.image_size} px")  # fmt: skip
-    print(estimate(experiment, images, request.instance, request.instance_count, None,
-                   validation).line())  # fmt: skip
+    if request.instance is None:  # INSTANCE=auto: the type is chosen against quotas at launch
+        print("INSTANCE=auto: at launch, the cheapest type below that your account has quota "
+              "for (make check lists your quotas)")  # fmt: skip
+    else:
+        print(estimate(experiment, images, request.instance, request.instance_count, None,
+                       validation).line())  # fmt: skip
     print(f"\nevery current GPU type ({request.instance_count} instance(s); times are estimates "
           "unless measured by make bench on the type):")  # fmt: skip
     print(cost_table(experiment, images, request.instance_count, validation))

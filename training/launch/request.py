@@ -143,11 +143,6 @@ def from_args(args: argparse.Namespace) -> RunRequest:
     count = 1 if command == "tune" else (getattr(args, "instance_count", None) or
                                           experiment.instance_count)  # fmt: skip
     instance_type = getattr(args, "instance", None) or experiment.instance_type
-    if command == "cost" and instance_type == AUTO:
-        raise UserError(
-            "INSTANCE=auto is resolved against your account's quotas when a job is launched; "
-            "name a type here (e.g. INSTANCE=ml.g4dn.xlarge)"
-        )
     manifest = splits.load(args.splits) if command == "cost" else required_data(args, experiment)
     request = RunRequest(
         command=command,
