@@ -35,8 +35,8 @@ def test_a_step_past_several_quarters_is_one_line_and_the_end_is_said_once(monke
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
     with progress(40, "predict", unit="img") as bar:
-        bar.update(30)  # one batch past 25% and 50%: one line, at what it reached
-        bar.update(10)  # the end: said by close
+        bar.update(25)  # one batch past 25% and 50%: one line, at what it reached
+        bar.update(15)  # the end: said by close
     lines = stream.getvalue().splitlines()
     assert [line.split(":")[1].split()[0] for line in lines] == ["50%", "done"], lines
-    assert lines[0].startswith("predict: 50% 30 img/40 img")
+    assert lines[0].startswith("predict: 50% 25 img/40 img")
