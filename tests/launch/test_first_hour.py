@@ -178,3 +178,28 @@ def test_make_check_against_an_account_shows_every_line(aws, tiny_splits, capsys
         assert line in out, line
     assert code == (1 if "✗" in out else 0)
     assert shutil.which("make")  # the README's `make check` runs this same function
+
+
+def test_make_check_without_credentials_or_stack_still_shows_every_line(
+    tmp_path, monkeypatch, capsys
+):
+    """A clean clone: no credentials, no stack, no data; each check a line, those that cannot
+    run yet say what they wait for."""
+    from training.launch.check import check
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "KAGGLE_API_TOKEN"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
+    assert check("dev", tmp_path / "splits") == 1
+    out = capsys.readouterr().out
+    marks = {line.split(":")[0][2:]: line[0] for line in out.splitlines() if line and line[0] in "✓✗–"}
+    assert marks == {"uv": marks["uv"], "Pulumi": marks["Pulumi"], "AWS identity": "✗",
+                     "AWS region": "✗", "stack outputs": "✗", "bucket and role": "–",
+                     "GPU quotas (spot and on-demand, every current type)": "–",
+                     "Kaggle token": "✗", "data": "✗", "disk": "✓"}, out  # fmt: skip
+    assert "no AWS credentials: run `aws configure`" in out and "(nothing was spent)" in out

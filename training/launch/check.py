@@ -121,8 +121,8 @@ def data(splits: Path, stack: str, session, reached: bool) -> list[Line]:
     if lacking:
         said += f": incomplete ({'; '.join(lacking)}): make data"
     lines = [Line(BAD if lacking else OK, "data", said)]
-    if reached:
-        lines.append(staged(manifest["dataset_digest"], stack, session))
+    lines.append(staged(manifest["dataset_digest"], stack, session) if reached else
+                 Line(LATER, "data staged", "not checked until the AWS identity above works"))  # fmt: skip
     return lines
 
 
@@ -176,10 +176,16 @@ def check(stack: str, splits: Path, write=print) -> int:
     lines += [who, Line(OK if region else BAD, "AWS region", region or
                         "none: set AWS_REGION, or make infra-up writes the stack's")]  # fmt: skip
     lines.append(stack_line)
-    if outputs:
-        lines += guarded("bucket and role", lambda: bucket_and_role(outputs, session)) if reached \
-            else [Line(BAD, "bucket and role", "not checked without AWS credentials")]  # fmt: skip
-    lines += guarded("GPU quotas", lambda: quotas(session)) if reached else []
+    # A check that cannot run yet is still a line: "–", naming the ✗ above it waits for.
+    unreached = "not checked until the AWS identity above works"
+    if not outputs:
+        lines.append(Line(LATER, "bucket and role", "not checked until the stack outputs exist"))
+    elif reached:
+        lines += guarded("bucket and role", lambda: bucket_and_role(outputs, session))
+    else:
+        lines.append(Line(LATER, "bucket and role", unreached))
+    lines += guarded("GPU quotas", lambda: quotas(session)) if reached else [
+        Line(LATER, "GPU quotas (spot and on-demand, every current type)", unreached)]  # fmt: skip
     lines += [kaggle_token(), *guarded("data", lambda: data(splits, stack, session, reached)),
               disk(splits)]  # fmt: skip
     for line in lines:
