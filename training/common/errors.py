@@ -25,9 +25,11 @@ def cli(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs) or 0
         except UserError as error:
+            sys.stdout.flush()  # in a log file, the error comes after what was printed before it
             print(f"error: {error}", file=sys.stderr)
             return error.exit_code
         except KeyboardInterrupt:
+            sys.stdout.flush()
             print("interrupted", file=sys.stderr)
             return Interrupted.exit_code
 
