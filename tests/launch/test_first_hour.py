@@ -197,7 +197,9 @@ def test_make_check_without_credentials_or_stack_still_shows_every_line(
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
     assert check("dev", tmp_path / "splits") == 1
     out = capsys.readouterr().out
-    marks = {line.split(":")[0][2:]: line[0] for line in out.splitlines() if line and line[0] in "✓✗–"}
+    marks = {
+        line.split(":")[0][2:]: line[0] for line in out.splitlines() if line and line[0] in "✓✗–"
+    }
     assert marks == {"uv": marks["uv"], "Pulumi": marks["Pulumi"], "AWS identity": "✗",
                      "AWS region": "✗", "stack outputs": "✗", "bucket and role": "–",
                      "GPU quotas (spot and on-demand, every current type)": "–",

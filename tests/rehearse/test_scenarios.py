@@ -163,8 +163,10 @@ def test_tune_detach_then_tune_results_under_throttling(tmp_path, tiny_splits, c
     summary = rehearse("tune-detach", plan)
     out = capsys.readouterr().out
     assert "2 training jobs checked" in summary, summary
-    assert "2 record(s) failed at the upload while the bucket was missing; make track repaired" \
-        in summary, summary  # the tuning job's and its fetched best job's
+    assert (
+        "2 record(s) failed at the upload while the bucket was missing; make track repaired"
+        in summary
+    ), summary  # the tuning job's and its fetched best job's
     assert "requests throttled (ThrottlingException: Rate exceeded)" in out
     name = re.search(r"submitted tuning job (vgg-smoke-[\d-]+)", out).group(1)
     tuning = json.loads((plan.runs / name / "tuning.json").read_text())
