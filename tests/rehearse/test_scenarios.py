@@ -84,8 +84,11 @@ def test_detach_then_results_runs_the_sdk_drivers_and_resumes_a_spot_reclaim(
     assert "fine_tuned epochs in S3: 1" in out  # the stand-in's own line
     assert "frozen: finished in an earlier run" in followed
     assert "[phase] fine_tuned: resuming after epoch 1/3" in followed
-    for epoch in (1, 2, 3):  # every host logs each epoch it trains, once
-        assert followed.count(f"[epoch] phase=fine_tuned epoch={epoch}/3 ") == HOSTS, epoch
+    # Epoch 1 ran before the reclaim, which comes as soon as algo-1's checkpoint is in S3: another
+    # host may be stopped before its own epoch line reaches CloudWatch, as on AWS. Epochs 2 and 3
+    # ran after the resume on every host. No host trains an epoch twice.
+    epoch_lines = [followed.count(f"[epoch] phase=fine_tuned epoch={e}/3 ") for e in (1, 2, 3)]
+    assert 1 <= epoch_lines[0] <= HOSTS and epoch_lines[1:] == [HOSTS, HOSTS], epoch_lines
     run_dir = plan.runs / job
     assert history(run_dir) == [("frozen", 1)] + [("fine_tuned", i) for i in (1, 2, 3)]
     report = json.loads((run_dir / "report.json").read_text())
