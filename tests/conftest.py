@@ -16,7 +16,19 @@ def pytest_report_header(config):
 
 # The longest tests first: make test runs them on every core (pytest-xdist, work stealing), and a
 # long test that starts last would leave the other cores idle while it runs.
-LONGEST_FIRST = ("test_rehearse.py", "test_job_train.py", "test_predict.py", "test_bench.py")
+LONGEST_FIRST = (
+    "test_scenarios.py",
+    "test_job_train.py",
+    "test_bench.py",
+    "test_network_faults.py",
+    "test_tracking_server.py",
+    "test_first_hour.py",
+    "test_local.py",
+    "test_tune.py",
+    "test_iam.py",
+    "test_throttle.py",
+    "test_predict.py",
+)
 
 
 def pytest_collection_modifyitems(items):

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def python_files(*folders: str) -> list[Path]:
-    return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
+    """Every module under ``folders``; none found means the test looks in the wrong place (it
+    did, and passed with nothing to check, after it moved)."""
+    files = sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
+    assert files, f"no Python files under {folders} in {REPO}"
+    return files
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -79,3 +83,12 @@ def test_the_log_group_and_job_names_are_defined_once():
             assert node.value != "/aws/sagemaker/TrainingJobs", f"{path}:{node.lineno}"
         for node in ast.walk(ast.parse(path.read_text())):
             assert not builds_a_job_name(node), f"{path}:{node.lineno} builds a job name"
+
+
+def test_the_longest_first_order_names_test_files_that_exist():
+    """make test starts the longest tests first (conftest.py); a name that matches no file would
+    let a long test start last, and the other core idle while it runs, without any failure."""
+    from conftest import LONGEST_FIRST
+
+    present = {path.name for path in (REPO / "tests").rglob("test_*.py")}
+    assert set(LONGEST_FIRST) <= present, set(LONGEST_FIRST) - present

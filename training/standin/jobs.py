@@ -377,7 +377,9 @@ class JobRun:
             if time.time() - last_flush > 0.5:
                 self._flush(logs, streams, pending)
                 last_flush = time.time()
-            if self.interruption and self.interruption.due(line):
+            # The first host's line: its checkpoints are the ones synced, saved before it prints
+            # the line; another host's line can come first, while algo-1 is still saving.
+            if self.interruption and host == self.hosts[0] and self.interruption.due(line):
                 self._reclaim(attempt, sync)
         codes = {h: p.wait() for h, p in zip(volumes, attempt.processes, strict=True)}
         attempt.close()
