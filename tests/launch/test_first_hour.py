@@ -203,5 +203,5 @@ def test_make_check_without_credentials_or_stack_still_shows_every_line(
     assert marks == {"uv": marks["uv"], "Pulumi": marks["Pulumi"], "AWS identity": "✗",
                      "AWS region": "✗", "stack outputs": "✗", "bucket and role": "–",
                      "GPU quotas (spot and on-demand, every current type)": "–",
-                     "Kaggle token": "✗", "data": "✗", "disk": "✓"}, out  # fmt: skip
+                     "Kaggle token": "✗", "data": "✗", "data staged": "–", "disk": "✓"}, out  # fmt: skip
     assert "no AWS credentials: run `aws configure`" in out and "(nothing was spent)" in out

@@ -112,7 +112,8 @@ def data(splits: Path, stack: str, session, reached: bool) -> list[Line]:
 
     manifest = load_manifest(splits)
     if manifest is None:
-        return [Line(BAD, "data", f"none prepared in {splits}: make data (or make data-sample)")]
+        return [Line(BAD, "data", f"none prepared in {splits}: make data (or make data-sample)"),
+                Line(LATER, "data staged", "not checked until the data above is prepared")]  # fmt: skip
     lacking = shortfalls(manifest)
     sample = manifest["source"].get("path") == str(SOURCE.resolve())
     said = f"{splits}, dataset {manifest['dataset_digest']}" + (
