@@ -18,6 +18,7 @@ from training.common.infra_outputs import INFRA_DIR, load_outputs
 from training.common.repo import REPO
 
 OK, BAD, LATER = "✓", "✗", "–"
+UNREACHED = "not checked until the AWS identity above works"
 # Kaggle's train.zip (about 0.55 GB) and its extracted copy; the splits are hard links into it.
 DATA_BYTES = int(1.2e9)
 
@@ -106,7 +107,7 @@ def kaggle_token() -> Line:
                 "KAGGLE_API_TOKEN or ~/.kaggle/access_token (or pass DATA=path/to/train.zip)")  # fmt: skip
 
 
-def data(splits: Path, stack: str, session, reached: bool) -> list[Line]:
+def data(splits: Path, outputs, session, reached: bool) -> list[Line]:
     from training.data.prepare import load_manifest, shortfalls
     from training.data.sample import SOURCE
 
@@ -122,17 +123,15 @@ def data(splits: Path, stack: str, session, reached: bool) -> list[Line]:
     if lacking:
         said += f": incomplete ({'; '.join(lacking)}): make data"
     lines = [Line(BAD if lacking else OK, "data", said)]
-    lines.append(staged(manifest["dataset_digest"], stack, session) if reached else
-                 Line(LATER, "data staged", "not checked until the AWS identity above works"))  # fmt: skip
+    lines.append(staged(manifest["dataset_digest"], outputs, session) if reached else
+                 Line(LATER, "data staged", UNREACHED))  # fmt: skip
     return lines
 
 
-def staged(digest: str, stack: str, session) -> Line:
+def staged(digest: str, outputs, session) -> Line:
     from training.data.upload import dataset_prefix
 
-    try:
-        outputs = load_outputs(stack, INFRA_DIR)
-    except UserError:
+    if outputs is None:
         return Line(LATER, "data staged", "not checked: no stack outputs yet (make infra-up)")
     prefix = dataset_prefix(digest, outputs.data_prefix)
     try:
@@ -178,16 +177,15 @@ def check(stack: str, splits: Path, write=print) -> int:
                         "none: set AWS_REGION, or make infra-up writes the stack's")]  # fmt: skip
     lines.append(stack_line)
     # A check that cannot run yet is still a line: "–", naming the ✗ above it waits for.
-    unreached = "not checked until the AWS identity above works"
     if not outputs:
         lines.append(Line(LATER, "bucket and role", "not checked until the stack outputs exist"))
     elif reached:
         lines += guarded("bucket and role", lambda: bucket_and_role(outputs, session))
     else:
-        lines.append(Line(LATER, "bucket and role", unreached))
+        lines.append(Line(LATER, "bucket and role", UNREACHED))
     lines += guarded("GPU quotas", lambda: quotas(session)) if reached else [
-        Line(LATER, "GPU quotas (spot and on-demand, every current type)", unreached)]  # fmt: skip
-    lines += [kaggle_token(), *guarded("data", lambda: data(splits, stack, session, reached)),
+        Line(LATER, "GPU quotas (spot and on-demand, every current type)", UNREACHED)]  # fmt: skip
+    lines += [kaggle_token(), *guarded("data", lambda: data(splits, outputs, session, reached)),
               disk(splits)]  # fmt: skip
     for line in lines:
         write(str(line))
