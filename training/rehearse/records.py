@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 
+from training.common.aws import split_s3_uri
 from training.common.errors import UserError
 from training.rehearse import checks
 from training.rehearse.shell import Shell
@@ -122,7 +123,7 @@ def repaired(shell: Shell, runs: Path, before: set[Path], admin: dict, stack: st
         raise UserError(f"the scenario left no run folder under {runs} to record")
     write(f"MLflow ({shell.env[TRACKING_ENV]}), before the artifact bucket exists:")
     failed = cut_short(shell.env, folders, write)
-    bucket = StackNames(stack).mlflow_artifacts.removeprefix("s3://").split("/")[0]
+    bucket, _ = split_s3_uri(StackNames(stack).mlflow_artifacts)
     boto3.client("s3", endpoint_url=shell.env["AWS_ENDPOINT_URL"],
                  region_name=shell.env["AWS_DEFAULT_REGION"],
                  aws_access_key_id=admin["AWS_ACCESS_KEY_ID"],
