@@ -78,6 +78,12 @@ def gpu_types_by_price() -> list[Instance]:
     )
 
 
+def gpu_types_and_the_seeds() -> list[Instance]:
+    """The current GPU types, cheapest first, then the seed's deprecated K80 (ml.p2.xlarge): what
+    make check and make cost list."""
+    return [*gpu_types_by_price(), INSTANCES["ml.p2.xlarge"]]
+
+
 def quota_name(instance_type: str, spot: bool) -> str:
     """The Service Quotas name of the type's training quota (SageMaker's own words)."""
     return f"{instance_type} for {'spot ' if spot else ''}training job usage"

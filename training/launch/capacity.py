@@ -31,10 +31,10 @@ from training.common.aws_errors import (
 from training.common.errors import UserError
 from training.common.instances import (
     AUTO,
-    INSTANCES,
     PRICES_AS_OF,
     PRICES_SOURCE,
     Instance,
+    gpu_types_and_the_seeds,
     gpu_types_by_price,
     quota_name,
 )
@@ -305,8 +305,7 @@ def cost_table(experiment: Experiment, train_images: int, count: int,
     time, the expected bill with spot, the on-demand one, and where each time comes from."""
     rows = ["| instance | GPU | time (est.) | expected cost | on-demand | epoch times from |",
             "|---|---|---|---|---|---|"]  # fmt: skip
-    seed_type = [i for i in INSTANCES.values() if i.name == "ml.p2.xlarge"]
-    for instance in [*gpu_types_by_price(), *seed_type]:
+    for instance in gpu_types_and_the_seeds():
         cost = estimate(experiment, train_images, instance, count, None, validation_images)
         if cost.expected_seconds is None:
             continue

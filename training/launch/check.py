@@ -68,14 +68,14 @@ def bucket_and_role(outputs, session) -> list[Line]:
 
 def quotas(session) -> list[Line]:
     """The training quotas of every current GPU type, spot and on-demand (and the seed's K80)."""
-    from training.common.instances import INSTANCES, gpu_types_by_price
+    from training.common.instances import gpu_types_and_the_seeds
     from training.launch.capacity import read_quotas
 
     reading = read_quotas(session)
     if reading.problem and not reading.defaults:
         return [Line(BAD, "GPU quotas", reading.problem)]
     lines = []
-    for instance in [*gpu_types_by_price(), INSTANCES["ml.p2.xlarge"]]:
+    for instance in gpu_types_and_the_seeds():
         spot, on_demand = (reading.value(instance.name, spot) for spot in (True, False))
         if spot is None and on_demand is None:
             continue
