@@ -207,9 +207,10 @@ train-local: setup ## run an experiment on this machine, SageMaker contract emul
 	$(PY) -m training.launch local $(LAUNCH_ARGS) $(if $(MODE),--mode $(MODE)) \
 	    $(if $(KEEP_CHECKPOINTS),--keep-checkpoints)
 
-train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch results (default: small)
+train-cloud: setup ## submit an experiment to SageMaker, follow it, fetch results (default: small); INSTANCE=a,b tries each in turn
 	$(PY) -m training.launch cloud $(LAUNCH_ARGS) $(RUNTIME_ARGS) $(FOLLOW_ARGS) \
-	    $(if $(DETACH),--detach) $(if $(FRESH),--fresh)
+	    $(if $(DETACH),--detach) $(if $(FRESH),--fresh) $(if $(SPOT),--spot $(SPOT)) \
+	    $(if $(CAPACITY_WAIT),--capacity-wait-minutes $(CAPACITY_WAIT))
 
 INTERRUPT_ARGS = $(if $(filter early,$(INTERRUPT)),--interrupt early,$(if $(INTERRUPT),--interrupt))
 
@@ -217,10 +218,14 @@ rehearse: setup setup-compat ## the cloud commands offline, against the stand-in
 	$(PY) -m training.rehearse $(if $(SCENARIO),--scenario $(SCENARIO)) \
 	    $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) --splits $(SPLITS) \
 	    $(INTERRUPT_ARGS) $(if $(INSTANCE_COUNT),--instance-count $(INSTANCE_COUNT)) \
-	    $(if $(TUNE),--tune) $(TUNE_ARGS) $(RUNTIME_ARGS) $(if $(TRACK),--track $(TRACK))
+	    $(if $(TUNE),--tune) $(TUNE_ARGS) $(RUNTIME_ARGS) $(if $(TRACK),--track $(TRACK)) \
+	    $(if $(INSTANCE),--instance $(INSTANCE)) $(if $(SPOT),--spot $(SPOT)) \
+	    $(if $(CAPACITY_FAIL),--capacity-fail $(CAPACITY_FAIL)) \
+	    $(if $(CAPACITY_WAIT),--capacity-wait-minutes $(CAPACITY_WAIT))
 
 standin-up: setup setup-compat ## the SageMaker stand-in as a service on 127.0.0.1: then `source .standin/env`
-	$(PY) -m training.standin.service up $(if $(filter-out dev,$(STACK)),--stack $(STACK)) $(INTERRUPT_ARGS)
+	$(PY) -m training.standin.service up $(if $(filter-out dev,$(STACK)),--stack $(STACK)) $(INTERRUPT_ARGS) \
+	    $(if $(CAPACITY_FAIL),--capacity-fail $(CAPACITY_FAIL))
 
 standin-down: setup ## stop the stand-in, with every job, log and checkpoint it holds
 	$(PY) -m training.standin.service down
@@ -232,7 +237,7 @@ tune: setup ## tune the recipe on SageMaker: make tune EXPERIMENT=small MAX_JOBS
 	$(PY) -m training.launch tune $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(HP),--hp $(HP)) \
 	    $(if $(INSTANCE),--instance $(INSTANCE)) $(if $(WEIGHTS),--weights-file $(WEIGHTS)) \
 	    $(TUNE_ARGS) $(RUNTIME_ARGS) $(FOLLOW_ARGS) --splits $(SPLITS) --stack $(STACK) --runs $(RUNS) \
-	    $(if $(DETACH),--detach)
+	    $(if $(DETACH),--detach) $(if $(SPOT),--spot $(SPOT))
 
 tune-results: setup ## follow a tuning job, then its table, plot and best model: TUNING_JOB=<name>
 	$(PY) -m training.launch tune-results $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB)) \

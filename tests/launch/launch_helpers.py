@@ -26,7 +26,12 @@ def request(experiment: str, *hp: str, command: str = "cloud"):
 
     loaded = load(experiment, list(hp))
     return RunRequest(
-        command, loaded, run_settings(loaded, None, 1), lookup(loaded.instance_type), 1
+        command,
+        loaded,
+        run_settings(loaded, None, 1),
+        (lookup(loaded.instance_type),),
+        1,
+        spot_modes=(loaded.spot,),
     )
 
 

@@ -190,7 +190,7 @@ def test_a_quota_endpoint_answering_html_gives_one_line(capsys):
     with stubber:
         reading = capacity.read_quotas(session)
     assert "<" not in reading.problem and "Internal Server Error" in reading.problem
-    preflight.check_quota(reading, request("small"), instances.lookup("ml.g4dn.xlarge"))
+    preflight.check_quota(reading, request("small"), instances.lookup("ml.g4dn.xlarge"), True)
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("quota: unknown for ml.g4dn.xlarge")
     assert "<html>" not in printed[0]
@@ -202,20 +202,20 @@ def test_a_type_the_region_does_not_offer_is_refused_with_the_alternative():
     del reading.applied["ml.p2.xlarge for spot training job usage"]
     del reading.defaults["ml.p2.xlarge for spot training job usage"]
     with pytest.raises(capacity.UserError) as caught:
-        preflight.check_quota(reading, request("small"), instances.lookup("ml.p2.xlarge"))
+        preflight.check_quota(reading, request("small"), instances.lookup("ml.p2.xlarge"), True)
     assert "not offered for spot training jobs in this region" in str(caught.value)
     assert "`make train-cloud EXPERIMENT=small INSTANCE=ml.g4dn.xlarge`" in str(caught.value)
 
 
-def test_instance_auto_picks_the_cheapest_gpu_type_with_quota(capsys):
+def test_instance_auto_lists_the_gpu_types_with_quota_cheapest_first(capsys):
     reading = quotas_for(0.0, ml_g6_xlarge=2.0, ml_g5_xlarge=2.0)
-    instance = capacity.choose_auto(reading, spot=True, count=2)
-    assert instance.name == "ml.g6.xlarge"
+    choices = capacity.choose_auto(reading, spot_modes=(True,), count=2)
+    assert [i.name for i in choices] == ["ml.g6.xlarge", "ml.g5.xlarge"]
     line = capsys.readouterr().out
-    assert "ml.g6.xlarge (L4) — cheapest GPU type with spot training quota (2, applied)" in line
+    assert "ml.g6.xlarge, ml.g5.xlarge — the GPU types with spot training quota (applied)" in line
     assert "no quota for ml.g4dn.xlarge" in line
     with pytest.raises(capacity.UserError, match="INSTANCE=auto found no GPU type"):
-        capacity.choose_auto(quotas_for(0.0), spot=True, count=1)
+        capacity.choose_auto(quotas_for(0.0), spot_modes=(True,), count=1)
 
 
 def test_p2_runs_with_a_plain_warning_before_anything_is_spent(aws, sent, tiny_splits, capsys):

@@ -74,7 +74,7 @@ def test_xla_on_several_k80s_is_refused_before_any_aws_call(tiny_splits, tmp_pat
     err = capsys.readouterr().err
     assert "xla=true with 8 replicas fails under Keras 2" in err and "ml.p2.8xlarge" in err
     # Keras 3 (the g5's TF 2.19 image) takes XLA on several replicas.
-    dataclasses.replace(request("small", "xla=true"), instance=lookup("ml.g5.12xlarge"),
+    dataclasses.replace(request("small", "xla=true"), instances=(lookup("ml.g5.12xlarge"),),
                         instance_count=2).check()  # fmt: skip
 
 
@@ -84,7 +84,7 @@ def test_a_batch_size_the_replicas_cannot_share_is_refused_before_any_aws_call(t
     err = capsys.readouterr().err
     assert "batch_size=30 does not split evenly over 4 replicas: use a multiple of 4" in err
     dataclasses.replace(
-        request("smoke", "batch_size=32"), instance=lookup("ml.g5.12xlarge")
+        request("smoke", "batch_size=32"), instances=(lookup("ml.g5.12xlarge"),)
     ).check()
 
 

@@ -138,7 +138,7 @@ def test_docker_mode_uses_the_sdks_local_container_with_the_clouds_tf_version(
     image = docker_mode.local_image(small, "us-east-1", gpu=False)
     assert image.endswith("tensorflow-training:2.11-cpu-py39")  # P2's TF, CPU flavour
     manifest = json.loads((tiny_splits / "manifest.json").read_text())
-    request = RunRequest("local", small, run_settings(small, manifest, 1), None, 1,
+    request = RunRequest("local", small, run_settings(small, manifest, 1), (), 1,
                          splits=tiny_splits, mode="docker")  # fmt: skip
     spec = local_spec(request, tmp_path / "run", image=image)
     trainer, inputs = docker_mode.build_trainer(spec, gpu=False)

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name)
         sub.add_argument("--experiment", help=f"default: {DEFAULT_EXPERIMENT[name]}")
         sub.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE")
-        sub.add_argument("--instance", help="SageMaker instance type, or auto (cloud, tune)")
+        sub.add_argument(
+            "--instance", help="SageMaker instance type(s) to try in order (a,b,c), or auto"
+        )
         if name != "tune":  # a tuning job's training jobs run on one instance each
             sub.add_argument("--instance-count", type=positive_int)
         sub.add_argument("--splits", type=Path, default=Path("data/splits"))
@@ -56,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name in ("cloud", "tune"):
             sub.add_argument("--detach", action="store_true", help="submit and return at once")
+            sub.add_argument(
+                "--spot",
+                help="auto (spot, then on-demand), true or false; default: the experiment's",
+            )
             add_following_options(sub)
     commands.choices["local"].add_argument(
         "--mode",
@@ -68,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cloud = commands.choices["cloud"]
     cloud.add_argument("--network-isolation", action="store_true")
+    cloud.add_argument(
+        "--capacity-wait-minutes",
+        type=positive_minutes,
+        help="how long a spot job may wait for capacity before the next candidate (default 30)",
+    )
     cloud.add_argument(
         "--fresh", action="store_true", help="new checkpoint folder: start over, don't resume"
     )
@@ -129,36 +140,23 @@ def run_local(request: RunRequest) -> int:
 
 def run_cloud(request: RunRequest) -> int:
     """make train-cloud and make tune: one path, whatever the kind of job."""
-    from training.launch import preflight, staging, submit
+    from training.launch import failover, preflight, staging
 
     outputs = load_outputs(request.stack, INFRA_DIR)
     session = aws.session(outputs.region)
     plan = preflight.preflight(request, outputs, session)
     kind = request.kind
-    name = submit.submit(kind, staging.stage(plan, session), session, request)
-    if request.detach:
+    name, end = failover.launch(kind, plan, staging.stage(plan, session), session)
+    if end is None:
         print(f"detached; follow it later with `{kind.results_command(name)}`")
         return 0
-    return follow_and_fetch(kind, session, name, request.runs, request.poll_seconds,
-                            request.reconnect_minutes, reached=True)  # fmt: skip
+    return fetch_and_say(kind, session, name, request.runs, end, request.reconnect_minutes)
 
 
-def follow_and_fetch(
-    kind: JobKind,
-    session,
-    name: str,
-    runs: Path,
-    poll_seconds: float | None,
-    reconnect_minutes: float,
-    reached: bool = False,
-) -> int:
-    """``reached``: AWS already answered this run (it submitted the job), so an outage from the
-    first request on is ridden out; else an endpoint never reached is one line at once."""
+def fetch_and_say(kind: JobKind, session, name: str, runs: Path, end,
+                  reconnect_minutes: float) -> int:  # fmt: skip
     from training.launch.fetch import fetch
-    from training.launch.follow import follow
 
-    end = follow(kind, session, name, poll_seconds, reconnect_minutes=reconnect_minutes,
-                 reached=reached)  # fmt: skip
     report = fetch(kind, session, name, runs, end, reconnect_minutes)
     print(summary_line(report) if kind is TRAINING_JOB else f"results: {report}")
     return 0
@@ -172,9 +170,12 @@ def run_followed(args) -> int:
             f"which {kind.noun}? {kind.results_command(f'<{kind.noun} name>')} (the launch "
             f"printed it: `submitted <name>`; `{kind.list_command}` lists them)"
         )
+    from training.launch.follow import follow
+
     session = aws.session(load_outputs(args.stack, INFRA_DIR).region)
-    return follow_and_fetch(kind, session, args.name, args.runs, args.poll_seconds,
-                            args.reconnect_minutes)  # fmt: skip
+    end = follow(kind, session, args.name, args.poll_seconds,
+                 reconnect_minutes=args.reconnect_minutes)  # fmt: skip
+    return fetch_and_say(kind, session, args.name, args.runs, end, args.reconnect_minutes)
 
 
 def run_cost(request: RunRequest) -> int:

@@ -129,25 +129,29 @@ def cheapest_with_quota(reading: QuotaReading, spot: bool, count: int) -> Instan
     return None
 
 
-def choose_auto(reading: QuotaReading, spot: bool, count: int) -> Instance:
-    """INSTANCE=auto: the cheapest current GPU type with quota for ``count`` instances, and a
-    line saying why."""
-    kind = "spot training" if spot else "training"
-    choice = cheapest_with_quota(reading, spot, count)
-    if choice is None:
-        why = reading.problem or f"no GPU type in the table has a {kind} quota of {count} or more"
+def choose_auto(reading: QuotaReading, spot_modes: tuple[bool, ...], count: int) -> list[Instance]:
+    """INSTANCE=auto: every current GPU type with quota for ``count`` instances (on a capacity
+    the run may use), cheapest first, and a line saying so."""
+    kinds = " or ".join("spot training" if spot else "training" for spot in spot_modes)
+    choices = [
+        instance
+        for instance in gpu_types_by_price()
+        if any(enough(reading, instance, spot, count) for spot in spot_modes)
+    ]
+    if not choices:
+        why = reading.problem or f"no GPU type in the table has a {kinds} quota of {count} or more"
         raise UserError(
             f"INSTANCE={AUTO} found no GPU type to use ({why}); request a quota increase in the "
-            f"Service Quotas console (Amazon SageMaker → 'ml.g4dn.xlarge for {kind} job usage') "
-            "or name an INSTANCE"
+            f"Service Quotas console (Amazon SageMaker → 'ml.g4dn.xlarge for {kinds.split(' or ')[0]} "
+            "job usage') or name an INSTANCE"
         )
-    value = reading.value(choice.name, spot)
-    cheaper = [i.name for i in gpu_types_by_price() if i.price_per_hour < choice.price_per_hour]
-    reason = f"cheapest GPU type with {kind} quota ({value:g}, {reading.source(choice.name, spot)})"
+    first = choices[0]
+    cheaper = [i.name for i in gpu_types_by_price() if i.price_per_hour < first.price_per_hour]
+    reason = f"the GPU types with {kinds} quota ({reading.source(first.name, spot_modes[0])}), cheapest first"
     if cheaper:
         reason += f"; no quota for {', '.join(cheaper)}"
-    print(f"  instance: {choice.name} ({choice.accelerator}) — {reason}")
-    return choice
+    print(f"  instance: {', '.join(i.name for i in choices)} — {reason}")
+    return choices
 
 
 # --- prices --------------------------------------------------------------------------------

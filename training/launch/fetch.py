@@ -32,6 +32,7 @@ from training.common.paths import RUNS_DIR
 from training.common.sagemaker import TERMINAL, TRAINING_JOB, TUNING_JOB, JobKind
 from training.launch.capacity import Price, table_price
 from training.launch.experiments import available, from_hyperparameter, load
+from training.launch.failover import report_rows
 from training.launch.follow import JobEnd, LogFollower, explain_failure, training_jobs
 from training.launch.outage import RECONNECT_MINUTES, Outage
 from training.launch.staging import COMMIT_ENV, EXPERIMENT_ENV, PRICE_ENV, PRICE_SOURCE_ENV
@@ -128,7 +129,11 @@ def run_info(description: dict) -> RunInfo:
         cost_usd=None
         if billable is None
         else billable / 3600 * price.per_hour * resources["InstanceCount"],
-        extra={"job_arn": description.get("TrainingJobArn"), "price": vars(price)},
+        extra={
+            "job_arn": description.get("TrainingJobArn"),
+            "price": vars(price),
+            "attempts": report_rows(description, price.per_hour),
+        },
     )
 
 
@@ -209,6 +214,17 @@ def job_log(session: boto3.Session, job: str, outage: Outage) -> list[str]:
     return lines
 
 
+def instance_types(session: boto3.Session, end: JobEnd, outage: Outage) -> dict[str, str]:
+    """The type each training job ran on (with InstanceConfigs, the first with capacity)."""
+    sm = session.client("sagemaker")
+    types = {}
+    for job in end.children:
+        name = job["TrainingJobName"]
+        described = outage.run(lambda name=name: TRAINING_JOB.describe(sm, name, ride_out=True))
+        types[name] = described.get("ResourceConfig", {}).get("InstanceType")
+    return types
+
+
 def fetch_best(session: boto3.Session, summary: dict, runs_dir: Path):
     """The best job's results, or, when it was stopped before it saved a model, the best
     completed job's. Returns (its report, or None; the job fetched; a note for the table)."""
@@ -244,7 +260,7 @@ def fetch_tuning(
         sm = session.client("sagemaker")
         end = JobEnd(TUNING_JOB, TUNING_JOB.describe(sm, name), training_jobs(sm, name))
     outage = outage or Outage(name, TUNING_JOB.results_command(name), reached=True)
-    summary = tuning.table(end.description, end.children)
+    summary = tuning.table(end.description, end.children, instance_types(session, end, outage))
     best_report, fetched, note = fetch_best(session, summary, runs_dir)
     summary.update(fetched_training_job=fetched, note=note)
     logs = {job["TrainingJobName"]: job_log(session, job["TrainingJobName"], outage)

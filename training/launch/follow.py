@@ -37,6 +37,7 @@ class JobEnd:
     description: dict
     children: list[dict] = field(default_factory=list)
     log_tail: list[str] = field(default_factory=list)
+    gave_up: str | None = None  # why the follower stopped it (a spot job waiting too long)
 
 
 class LogFollower:
@@ -216,25 +217,42 @@ def follow(
     reconnect_minutes: float = RECONNECT_MINUTES,
     reached: bool = False,
     clock=time,
+    give_up=None,
 ) -> JobEnd:
     """Prints the job's news in the order it happened until the job ends. A lost connection is
     ridden out for ``reconnect_minutes`` (outage.py); ``reached``: AWS answered this run already
-    (it submitted the job); ``clock``: what it waits with between polls.
+    (it submitted the job); ``clock``: what it waits with between polls; ``give_up``: given the
+    job's description, why to stop it now (failover.py's capacity wait), or None.
 
     Ctrl-C asks whether to stop the job (it would otherwise keep running and billing)."""
     sm = session.client("sagemaker", config=aws.FOLLOWING)
     watch = WATCHES[kind](session, name)
     outage = Outage(name, kind.results_command(name), reconnect_minutes, write, reached=reached)
+    gave_up = None
     try:
         while True:
             description = outage.run(lambda: kind.describe(sm, name, ride_out=True))
             for _, line in sorted(watch.news(sm, description, outage), key=lambda e: e[0]):
                 write(line)
             if description[kind.status_key] in TERMINAL:
-                return JobEnd(kind, description, watch.children, watch.tail)
+                return JobEnd(kind, description, watch.children, watch.tail, gave_up)
+            if give_up and gave_up is None:
+                gave_up = give_up(description)
+                if gave_up:
+                    write(f"[{name}] {gave_up}: stopping it")
+                    stop_quietly(sm, kind, name)
             clock.sleep(poll_seconds or watch.poll_seconds)
     except KeyboardInterrupt:
         raise stopped_following(sm, kind, name) from None
+
+
+def stop_quietly(sm, kind: JobKind, name: str) -> None:
+    """Stops the job; one that has ended meanwhile needs no stop."""
+    try:
+        kind.stop(sm, name)
+    except AWS_OR_NETWORK_ERRORS as error:
+        if error_code(error) != "ValidationException":
+            raise aws_error(error, f"stopping {name}") from error
 
 
 def offer_stop(sm, kind: JobKind, name: str) -> None:

@@ -1,11 +1,13 @@
 """Preflight: everything about a cloud run that can fail before money is spent, cheapest first.
 Checks only; staging (training/launch/staging.py) uploads afterwards.
 
-Order: the settings (no AWS call), credentials, quota for the instance type (INSTANCE=auto picks
-one), the stack's bucket and role, the checkpoint folder (refusing to re-run a finished
-experiment), then the cost line.
+Order: the settings (no AWS call), credentials, quota for each candidate instance type and
+capacity (INSTANCE=auto lists the types with quota), the stack's bucket and role, the checkpoint
+folder (refusing to re-run a finished experiment), then the cost line. The candidates that pass
+are the run's attempts, in order (failover.py tries them).
 """
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -52,22 +54,47 @@ def image_uri(instance: Instance, region: str) -> str:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One way to run the job: an instance type on spot or on-demand capacity, its image, and its
+    cost with the price it was worked out from."""
+
+    instance: Instance
+    spot: bool
+    image_uri: str
+    cost: CostEstimate
+
+    @property
+    def label(self) -> str:
+        return f"{self.instance.name} {'spot' if self.spot else 'on-demand'}"
+
+
+@dataclass(frozen=True)
 class Plan:
-    """A checked request, with what preflight found out: the instance, the image, the job's
-    settings as the container will parse them (what its checkpoints keep), where it checkpoints,
-    and the cost with the price it was worked out from."""
+    """A checked request, with what preflight found out: the candidates in the order they are
+    tried, the job's settings as the container will parse them (what its checkpoints keep), and
+    where it checkpoints (one folder for every attempt, so a later one resumes an earlier one)."""
 
     request: RunRequest
     outputs: InfraOutputs
-    instance: Instance
-    image_uri: str
+    candidates: tuple[Candidate, ...]
     settings: job_config.Hyperparameters
     checkpoint_uri: str
-    cost: CostEstimate
 
     @property
     def experiment(self) -> Experiment:
         return self.request.experiment
+
+    @property
+    def instance(self) -> Instance:
+        return self.candidates[0].instance
+
+    @property
+    def image_uri(self) -> str:
+        return self.candidates[0].image_uri
+
+    @property
+    def cost(self) -> CostEstimate:
+        return self.candidates[0].cost
 
 
 def check_identity(session: boto3.Session) -> str:
@@ -105,8 +132,8 @@ def alternative(reading: QuotaReading, request: RunRequest, spot: bool, count: i
     return command if choice else f"{command} after a quota increase for it"
 
 
-def check_quota(reading: QuotaReading, request: RunRequest, instance: Instance) -> None:
-    spot, count = request.experiment.spot, request.concurrent
+def check_quota(reading: QuotaReading, request: RunRequest, instance: Instance, spot: bool) -> None:
+    count = request.concurrent
     kind = "spot training" if spot else "training"
     offered = reading.offered(instance.name, spot)
     if offered is False:
@@ -227,6 +254,46 @@ def check_checkpoints(session: boto3.Session, plan: Plan) -> None:
         print(f"  checkpoints: {uri} (new)")
 
 
+def usable(quotas: QuotaReading, request: RunRequest) -> list[tuple[Instance, bool]]:
+    """The (type, spot) pairs to try, in order, each with quota for the job. One pair is checked
+    as before: a refusal names the remedy. Of several, those without quota are left out with a
+    line saying why, and only none left is refused (with the first one's remedy)."""
+    instances = list(request.instances) or choose_auto(
+        quotas, request.spot_modes, request.concurrent
+    )
+    pairs = [(instance, spot) for instance in instances for spot in request.spot_modes]
+    if request.instance is None:
+        for instance in instances:
+            request.check_on(instance)
+    kept, refusals = [], []
+    for instance, spot in pairs:
+        try:
+            check_quota(quotas, request, instance, spot)
+        except UserError as refusal:
+            if len(pairs) == 1:
+                raise
+            refusals.append(refusal)
+            kind = "spot" if spot else "on-demand"
+            print(f"  skipped: {instance.name} {kind}: {str(refusal).split(':')[0]}")
+            continue
+        kept.append((instance, spot))
+    if not kept:
+        raise refusals[0]
+    return kept
+
+
+def candidate(request: RunRequest, instance: Instance, spot: bool, session, region: str,
+              train_images: int) -> Candidate:  # fmt: skip
+    price = on_demand_price(session, instance, region)
+    experiment = dataclasses.replace(request.experiment, spot=spot)
+    return Candidate(
+        instance=instance,
+        spot=spot,
+        image_uri=image_uri(instance, region),
+        cost=estimate(experiment, train_images, instance, request.instance_count, price),
+    )
+
+
 def preflight(request: RunRequest, outputs: InfraOutputs, session: boto3.Session) -> Plan:
     """Everything that can fail before money is spent, cheapest first. Nothing is uploaded."""
     experiment = request.experiment
@@ -235,32 +302,32 @@ def preflight(request: RunRequest, outputs: InfraOutputs, session: boto3.Session
         f"({outputs.region}):"
     )
     print(f"  identity: {check_identity(session)} ✓")
-    quotas = read_quotas(session)
-    instance = request.instance or choose_auto(quotas, experiment.spot, request.concurrent)
-    if request.instance is None:
-        request.check_on(instance)
-    check_quota(quotas, request, instance)
-    warning = p2_warning(instance)
-    if warning:
-        print(f"  warning: {warning}")
+    pairs = usable(read_quotas(session), request)
+    for instance in dict.fromkeys(instance for instance, _ in pairs):
+        warning = p2_warning(instance)
+        if warning:
+            print(f"  warning: {warning}")
     check_bucket_and_role(session, outputs)
     print(f"  bucket {outputs.bucket} and role {outputs.role_arn.rsplit('/', 1)[-1]} ✓")
-    price = on_demand_price(session, instance, outputs.region)
     train_images = splits.images(request.manifest, experiment.train_split)
     settings = job_settings(request, OptMl())
     fresh = time.strftime("%Y%m%d-%H%M%S") if request.fresh else ""
     plan = Plan(
         request=request,
         outputs=outputs,
-        instance=instance,
-        image_uri=image_uri(instance, outputs.region),
+        candidates=tuple(
+            candidate(request, instance, spot, session, outputs.region, train_images)
+            for instance, spot in pairs
+        ),  # fmt: skip
         settings=settings,
         checkpoint_uri=checkpoint_uri(outputs, settings, experiment.name, fresh),
-        cost=estimate(experiment, train_images, instance, request.instance_count, price),
     )
     check_checkpoints(session, plan)
     print(f"  image: {plan.image_uri}")
     print("  " + plan.cost.line())
+    if len(plan.candidates) > 1:
+        print(f"  candidates, in order: {', '.join(c.label for c in plan.candidates)} (the next "
+              "is tried when one has no capacity; the checkpoints carry over)")  # fmt: skip
     if request.command == "tune":
         print("  " + plan.cost.tuning_line(request.max_jobs, request.parallel))
     return plan

@@ -3,8 +3,10 @@ then handed whole to every step: plan (preflight) → stage → submit → follo
 
 Its hyperparameters are the job's own typed ``Hyperparameters`` as the run will send them (the
 experiment's, parsed once by the job's parser, with the data's digest and the distribution the run
-adds), and its instance is the ``Instance`` of the table (capacity.py), looked up here; only
-``INSTANCE=auto`` waits for preflight, which resolves it against the account's quotas.
+adds), and its instances are the candidates of the table (training/common/instances.py), in
+the order they are tried (``INSTANCE=ml.g5.xlarge,ml.g4dn.xlarge``), each looked up here; only
+``INSTANCE=auto`` waits for preflight, which resolves it against the account's quotas. ``SPOT``
+says whether each is tried on spot capacity, on-demand, or spot first (``auto``).
 """
 
 import argparse
@@ -27,6 +29,8 @@ from training.report import seed
 
 DEFAULT_EXPERIMENT = {"local": "smoke", "cloud": "small", "tune": "small", "cost": "small"}
 KIND = {"cloud": TRAINING_JOB, "tune": TUNING_JOB}  # what each cloud command creates
+SPOT_MODES = {"auto": (True, False), "true": (True,), "false": (False,)}  # SPOT=…: tried in order
+CAPACITY_WAIT_MINUTES = 30.0  # how long a spot job may wait for capacity before the next candidate
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class RunRequest:
     command: str  # local | cloud | tune | cost
     experiment: experiments.Experiment  # with the command line's overrides applied
     hp: Hyperparameters  # what train.py will parse: the experiment's, and what the run adds
-    instance: Instance | None  # None: INSTANCE=auto, resolved against the quotas by preflight
+    instances: tuple[Instance, ...]  # the candidates, in order; none: INSTANCE=auto (preflight)
     instance_count: int
     manifest: dict | None = None  # the prepared data (cost: none needed)
     splits: Path = Path("data/splits")
@@ -50,14 +54,26 @@ class RunRequest:
     keep_checkpoints: bool = False  # local: keep a finished run's checkpoints
     poll_seconds: float | None = None  # following: how often to ask SageMaker (None: default)
     reconnect_minutes: float = RECONNECT_MINUTES  # following: how long to ride out an outage
+    spot_modes: tuple[bool, ...] = (True,)  # SPOT: spot, on-demand, or spot then on-demand
+    capacity_wait_minutes: float = CAPACITY_WAIT_MINUTES  # a spot job's wait, then the next
 
     @property
     def kind(self) -> JobKind:
         return KIND[self.command]
 
     @property
+    def instance(self) -> Instance | None:
+        """The first candidate (what make cost prices); None for INSTANCE=auto."""
+        return self.instances[0] if self.instances else None
+
+    @property
     def instance_type(self) -> str:
-        return self.instance.name if self.instance else AUTO
+        return ",".join(i.name for i in self.instances) if self.instances else AUTO
+
+    @property
+    def spot(self) -> bool:
+        """Whether any attempt may run on spot capacity (its max wait then applies)."""
+        return True in self.spot_modes
 
     @property
     def concurrent(self) -> int:
@@ -83,17 +99,24 @@ class RunRequest:
                 "cache_features=true runs on one host only; drop it or use INSTANCE_COUNT=1"
             )
         experiment = self.experiment
-        if experiment.spot and experiment.max_runtime_seconds > experiment.max_wait_seconds:
+        if self.spot and experiment.max_runtime_seconds > experiment.max_wait_seconds:
             raise UserError(
                 f"a max runtime of {experiment.max_runtime_minutes:g} min exceeds the "
                 f"experiment's max_wait_minutes={experiment.max_wait_minutes:g} (a spot job "
                 "waits at most that long, its runtime included): lower MAX_RUNTIME_MINUTES or "
                 f"raise max_wait_minutes in training/experiments/{experiment.name}.yaml"
             )
+        if self.command == "tune" and len(self.spot_modes) > 1:
+            raise UserError(
+                "SPOT=auto is for make train-cloud: a tuning job runs all its training jobs on "
+                "spot or all on-demand; use SPOT=true or SPOT=false (its INSTANCE candidates "
+                "are tried by SageMaker itself)"
+            )
         if self.command == "tune" and self.parallel > self.max_jobs:
             raise UserError(f"PARALLEL={self.parallel} exceeds MAX_JOBS={self.max_jobs}")
-        if self.instance is not None and self.command != "local":
-            self.check_on(self.instance)
+        if self.command != "local":
+            for instance in self.instances:  # every candidate, before anything is spent
+                self.check_on(instance)
 
     def check_on(self, instance: Instance) -> None:
         """The recipe on ``instance``: the image it can run, replicas and batch size, XLA."""
@@ -131,6 +154,32 @@ def required_data(args: argparse.Namespace, experiment: experiments.Experiment) 
     return splits.require(args.splits, list(experiment.channels.values()), train)
 
 
+def candidates(text: str) -> tuple[Instance, ...]:
+    """INSTANCE=…: one type, several in the order to try them, or auto (none: preflight picks)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == [AUTO]:
+        return ()
+    if AUTO in names or not names:
+        raise UserError(
+            f"INSTANCE={text}: name instance types (ml.g5.xlarge,ml.g4dn.xlarge) or {AUTO} alone"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(f"INSTANCE={text} names {', '.join(repeated)} twice: name each type once")
+    return tuple(lookup(name) for name in names)
+
+
+def spot_modes(text: str | None, experiment: experiments.Experiment) -> tuple[bool, ...]:
+    """SPOT=auto|true|false (default: the experiment's ``spot``): the capacity each candidate is
+    tried on, in order."""
+    if text is None:
+        return (experiment.spot,)
+    key = {"1": "true", "on": "true", "0": "false", "off": "false"}.get(text.lower(), text.lower())
+    if key not in SPOT_MODES:
+        raise UserError(f"SPOT={text}: expected auto (spot, then on-demand), true or false")
+    return SPOT_MODES[key]
+
+
 def from_args(args: argparse.Namespace) -> RunRequest:
     """The request of a parsed command line, every setting checked (see ``RunRequest.check``)."""
     command = args.command
@@ -148,7 +197,7 @@ def from_args(args: argparse.Namespace) -> RunRequest:
         command=command,
         experiment=experiment,
         hp=run_settings(experiment, manifest, count),
-        instance=None if instance_type == AUTO or command == "local" else lookup(instance_type),
+        instances=() if command == "local" else candidates(instance_type),
         instance_count=count,
         manifest=manifest,
         splits=args.splits,
@@ -164,6 +213,8 @@ def from_args(args: argparse.Namespace) -> RunRequest:
         keep_checkpoints=getattr(args, "keep_checkpoints", False),
         poll_seconds=getattr(args, "poll_seconds", None),
         reconnect_minutes=getattr(args, "reconnect_minutes", RECONNECT_MINUTES),
+        spot_modes=spot_modes(getattr(args, "spot", None), experiment),
+        capacity_wait_minutes=getattr(args, "capacity_wait_minutes", None) or CAPACITY_WAIT_MINUTES,
     )
     request.check()
     return request

@@ -37,6 +37,8 @@ class JobSpec:
     checkpoint: str  # local folder, or the S3 URI SageMaker syncs /opt/ml/checkpoints with
     instance_type: str
     instance_count: int
+    spot: bool = False  # cloud: managed spot capacity
+    instance_types: tuple[str, ...] = ()  # cloud: every candidate type in order (tuning sends all)
     image: str = ""  # the training image URI; "" runs in this Python
     output: str = ""  # local run folder, or the S3 output path
     role_arn: str = ""  # cloud: the execution role

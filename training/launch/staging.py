@@ -69,6 +69,8 @@ def stage(plan: Plan, session: boto3.Session) -> JobSpec:
         checkpoint=plan.checkpoint_uri,
         instance_type=plan.instance.name,
         instance_count=request.instance_count,
+        spot=plan.candidates[0].spot,
+        instance_types=tuple(dict.fromkeys(c.instance.name for c in plan.candidates)),
         image=plan.image_uri,
         output=f"s3://{outputs.bucket}/{outputs.outputs_prefix}/",
         role_arn=outputs.role_arn,

@@ -17,7 +17,7 @@ from vgg_transfer import contract
 from vgg_transfer.contract import OptMl, metric_definitions
 
 from training.common import sagemaker
-from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, one_line
+from training.common.aws_errors import AWS_OR_NETWORK_ERRORS, aws_error, error_code, one_line
 from training.common.errors import UserError
 from training.common.repo import CODE_IGNORE, ENTRY_SCRIPT, JOB_DIR
 from training.common.sagemaker import TRAINING_JOB, TUNING_JOB, JobKind
@@ -27,6 +27,7 @@ from training.launch.spec import JobSpec
 from training.launch.staging import upload_code
 
 SDK_ROLE_CHECK = "SAGEMAKER_VALIDATE_ROLE"
+VOLUME_GB = 50
 
 
 @contextlib.contextmanager
@@ -50,6 +51,11 @@ def sdk_role_check_off():
             os.environ[SDK_ROLE_CHECK] = previous
 
 
+class NoCapacity(UserError):
+    """SageMaker refused the job for want of capacity (the account's quota is in use by other
+    jobs): the next candidate may have some."""
+
+
 @contextlib.contextmanager
 def sdk_errors(what: str):
     """Whatever building or submitting ``what`` raises becomes one line: AWS and network errors
@@ -59,6 +65,8 @@ def sdk_errors(what: str):
     except UserError:
         raise
     except AWS_OR_NETWORK_ERRORS as error:
+        if error_code(error) == "ResourceLimitExceeded":
+            raise NoCapacity(f"ResourceLimitExceeded: {one_line(error, 300)}") from error
         raise aws_error(error, f"creating {what}") from error
     except Exception as error:
         raise UserError(
@@ -94,10 +102,10 @@ def trainer_settings(spec: JobSpec, source_dir: str | None, decodes: int) -> dic
         "source_code": SourceCode(source_dir=source_dir or str(JOB_DIR),
                                   entry_script=ENTRY_SCRIPT, ignore_patterns=CODE_IGNORE),
         "compute": Compute(instance_type=spec.instance_type, instance_count=spec.instance_count,
-                           volume_size_in_gb=50, enable_managed_spot_training=experiment.spot),
+                           volume_size_in_gb=VOLUME_GB, enable_managed_spot_training=spec.spot),
         "stopping_condition": StoppingCondition(
             max_runtime_in_seconds=experiment.max_runtime_seconds,
-            max_wait_time_in_seconds=experiment.max_wait_seconds if experiment.spot else None,
+            max_wait_time_in_seconds=experiment.max_wait_seconds if spec.spot else None,
         ),
         "output_data_config": OutputDataConfig(s3_output_path=spec.output),
         "checkpoint_config": CheckpointConfig(s3_uri=spec.checkpoint,
@@ -175,18 +183,46 @@ def sdk_ranges(ranges: dict) -> dict:
     return converted
 
 
+def tuner_class(spec: JobSpec):
+    """HyperparameterTuner, sending the spec's candidate types as ``InstanceConfigs`` with
+    ``AllocationStrategy: Prioritized`` when there are several: SageMaker then starts each
+    training job on the first type with capacity. (SDK v3 keeps ``override_resource_config``'s
+    configs but never sends them, so the definition is completed here.)"""
+    from sagemaker.core.shapes import (
+        HyperParameterTuningInstanceConfig,
+        HyperParameterTuningResourceConfig,
+    )
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    if len(spec.instance_types) < 2:
+        return HyperparameterTuner
+
+    class PrioritizedTuner(HyperparameterTuner):
+        def _build_training_job_definition(self, inputs):
+            definition = super()._build_training_job_definition(inputs)
+            configs = [HyperParameterTuningInstanceConfig(instance_type=name,
+                                                          instance_count=spec.instance_count,
+                                                          volume_size_in_gb=VOLUME_GB)
+                       for name in spec.instance_types]  # fmt: skip
+            definition.hyper_parameter_tuning_resource_config = HyperParameterTuningResourceConfig(
+                allocation_strategy="Prioritized", instance_configs=configs
+            )
+            definition.resource_config = None  # AWS takes one or the other
+            return definition
+
+    return PrioritizedTuner
+
+
 def create_tuning_job(spec: JobSpec, session: boto3.Session, request: RunRequest) -> str:
     """CreateHyperParameterTuningJob through HyperparameterTuner.tune over the spec's trainer;
     returns its name. The tuning API takes no container entrypoint, so on AWS each training job
     runs through the image's own toolkits, which fetch the code from its tarball (staging.py)."""
-    from sagemaker.train.tuner import HyperparameterTuner
-
     ranges = tuning_ranges(spec.experiment)
     name = sagemaker.job_name(spec.experiment.name, TUNING_JOB)
     code = upload_code(session, spec, name)
     with sdk_errors("the tuning job"):
         trainer, channels = build_trainer(spec, session, source_dir=code, hyperparameter_decodes=1)
-        tuner = HyperparameterTuner(
+        tuner = tuner_class(spec)(
             model_trainer=trainer,
             objective_metric_name=contract.TUNING_OBJECTIVE,
             hyperparameter_ranges=sdk_ranges(ranges),
@@ -204,7 +240,9 @@ def create_tuning_job(spec: JobSpec, session: boto3.Session, request: RunRequest
         f"submitted tuning job {name}: up to {request.max_jobs} training jobs, "
         f"{request.parallel} at once, objective {contract.TUNING_OBJECTIVE}, "
         f"tuning {', '.join(ranges)}"
-    )
+        + (f"; instance types by priority: {', '.join(spec.instance_types)}"
+           if len(spec.instance_types) > 1 else "")
+    )  # fmt: skip
     return name
 
 

@@ -5,6 +5,8 @@ results``, ``make tune``, ``make tune-results``) run from a shell pointed at a s
                                 [--experiment smoke] [--hp key=value ...] [--interrupt [early]]
                                 [--instance-count N] [--tune [--max-jobs 3] [--parallel 2]]
                                 [--max-runtime-minutes M] [--track server]
+                                [--instance a,b] [--spot auto] [--capacity-fail a]
+                                [--capacity-wait-minutes M]
 
 ``run`` (the default) is one ``make train-cloud`` (``--tune``: ``make tune``); ``all`` runs every
 scenario and ends with one line each. ``--track server``: the commands record in a team's MLflow
@@ -16,8 +18,14 @@ from pathlib import Path
 
 from training.common.errors import UserError, cli
 from training.rehearse.records import TRACK_CHOICES
-from training.rehearse.scenarios import ALL, SCENARIOS, Rehearsal, rehearse
-from training.standin.service import add_interrupt_option
+from training.rehearse.scenarios import (
+    ALL,
+    CAPACITY_WAIT_MINUTES,
+    SCENARIOS,
+    Rehearsal,
+    rehearse,
+)
+from training.standin.service import add_interrupt_option, instance_types
 
 
 def positive_int(text: str) -> int:
@@ -47,6 +55,13 @@ def parse_args(argv: list[str] | None) -> tuple[str, Rehearsal]:
     parser.add_argument("--runs", type=Path, default=Path("runs/rehearse"))
     parser.add_argument("--track", choices=TRACK_CHOICES,
                         help="record in a team's MLflow server on 127.0.0.1, artifacts in S3")  # fmt: skip
+    parser.add_argument("--instance", help="INSTANCE: the candidate types, tried in order")
+    parser.add_argument("--spot", help="SPOT: auto (spot, then on-demand), true or false")
+    parser.add_argument("--capacity-fail", type=instance_types, default=(),
+                        help="types the stand-in has no capacity for (CAPACITY_FAIL)")  # fmt: skip
+    parser.add_argument("--capacity-wait-minutes", type=positive_minutes,
+                        default=CAPACITY_WAIT_MINUTES,
+                        help="a spot job's wait for capacity before the next candidate")  # fmt: skip
     args = parser.parse_args(argv)
     plan = Rehearsal(
         experiment=args.experiment,
@@ -60,6 +75,10 @@ def parse_args(argv: list[str] | None) -> tuple[str, Rehearsal]:
         splits=args.splits,
         runs=args.runs,
         track=args.track,
+        instance=args.instance,
+        spot=args.spot,
+        capacity_fail=args.capacity_fail,
+        capacity_wait_minutes=args.capacity_wait_minutes,
     )
     return args.scenario, plan
 

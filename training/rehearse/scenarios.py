@@ -29,6 +29,7 @@ from training.report.mlflow_server import TRACKING_ENV
 
 STACK = "rehearse"  # each scenario's account has the stack's resources under this name
 POLL_SECONDS = 1  # the emulator is on this machine: no rate limit to spare a poll
+CAPACITY_WAIT_MINUTES = 0.1  # a spot job's wait for capacity (the stand-in's never ends)
 
 
 @dataclass
@@ -48,6 +49,10 @@ class Rehearsal:
     stack: str = STACK
     pace: float = 1.0  # AWS's request rates times this (tests throttle sooner)
     track: str | None = None  # "server": record in a team's MLflow server (records.py)
+    instance: str | None = None  # INSTANCE: the candidates (default: the experiment's type)
+    spot: str | None = None  # SPOT
+    capacity_fail: tuple[str, ...] = ()  # CAPACITY_FAIL: types the stand-in has no capacity for
+    capacity_wait_minutes: float = CAPACITY_WAIT_MINUTES
 
     def settings(self, **extra) -> dict:
         """The make settings every command of a scenario takes, and ``extra``."""
@@ -58,8 +63,14 @@ class Rehearsal:
             "RUNS": self.runs.resolve(),
             "POLL_SECONDS": POLL_SECONDS,
             "INSTANCE_COUNT": self.instance_count if self.instance_count > 1 else None,
+            "INSTANCE": self.instance,
+            "SPOT": self.spot,
         }
         return {**settings, **extra}
+
+    def training(self, **extra) -> dict:
+        """make train-cloud's settings: a spot job's wait for capacity too."""
+        return self.settings(CAPACITY_WAIT=self.capacity_wait_minutes, **extra)
 
     def tuning(self, **extra) -> dict:
         return self.settings(MAX_JOBS=self.max_jobs, PARALLEL=self.parallel, **extra)
@@ -75,7 +86,7 @@ def run(shell: Shell, plan: Rehearsal) -> str:
         name = ran.submitted()
         return f"{name}: " + checks.tuning_results(shell.env, plan.runs, name, plan.splits,
                                                    recorded=not plan.track)  # fmt: skip
-    ran = shell.make("train-cloud", **plan.settings(MAX_RUNTIME_MINUTES=plan.max_runtime_minutes))
+    ran = shell.make("train-cloud", **plan.training(MAX_RUNTIME_MINUTES=plan.max_runtime_minutes))
     checks.succeeded(ran, "make train-cloud")
     job = ran.submitted()
     if plan.interrupt:
@@ -84,7 +95,11 @@ def run(shell: Shell, plan: Rehearsal) -> str:
         if plan.interrupt == "checkpoint":  # "early" may train its epoch again, as on AWS
             checks.epochs_once(*_split_at_restart(ran))
     report = checks.report_of(plan.runs, job)
-    return f"{job}: {report['status']}, " + checks.cost_line(report)
+    attempts = report.get("attempts") or []
+    where = f" on {report['instance_type']}" + (
+        f" (attempt {len(attempts)}: {'; '.join(a['instance_type'] + ' ' + a['ended'] for a in attempts[:-1])})"
+        if len(attempts) > 1 else "")  # fmt: skip
+    return f"{job}: {report['status']}{where}, " + checks.cost_line(report)
 
 
 def _split_at_restart(ran: Ran) -> list[Ran]:
@@ -95,7 +110,7 @@ def _split_at_restart(ran: Ran) -> list[Ran]:
 
 
 def detach(shell: Shell, plan: Rehearsal) -> str:
-    submitted = checks.succeeded(shell.make("train-cloud", **plan.settings(DETACH=1)), "DETACH=1")
+    submitted = checks.succeeded(shell.make("train-cloud", **plan.training(DETACH=1)), "DETACH=1")
     job = submitted.submitted()
     if submitted.epochs():
         raise UserError(f"make train-cloud DETACH=1 followed {job} instead of returning")
@@ -117,7 +132,7 @@ def max_runtime(shell: Shell, plan: Rehearsal) -> str:
     is not known in advance)."""
     limit, stopped = plan.max_runtime_minutes or FIRST_LIMIT_MINUTES, []
     for _ in range(LIMIT_TRIES):
-        ran = shell.make("train-cloud", **plan.settings(MAX_RUNTIME_MINUTES=round(limit, 3)))
+        ran = shell.make("train-cloud", **plan.training(MAX_RUNTIME_MINUTES=round(limit, 3)))
         if ran.code == 0:
             raise UserError(f"the job finished within MAX_RUNTIME_MINUTES={limit:g}: lower it")
         if not ran.says("] MaxRuntimeExceeded: "):
@@ -128,7 +143,7 @@ def max_runtime(shell: Shell, plan: Rehearsal) -> str:
         limit += LIMIT_STEP_MINUTES
     else:
         raise UserError(f"no job finished an epoch within {limit:g} min: raise MAX_RUNTIME_MINUTES")
-    again = checks.succeeded(shell.make("train-cloud", **plan.settings()), "the same command again")
+    again = checks.succeeded(shell.make("train-cloud", **plan.training()), "the same command again")
     if not again.says("resuming the unfinished run"):
         raise UserError("the same command again did not resume the stopped run")
     checks.epochs_once(*stopped, again)
@@ -154,7 +169,7 @@ def ctrl_c(shell: Shell, plan: Rehearsal) -> str:
     job = pressed.submitted()
     if not pressed.says(f"stop requested for {job}"):
         raise UserError(f"Ctrl-C and 'y' did not stop {job}; see above")
-    again = checks.succeeded(shell.make("train-cloud", **plan.settings()), "the same command again")
+    again = checks.succeeded(shell.make("train-cloud", **plan.training()), "the same command again")
     if not again.says("resuming the unfinished run"):
         raise UserError("the same command again did not resume the stopped run")
     checks.epochs_once(pressed, again)
@@ -218,7 +233,7 @@ def rehearse(name: str, plan: Rehearsal, echo: Callable[[str], None] = print) ->
 
     files = service.Files(state=(plan.runs / ".standin" / name).resolve(), infra=REPO / ".infra")
     shutil.rmtree(files.state, ignore_errors=True)
-    record = service.up(plan.stack, files, plan.interrupt, plan.pace)
+    record = service.up(plan.stack, files, plan.interrupt, plan.pace, plan.capacity_fail)
     echo(f"[rehearse {name}] stand-in on {record['endpoint']}, stack {plan.stack}")
     tail = LogTail(files.log, echo)
     tail.start()

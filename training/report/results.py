@@ -261,8 +261,25 @@ def run_rows(report: dict) -> list[str]:
     ]
 
 
+def attempt_rows(report: dict) -> list[str]:
+    """Where the run looked for capacity, when it took more than one attempt (failover.py)."""
+    attempts = report.get("attempts") or []
+    if len(attempts) < 2:
+        return []
+    lines = ["", "## Capacity attempts", "",
+             "| # | instance | capacity | job | waited (min) | billed (s) | cost | ended |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for number, a in enumerate(attempts, 1):
+        lines.append(
+            f"| {number} | {a['instance_type']} | {'spot' if a['spot'] else 'on-demand'} | "
+            f"{a['job'] or '— (not created)'} | {a['waited_seconds'] / 60:.1f} | "
+            f"{a['billable_seconds']:.0f} | ${a['cost_usd']:.2f} | {a['ended']} |"
+        )
+    return lines
+
+
 def render_markdown(report: dict, plots: list[str]) -> str:
-    lines = phase_rows(report) + seed_rows(report) + run_rows(report)
+    lines = phase_rows(report) + seed_rows(report) + run_rows(report) + attempt_rows(report)
     lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots)]
     lines += ["", "## Resolved config", "", "```json", json.dumps(report["config"], indent=2),
               "```", ""]  # fmt: skip

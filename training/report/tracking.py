@@ -98,6 +98,8 @@ def run_params(report: dict) -> dict[str, str]:
         tensorflow=str(versions.get("tensorflow")),
         keras=str(versions.get("keras")),
     )
+    if report.get("attempts"):  # capacity failover (training/launch/failover.py)
+        params["capacity_attempts"] = str(len(report["attempts"]))
     return params
 
 
@@ -109,6 +111,12 @@ def run_tags(report: dict) -> dict[str, str]:
     job, arn = report["job_name"], report.get("job_arn")
     tags = {JOB_TAG: job, "status": str(report.get("status", "Completed")), "mode": report["mode"],
             "sagemaker.arn": arn or "local"}  # fmt: skip
+    for number, attempt in enumerate(report.get("attempts") or [], 1):
+        tags[f"capacity.attempt_{number}"] = (
+            f"{attempt['instance_type']} {'spot' if attempt['spot'] else 'on-demand'}: "
+            f"{attempt['ended']}; waited {attempt['waited_seconds'] / 60:.1f} min, billed "
+            f"{attempt['billable_seconds']:.0f} s, ${attempt['cost_usd']:.2f}"
+        )
     if arn:
         tags["sagemaker.console"] = TRAINING_JOB.console_url(arn.split(":")[3], job)
         endpoint = endpoint_override("sagemaker")

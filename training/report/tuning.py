@@ -29,8 +29,11 @@ def reason_line(reason: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def table(description: dict, jobs: list[dict]) -> dict:
-    """tuning.json's content: the tuned settings and every training job's values and objective."""
+def table(
+    description: dict, jobs: list[dict], instance_types: dict[str, str] | None = None
+) -> dict:
+    """tuning.json's content: the tuned settings and every training job's values, objective and
+    the instance type it ran on (``instance_types``, by job; the summaries do not carry it)."""
     ranges = description.get("HyperParameterTuningJobConfig", {}).get("ParameterRanges", {})
     tuned = sorted(r["Name"] for kind in ranges.values() for r in kind)
     rows = []
@@ -39,6 +42,7 @@ def table(description: dict, jobs: list[dict]) -> dict:
         rows.append(
             {
                 "training_job": job["TrainingJobName"],
+                "instance_type": (instance_types or {}).get(job["TrainingJobName"]),
                 "status": job.get("TrainingJobStatus"),
                 "objective": objective_of(job),
                 "failure_reason": job.get("FailureReason"),
@@ -103,8 +107,10 @@ def markdown(summary: dict, best_report: dict | None) -> str:
         "the epoch whose weights the job keeps; the test set plays no part). Best job first. "
         "Each training job's log is in [logs/](logs/).",
         "",
-        "| training job | status | objective | " + " | ".join(names) + " | failure reason |",
-        "|---|---|---|" + "---|" * len(names) + "---|",
+        "| training job | instance | status | objective | "
+        + " | ".join(names)
+        + " | failure reason |",
+        "|---|---|---|---|" + "---|" * len(names) + "---|",
     ]
     for row in summary["training_jobs"]:
         objective = "—" if row["objective"] is None else f"{row['objective']:.4f}"
@@ -112,7 +118,8 @@ def markdown(summary: dict, best_report: dict | None) -> str:
         cells = " | ".join(str(row[name]) for name in names)
         reason = reason_line(row.get("failure_reason") or "", 120).replace("|", "\\|")
         lines.append(
-            f"| {row['training_job']}{mark} | {row['status']} | {objective} | {cells} | {reason} |"
+            f"| {row['training_job']}{mark} | {row.get('instance_type') or '?'} | {row['status']} "
+            f"| {objective} | {cells} | {reason} |"
         )
     lines += ["", "![objective against each tuned setting](tuning.png)", ""]
     if summary.get("note"):

@@ -47,8 +47,9 @@ class StandIn:
         interruption: Interruption | None = None,
         throttle: Throttle | None = None,
         quotas: Quotas | None = None,
+        capacity_fail: frozenset[str] = frozenset(),
     ) -> None:
-        self.emulator = Emulator(endpoint_url, region, Path(runs_dir), interruption)
+        self.emulator = Emulator(endpoint_url, region, Path(runs_dir), interruption, capacity_fail)
         self.region = region
         self.throttle = throttle or Throttle()
         self.quotas = quotas or Quotas()
@@ -110,6 +111,25 @@ class StandIn:
         self.runs[run.name] = run
         threading.Thread(target=run.run, daemon=True, name=f"job-{run.name}").start()
         return run
+
+    def check_quota(self, instance_type: str, count: int, spot: bool) -> None:
+        """CreateTrainingJob's ResourceLimitExceeded: the account's jobs that hold instances
+        (not yet ended) leave too little of the type's quota for ``count`` more."""
+        from training.common.instances import quota_name
+        from training.standin.quotas import service_error
+
+        name = quota_name(instance_type, spot)
+        quota = self.quotas.value(name) or 0.0
+        used = sum(run.instance_count for run in self.runs.values()
+                   if not run.finished.is_set() and run.instance_type == instance_type
+                   and run.spot == spot)  # fmt: skip
+        if used + count > quota:
+            raise service_error(
+                "ResourceLimitExceeded",
+                f"The account-level service limit '{name}' is {quota:g} Instances, with current "
+                f"utilization of {used:g} Instances and a request delta of {count} Instances. "
+                "Please use AWS Service Quotas to request an increase for this quota.",
+            )
 
     def create_training_job(self, backend, source_arn: str, on_end, environment=None, **request):
         """A training job as the tuning service creates one (no API call: SageMaker itself)."""

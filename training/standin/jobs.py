@@ -48,6 +48,7 @@ GRACE_SECONDS = 5  # SageMaker gives 120 s after SIGTERM; a rehearsal needs less
 WATCH_SECONDS = 0.2
 MESSAGES = {  # the StatusMessage of each secondary status the stand-in sets
     "Starting": "Preparing the instances for training",
+    "Waiting": "Insufficient capacity: waiting for spot capacity to launch the instances",
     "Downloading": "Downloading input data",
     "Training": "Downloading the training image completed. Training in progress.",
     "Interrupted": "The spot instance was reclaimed; the job restarts from its S3 checkpoints",
@@ -60,6 +61,8 @@ MESSAGES = {  # the StatusMessage of each secondary status the stand-in sets
     "Failed": "Training job failed",
 }
 STOPS = ("Stopped", "MaxRuntimeExceeded", "MaxWaitTimeExceeded")
+CAPACITY_ERROR = ("CapacityError: Unable to provision requested ML compute capacity. Please retry "
+                  "using a different ML instance type.")  # AWS's words  # fmt: skip
 
 
 @dataclass
@@ -148,6 +151,7 @@ class Emulator:
     region: str
     runs_dir: Path
     interruption: Interruption | None = None
+    capacity_fail: frozenset[str] = frozenset()  # types without capacity (CAPACITY_FAIL)
 
 
 class JobRun:
@@ -173,14 +177,19 @@ class JobRun:
         self.created = time.time()
         request_metrics = job.algorithm_specification.get("MetricDefinitions") or []
         self.metric_patterns = [(m["Name"], re.compile(m["Regex"])) for m in request_metrics]
-        self.hosts = [f"algo-{i}" for i in range(1, int(job.resource_config["InstanceCount"]) + 1)]
+        self.instance_type = job.resource_config["InstanceType"]
+        self.instance_count = int(job.resource_config["InstanceCount"])
+        self.spot = bool(job.enable_managed_spot_training)
+        self.no_capacity = self.instance_type in emulator.capacity_fail
+        self.hosts = [f"algo-{i}" for i in range(1, self.instance_count + 1)]
 
     # --- status ---------------------------------------------------------------------------------
     @property
     def status(self) -> str:
         return self.job.training_job_status
 
-    def set_status(self, status: str, secondary: str, failure: str | None = None) -> None:
+    def set_status(self, status: str, secondary: str, failure: str | None = None,
+                   message: str | None = None) -> None:  # fmt: skip
         """The job's status, and a SecondaryStatusTransitions entry as SageMaker keeps them."""
         job = self.job
         job.training_job_status, job.secondary_status = status, secondary
@@ -192,7 +201,11 @@ class JobRun:
         if transitions and "EndTime" not in transitions[-1]:
             transitions[-1]["EndTime"] = now
         transitions.append(
-            {"Status": secondary, "StartTime": now, "StatusMessage": failure or MESSAGES[secondary]}
+            {
+                "Status": secondary,
+                "StartTime": now,
+                "StatusMessage": failure or message or MESSAGES[secondary],
+            }  # fmt: skip
         )
 
     def request_stop(self) -> None:
@@ -223,6 +236,9 @@ class JobRun:
                 self.on_end(self)
 
     def _run(self) -> None:
+        if self.no_capacity:
+            self.wait_for_capacity()
+            return
         self.job.training_start_time = datetime.now(UTC)
         started = time.time()
         with HostNetwork(self.name, self.hosts) as network:
@@ -262,6 +278,22 @@ class JobRun:
             reason = failure_file.read_text().strip() if failure_file.exists() else ""
             failure = f"AlgorithmError: {reason or f'exit code {codes[failed[0]]}'}"
             self.set_status("Failed", "Failed", failure[:1024])
+
+    def wait_for_capacity(self) -> None:
+        """CAPACITY_FAIL: SageMaker has no instance of the type. An on-demand job fails at once;
+        a spot job waits in Starting until it is stopped or its max wait runs out. Either way
+        nothing ran and nothing is billed."""
+        self.job.training_time_in_seconds = self.job.billable_time_in_seconds = 0
+        if not self.spot:
+            self.set_status("Failed", "Failed", failure=CAPACITY_ERROR)
+            return
+        self.set_status("InProgress", "Starting", message=MESSAGES["Waiting"])
+        max_wait = (self.job.stopping_condition or {}).get("MaxWaitTimeInSeconds")
+        while not self.stop_requested.wait(WATCH_SECONDS):
+            if max_wait and time.time() - self.created > max_wait:
+                self.set_status("Stopped", "MaxWaitTimeExceeded")
+                return
+        self.set_status("Stopped", "Stopped")
 
     def prepare(self, host: str) -> Path:
         """A fresh volume for one host: channels, config files and the restored checkpoints."""

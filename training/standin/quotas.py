@@ -64,7 +64,7 @@ class Quotas:
         return next((name for name in self.defaults() if quota_code(name) == code), None)
 
 
-def _error(code: str, message: str):
+def service_error(code: str, message: str):
     from moto.core.exceptions import JsonRESTError
 
     return JsonRESTError(code, message)
@@ -102,7 +102,7 @@ class Answers:
     def named(self, request: dict) -> str:
         name = self.quotas.named(request.get("QuotaCode", ""))
         if name is None:
-            raise _error("NoSuchResourceException", f"No quota {request.get('QuotaCode')}")
+            raise service_error("NoSuchResourceException", f"No quota {request.get('QuotaCode')}")
         return name
 
     def request_service_quota_increase(self, response, request: dict) -> str:
@@ -111,7 +111,7 @@ class Answers:
             name = self.named(request)
             desired, current = float(request["DesiredValue"]), quotas.value(name) or 0.0
             if desired <= current:
-                raise _error("IllegalArgumentException", f"The requested value {desired:g} is "
+                raise service_error("IllegalArgumentException", f"The requested value {desired:g} is "
                              f"not above the current value {current:g} of '{name}'.")  # fmt: skip
             quotas.applied[name] = desired
         entry = quotas.entry(name, desired, response.region, response.current_account)
@@ -143,7 +143,7 @@ def install(quotas: Quotas) -> Hooks:
             if request.get("ServiceCode") == SERVICE:
                 return getattr(answers, _name)(response, request)
             if _own is None:
-                raise _error("NoSuchResourceException",
+                raise service_error("NoSuchResourceException",
                              "The request failed because the specified service does not exist.")  # fmt: skip
             return _own(response)
 

@@ -96,7 +96,8 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 # --- the service process ------------------------------------------------------------------------
-def serve(stack: str, files: Files, interrupt: str | None, port: int, pace: float = 1.0) -> int:
+def serve(stack: str, files: Files, interrupt: str | None, port: int, pace: float = 1.0,
+          capacity_fail: tuple[str, ...] = ()) -> int:  # fmt: skip
     """Holds the account until SIGTERM or SIGINT (``down``, or Ctrl-C on a foreground serve)."""
     from training.standin import Interruption, StandIn
     from training.standin.account import (
@@ -123,7 +124,8 @@ def serve(stack: str, files: Files, interrupt: str | None, port: int, pace: floa
     shell = shell_environment(endpoint, launcher_keys(stack), stack)
     interruption = Interruption(interrupt) if interrupt else None
     throttle = Throttle(scale=pace)
-    stand_in = StandIn(endpoint, files.jobs, interruption=interruption, throttle=throttle).start()
+    stand_in = StandIn(endpoint, files.jobs, interruption=interruption, throttle=throttle,
+                       capacity_fail=frozenset(capacity_fail)).start()  # fmt: skip
     # The administrator's keys stay in the record (not in env): a rehearsal acts as a team's
     # admin with them, where a person would (creating an MLflow artifact bucket).
     record = {"pid": os.getpid(), "endpoint": endpoint, "stack": stack, "started": time.time(),
@@ -147,8 +149,11 @@ def serve(stack: str, files: Files, interrupt: str | None, port: int, pace: floa
 
 
 # --- up and down --------------------------------------------------------------------------------
-def up(stack: str, files: Files, interrupt: str | None = None, pace: float = 1.0) -> dict:
-    """Starts the service in the background unless one runs; returns its record."""
+def up(stack: str, files: Files, interrupt: str | None = None, pace: float = 1.0,
+       capacity_fail: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """Starts the service in the background unless one runs; returns its record.
+    ``capacity_fail``: instance types with no capacity (CAPACITY_FAIL): an on-demand job fails
+    at start, a spot job waits until it is stopped or its max wait runs out."""
     from training.standin.account import free_port
     from training.standin.containers import check_can_run
 
@@ -174,6 +179,8 @@ def up(stack: str, files: Files, interrupt: str | None = None, pace: float = 1.0
         command += ["--interrupt", interrupt]
     if pace != 1.0:
         command += ["--pace", str(pace)]
+    if capacity_fail:
+        command += ["--capacity-fail", ",".join(capacity_fail)]
     with files.log.open("a") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -250,6 +257,17 @@ def add_interrupt_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def instance_types(text: str) -> tuple[str, ...]:
+    """CAPACITY_FAIL=ml.g5.xlarge,…: each a type of the instance table."""
+    from training.common.instances import lookup
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    try:
+        return tuple(lookup(name).name for name in names)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -267,13 +285,19 @@ def main(argv: list[str] | None = None) -> int:
                 default=1.0,
                 help="AWS's request rates times this (below 1: throttles sooner, for tests)",
             )
+            sub.add_argument(
+                "--capacity-fail",
+                type=instance_types,
+                default=(),
+                help="instance types without capacity: on-demand jobs fail, spot jobs wait",
+            )
     commands.choices["serve"].add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     files = Files(args.state, args.infra)
     if args.command == "serve":
-        return serve(args.stack, files, args.interrupt, args.port, args.pace)
+        return serve(args.stack, files, args.interrupt, args.port, args.pace, args.capacity_fail)
     if args.command == "up":
-        print(describe(up(args.stack, files, args.interrupt, args.pace), files))
+        print(describe(up(args.stack, files, args.interrupt, args.pace, args.capacity_fail), files))
         return 0
     print(down(files))
     return 0

@@ -130,7 +130,7 @@ class TuningRun:
             role_arn=definition["RoleArn"],
             input_data_config=definition.get("InputDataConfig") or [],
             output_data_config=definition["OutputDataConfig"],
-            resource_config=definition["ResourceConfig"],
+            resource_config=self.resource_config(),
             vpc_config=definition.get("VpcConfig"),
             stopping_condition=definition["StoppingCondition"],
             tags=[],
@@ -149,6 +149,21 @@ class TuningRun:
             self.tuned[name] = tuned
             self.members.append(self.standin.runs[name])
             self._record("InProgress")
+
+    def resource_config(self) -> dict:
+        """A training job's ResourceConfig: the definition's, or with HyperParameterTuning-
+        ResourceConfig (``AllocationStrategy: Prioritized``) the first of its InstanceConfigs
+        with capacity, as SageMaker allocates them (the last one when none has any)."""
+        definition = self.definition
+        flexible = definition.get("HyperParameterTuningResourceConfig")
+        if not flexible or not flexible.get("InstanceConfigs"):
+            return definition["ResourceConfig"]
+        configs = flexible["InstanceConfigs"]
+        no_capacity = self.standin.emulator.capacity_fail
+        chosen = next((c for c in configs if c["InstanceType"] not in no_capacity), configs[-1])
+        return {"InstanceType": chosen["InstanceType"],
+                "InstanceCount": chosen.get("InstanceCount", 1),
+                "VolumeSizeInGB": chosen.get("VolumeSizeInGB", 30)}  # fmt: skip
 
     def _member_ended(self, run) -> None:
         with self._changed:

@@ -31,6 +31,10 @@ class SageMakerSide:
         self.moto_create_training, self.moto_create_tuning = create_training, create_tuning
 
     def create_training_job(self, response):
+        resources = response._get_param("ResourceConfig") or {}
+        self.standin.check_quota(resources.get("InstanceType", ""),
+                                 int(resources.get("InstanceCount", 1)),
+                                 bool(response._get_param("EnableManagedSpotTraining")))  # fmt: skip
         request = copy.deepcopy(response._get_param("AlgorithmSpecification") or {})
         result = self.moto_create_training(response)  # moto replaces MetricDefinitions
         job = response.sagemaker_backend.training_jobs[response._get_param("TrainingJobName")]
