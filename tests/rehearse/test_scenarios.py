@@ -45,7 +45,8 @@ def two_host_splits(tmp_path_factory):
     return prepare(generate(root / "raw", per_class=60), root / "splits", per_class=60).out
 
 
-HOSTS = 2 if os.geteuid() == 0 else 1  # several instances need network namespaces (root)
+HOSTS = 2 if os.geteuid() == 0 else 1
+G5, G4DN = "ml.g5.xlarge", "ml.g4dn.xlarge"  # several instances need network namespaces (root)
 
 
 def test_detach_then_results_runs_the_sdk_drivers_and_resumes_a_spot_reclaim(
@@ -135,9 +136,13 @@ def hosts_each_wrote_their_part(followed: str, plan, run_dir, report: dict) -> N
 
 def test_a_run_stopped_past_its_max_runtime_resumes_when_run_again(tmp_path, tiny_splits, capsys):
     """Scenario max-runtime: MaxRuntimeExceeded once an epoch is done, one line saying so, then
-    the same command again resumes from the job's checkpoints and trains no epoch twice."""
+    the same command again resumes from the job's checkpoints and trains no epoch twice. Each
+    command finds no spot capacity on its first candidate (CAPACITY_FAIL) and moves to the
+    second, which resumes what the last command's second candidate left."""
     settings = ["image_size=48", "batch_size=8", "epochs_frozen=10", "epochs_fine_tuned=1"]
-    plan = plan_for(tmp_path, tiny_splits, overrides=settings, max_runtime_minutes=0.25)
+    plan = plan_for(tmp_path, tiny_splits, overrides=settings, max_runtime_minutes=0.25,
+                    instance=f"{G5},{G4DN}", capacity_fail=(G5,),
+                    capacity_wait_minutes=0.05)  # fmt: skip
     summary = rehearse("max-runtime", plan)
     out = capsys.readouterr().out
     assert "stopped by MaxRuntimeExceeded" in summary and "resumed" in summary, summary
@@ -153,6 +158,16 @@ def test_a_run_stopped_past_its_max_runtime_resumes_when_run_again(tmp_path, tin
     assert len(re.findall(r"\[epoch\] phase=frozen", again)) == 10 - done
     (job,) = [p.name for p in plan.runs.glob("vgg-smoke-*")]  # only the finished job's folder
     assert history(plan.runs / job) == [("frozen", i) for i in range(1, 11)] + [("fine_tuned", 1)]
+    for ran in (*stopped, again):  # every command: the g5 job waited, then the g4dn job ran
+        assert f"attempt 1/2: {G5} spot" in ran and f"attempt 2/2: {G4DN} spot" in ran
+        assert "no spot capacity after" in ran and "(CAPACITY_WAIT=0.05): stopping it" in ran
+    report = json.loads((plan.runs / job / "report.json").read_text())
+    assert report["instance_type"] == G4DN
+    first, second = report["attempts"]
+    assert (first["instance_type"], first["spot"], first["billable_seconds"]) == (G5, True, 0)
+    assert first["ended"].startswith("no spot capacity after")
+    assert (second["instance_type"], second["job"], second["ended"]) == (G4DN, job, "Completed")
+    assert "## Capacity attempts" in (plan.runs / job / "report.md").read_text()
 
 
 def test_tune_detach_then_tune_results_under_throttling(tmp_path, tiny_splits, capsys):
@@ -162,7 +177,8 @@ def test_tune_detach_then_tune_results_under_throttling(tmp_path, tiny_splits, c
     the records go to an MLflow server whose artifact bucket is missing until make track."""
     settings = [*TINY[:-1], "epochs_fine_tuned=2"]
     plan = plan_for(tmp_path, tiny_splits, overrides=settings, tune=True, max_jobs=2,
-                    parallel=2, interrupt="checkpoint", pace=0.2, track="server")  # fmt: skip
+                    parallel=2, interrupt="checkpoint", pace=0.2, track="server",
+                    instance=f"{G5},{G4DN}", capacity_fail=(G5,))  # fmt: skip
     summary = rehearse("tune-detach", plan)
     out = capsys.readouterr().out
     assert "2 training jobs checked" in summary, summary
@@ -174,6 +190,9 @@ def test_tune_detach_then_tune_results_under_throttling(tmp_path, tiny_splits, c
     name = re.search(r"submitted tuning job (vgg-smoke-[\d-]+)", out).group(1)
     tuning = json.loads((plan.runs / name / "tuning.json").read_text())
     jobs = [row["training_job"] for row in tuning["training_jobs"]]
+    # InstanceConfigs by priority: the stand-in had no g5, so SageMaker's allocation took g4dn.
+    assert f"instance types by priority: {G5}, {G4DN}" in out
+    assert {row["instance_type"] for row in tuning["training_jobs"]} == {G4DN}
     assert len(jobs) == 2 and all(re.fullmatch(rf"{name}-00\d-[0-9a-f]{{8}}", j) for j in jobs)
     # The rehearsal's own check: each model.tar.gz holds model.h5, each objective is the best
     # fine-tuned val_accuracy of the job's history.csv.
