@@ -169,7 +169,8 @@ def test_results_table_and_plot_come_from_the_tuning_jobs_data(tmp_path, monkeyp
         "fine_tuned": {"test_accuracy": 0.9702, "seed": {"test_accuracy": 0.9665}},
     }}  # fmt: skip
     summary = dict(
-        tuning.table(description, jobs), fetched_training_job="vgg-small-1130-120000-002-b"
+        tuning.table(description, jobs, {"vgg-small-1130-120000-002-b": "ml.g4dn.xlarge"}),
+        fetched_training_job="vgg-small-1130-120000-002-b",
     )
     logs = {"vgg-small-1130-120000-001-a": ["=== stream ===", "[epoch] line"]}
     path = tuning.write_results(tmp_path / "runs" / "vgg-small-1130-120000", summary, best_report,
@@ -180,11 +181,11 @@ def test_results_table_and_plot_come_from_the_tuning_jobs_data(tmp_path, monkeyp
     assert summary["best_training_job"] == "vgg-small-1130-120000-002-b"
     table = path.read_text()
     assert (
-        "| vgg-small-1130-120000-002-b **(best)** | Completed | 0.9705 | 1.0e-05 | block3_conv1 |"
-        in table
+        "| vgg-small-1130-120000-002-b **(best)** | ml.g4dn.xlarge | Completed | 0.9705 | 1.0e-05 "
+        "| block3_conv1 |" in table
     )
     # A failed job's reason, on one line of the table, its pipes escaped.
-    assert "| Failed | — | 9.5e-05 | block4_conv1 | AlgorithmError: bad hyperparameters: a\\|b " \
+    assert "| ? | Failed | — | 9.5e-05 | block4_conv1 | AlgorithmError: bad hyperparameters: a\\|b " \
         "second line |" in table  # fmt: skip
     log = path.parent / "logs" / "vgg-small-1130-120000-001-a.log"
     assert log.read_text() == "=== stream ===\n[epoch] line\n"

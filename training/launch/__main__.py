@@ -58,27 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name in ("cloud", "tune"):
             sub.add_argument("--detach", action="store_true", help="submit and return at once")
-            sub.add_argument(
-                "--spot",
-                help="auto (spot, then on-demand), true or false; default: the experiment's",
-            )
+            add_capacity_options(sub, waits=name == "cloud")
             add_following_options(sub)
-    commands.choices["local"].add_argument(
-        "--mode",
-        choices=["process", "docker"],
-        default="process",
-        help="docker: the SageMaker SDK's local-container mode with the real TF image",
-    )
-    commands.choices["local"].add_argument(
-        "--keep-checkpoints", action="store_true", help="keep a finished run's checkpoints"
-    )
+    add_local_options(commands.choices["local"])
     cloud = commands.choices["cloud"]
     cloud.add_argument("--network-isolation", action="store_true")
-    cloud.add_argument(
-        "--capacity-wait-minutes",
-        type=positive_minutes,
-        help="how long a spot job may wait for capacity before the next candidate (default 30)",
-    )
     cloud.add_argument(
         "--fresh", action="store_true", help="new checkpoint folder: start over, don't resume"
     )
@@ -95,6 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--stack", default="dev")
         sub.add_argument("--runs", type=Path, default=RUNS_DIR)
     return parser
+
+
+def add_local_options(local: argparse.ArgumentParser) -> None:
+    local.add_argument(
+        "--mode",
+        choices=["process", "docker"],
+        default="process",
+        help="docker: the SageMaker SDK's local-container mode with the real TF image",
+    )
+    local.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep a finished run's checkpoints"
+    )
+
+
+def add_capacity_options(command: argparse.ArgumentParser, waits: bool) -> None:
+    """SPOT, and (training jobs: the launcher fails over itself) CAPACITY_WAIT."""
+    command.add_argument(
+        "--spot", help="auto (spot, then on-demand), true or false; default: the experiment's"
+    )
+    if waits:
+        command.add_argument(
+            "--capacity-wait-minutes",
+            type=positive_minutes,
+            help="how long a spot job may wait for capacity before the next candidate (default 30)",
+        )
 
 
 def add_following_options(command: argparse.ArgumentParser) -> None:
