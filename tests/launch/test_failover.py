@@ -188,3 +188,17 @@ def test_a_tuning_job_sends_its_candidates_as_prioritized_instance_configs(
     assert [c["InstanceType"] for c in resources["InstanceConfigs"]] == [G5, G4DN]
     assert all(c["InstanceCount"] == 1 for c in resources["InstanceConfigs"])
     assert f"instance types by priority: {G5}, {G4DN}" in capsys.readouterr().out
+
+
+def test_instance_auto_tunes_on_the_six_cheapest_types_with_quota(aws, tiny_splits, capsys):
+    """INSTANCE=auto lists every current GPU type with quota; SageMaker takes six configs."""
+    with requests_sent("CreateHyperParameterTuningJob") as sent:
+        code = launch(["tune", "--experiment", "smoke", "--hp", *TINY, "--instance", "auto",
+                       "--max-jobs", "1", "--parallel", "1", "--splits", str(tiny_splits),
+                       "--stack", "test", "--detach"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (request,) = sent["CreateHyperParameterTuningJob"]
+    configs = request["TrainingJobDefinition"]["HyperParameterTuningResourceConfig"]
+    types = [c["InstanceType"] for c in configs["InstanceConfigs"]]
+    assert len(types) == 6 and types[0] == G4DN  # the cheapest first
+    assert "(SageMaker takes 6; " in capsys.readouterr().out

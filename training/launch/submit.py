@@ -27,6 +27,7 @@ from training.launch.spec import JobSpec
 from training.launch.staging import upload_code
 
 SDK_ROLE_CHECK = "SAGEMAKER_VALIDATE_ROLE"
+MAX_INSTANCE_CONFIGS = 6  # CreateHyperParameterTuningJob takes at most 6 (botocore's model)
 VOLUME_GB = 50
 
 
@@ -183,6 +184,17 @@ def sdk_ranges(ranges: dict) -> dict:
     return converted
 
 
+def priority_note(types: tuple[str, ...]) -> str:
+    """The tuning job's instance types by priority, as sent (none to say for one type)."""
+    if len(types) < 2:
+        return ""
+    kept, left = types[:MAX_INSTANCE_CONFIGS], types[MAX_INSTANCE_CONFIGS:]
+    note = f"; instance types by priority: {', '.join(kept)}"
+    if left:
+        note += f" (SageMaker takes {MAX_INSTANCE_CONFIGS}; {', '.join(left)} left out)"
+    return note
+
+
 def tuner_class(spec: JobSpec):
     """HyperparameterTuner, sending the spec's candidate types as ``InstanceConfigs`` with
     ``AllocationStrategy: Prioritized`` when there are several: SageMaker then starts each
@@ -203,7 +215,7 @@ def tuner_class(spec: JobSpec):
             configs = [HyperParameterTuningInstanceConfig(instance_type=name,
                                                           instance_count=spec.instance_count,
                                                           volume_size_in_gb=VOLUME_GB)
-                       for name in spec.instance_types]  # fmt: skip
+                       for name in spec.instance_types[:MAX_INSTANCE_CONFIGS]]  # fmt: skip
             definition.hyper_parameter_tuning_resource_config = HyperParameterTuningResourceConfig(
                 allocation_strategy="Prioritized", instance_configs=configs
             )
@@ -239,10 +251,8 @@ def create_tuning_job(spec: JobSpec, session: boto3.Session, request: RunRequest
     print(
         f"submitted tuning job {name}: up to {request.max_jobs} training jobs, "
         f"{request.parallel} at once, objective {contract.TUNING_OBJECTIVE}, "
-        f"tuning {', '.join(ranges)}"
-        + (f"; instance types by priority: {', '.join(spec.instance_types)}"
-           if len(spec.instance_types) > 1 else "")
-    )  # fmt: skip
+        f"tuning {', '.join(ranges)}" + priority_note(spec.instance_types)
+    )
     return name
 
 
