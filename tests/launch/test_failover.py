@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import pytest
 from accounts import emulated_account, requests_sent
 from launch_helpers import BUCKET, TINY
 
@@ -152,6 +153,26 @@ def test_every_candidate_is_checked_before_anything_is_spent(aws, tiny_splits, c
     assert code == 2 and "SPOT=auto is for make train-cloud" in capsys.readouterr().err
     listed = boto3.client("s3").list_objects_v2(Bucket=BUCKET)
     assert listed["KeyCount"] == 0
+
+
+def test_instance_auto_leaves_out_the_types_the_recipe_cannot_run(aws, sent_jobs, tiny_splits,
+                                                                   capsys):  # fmt: skip
+    """A batch of 30 does not divide over 4 GPUs: INSTANCE=auto lists the 4-GPU types with quota
+    but leaves them out, and the job runs on the cheapest type that can take it."""
+    code = launch(["cloud", "--experiment", "smoke", "--hp", *TINY, "batch_size=30",
+                   "--instance", "auto", "--splits", str(tiny_splits), "--stack", "test",
+                   "--detach"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "skipped: ml.g4dn.12xlarge: " in out and "(1x ml.g4dn.12xlarge)" in out
+    (request,) = sent_jobs["CreateTrainingJob"]
+    assert request["ResourceConfig"]["InstanceType"] == G4DN
+
+
+@pytest.fixture
+def sent_jobs(aws):
+    with requests_sent("CreateTrainingJob") as sent:
+        yield sent
 
 
 def test_a_candidate_without_quota_is_left_out_and_the_rest_are_tried(

@@ -254,17 +254,32 @@ def check_checkpoints(session: boto3.Session, plan: Plan) -> None:
         print(f"  checkpoints: {uri} (new)")
 
 
+def runnable(request: RunRequest, instances: list[Instance]) -> list[Instance]:
+    """INSTANCE=auto's types that can run the recipe (named types were checked with the request):
+    one that cannot (a batch that 4 GPUs do not divide) is left out with a line; none left is
+    refused with the first one's reason."""
+    kept, refusals = [], []
+    for instance in instances:
+        try:
+            request.check_on(instance)
+        except UserError as refusal:
+            refusals.append(refusal)
+            print(f"  skipped: {instance.name}: {refusal}")
+            continue
+        kept.append(instance)
+    if not kept:
+        raise refusals[0]
+    return kept
+
+
 def usable(quotas: QuotaReading, request: RunRequest) -> list[tuple[Instance, bool]]:
     """The (type, spot) pairs to try, in order, each with quota for the job. One pair is checked
     as before: a refusal names the remedy. Of several, those without quota are left out with a
     line saying why, and only none left is refused (with the first one's remedy)."""
-    instances = list(request.instances) or choose_auto(
-        quotas, request.spot_modes, request.concurrent
+    instances = list(request.instances) or runnable(
+        request, choose_auto(quotas, request.spot_modes, request.concurrent)
     )
     pairs = [(instance, spot) for instance in instances for spot in request.spot_modes]
-    if request.instance is None:
-        for instance in instances:
-            request.check_on(instance)
     kept, refusals = [], []
     for instance, spot in pairs:
         try:
