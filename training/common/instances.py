@@ -61,6 +61,11 @@ INSTANCES = {
 }
 
 
+def names(text: str) -> list[str]:
+    """The instance types of a comma-separated list, as INSTANCE= and CAPACITY_FAIL= take them."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def lookup(name: str) -> Instance:
     if name not in INSTANCES:
         raise UserError(

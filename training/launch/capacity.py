@@ -129,10 +129,14 @@ def cheapest_with_quota(reading: QuotaReading, spot: bool, count: int) -> Instan
     return None
 
 
+def quota_kind(spot: bool) -> str:
+    return "spot training" if spot else "training"
+
+
 def choose_auto(reading: QuotaReading, spot_modes: tuple[bool, ...], count: int) -> list[Instance]:
     """INSTANCE=auto: every current GPU type with quota for ``count`` instances (on a capacity
     the run may use), cheapest first, and a line saying so."""
-    kinds = " or ".join("spot training" if spot else "training" for spot in spot_modes)
+    kinds = " or ".join(quota_kind(spot) for spot in spot_modes)
     choices = [
         instance
         for instance in gpu_types_by_price()
@@ -142,7 +146,7 @@ def choose_auto(reading: QuotaReading, spot_modes: tuple[bool, ...], count: int)
         why = reading.problem or f"no GPU type in the table has a {kinds} quota of {count} or more"
         raise UserError(
             f"INSTANCE={AUTO} found no GPU type to use ({why}); request a quota increase in the "
-            f"Service Quotas console (Amazon SageMaker → 'ml.g4dn.xlarge for {kinds.split(' or ')[0]} "
+            f"Service Quotas console (Amazon SageMaker → 'ml.g4dn.xlarge for {quota_kind(spot_modes[0])} "
             "job usage') or name an INSTANCE"
         )
     first = choices[0]

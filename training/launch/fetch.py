@@ -107,6 +107,7 @@ def run_info(description: dict) -> RunInfo:
     environment = description.get("Environment", {})
     billable = description.get("BillableTimeInSeconds")
     price = launch_price(description)
+    attempts = report_rows(description, price.per_hour)  # this job's own row last
     experiment = environment.get(EXPERIMENT_ENV) or sagemaker.experiment_of(job)
     digest = description.get("HyperParameters", {}).get("dataset_digest", "")
     status = description["TrainingJobStatus"]
@@ -126,13 +127,11 @@ def run_info(description: dict) -> RunInfo:
         training_seconds=description.get("TrainingTimeInSeconds"),
         billable_seconds=billable,
         # Billable seconds already net out the spot saving; the rate is the on-demand one.
-        cost_usd=None
-        if billable is None
-        else billable / 3600 * price.per_hour * resources["InstanceCount"],
+        cost_usd=None if billable is None else attempts[-1]["cost_usd"],
         extra={
             "job_arn": description.get("TrainingJobArn"),
             "price": vars(price),
-            "attempts": report_rows(description, price.per_hour),
+            "attempts": attempts,
         },
     )
 

@@ -31,6 +31,7 @@ from training.launch.capacity import (
     estimate,
     on_demand_price,
     p2_warning,
+    quota_kind,
     read_quotas,
 )
 from training.launch.experiments import Experiment
@@ -134,7 +135,7 @@ def alternative(reading: QuotaReading, request: RunRequest, spot: bool, count: i
 
 def check_quota(reading: QuotaReading, request: RunRequest, instance: Instance, spot: bool) -> None:
     count = request.concurrent
-    kind = "spot training" if spot else "training"
+    kind = quota_kind(spot)
     offered = reading.offered(instance.name, spot)
     if offered is False:
         raise UserError(
@@ -254,58 +255,66 @@ def check_checkpoints(session: boto3.Session, plan: Plan) -> None:
         print(f"  checkpoints: {uri} (new)")
 
 
-def runnable(request: RunRequest, instances: list[Instance]) -> list[Instance]:
-    """INSTANCE=auto's types that can run the recipe (named types were checked with the request):
-    one that cannot (a batch that 4 GPUs do not divide) is left out with a line; none left is
-    refused with the first one's reason."""
+def leave_out(items: list, check, skipped) -> list:
+    """The items ``check`` passes, in order. Of several, one it refuses is left out with the line
+    ``skipped(item, refusal)``, and only none left is refused (with the first refusal); one item
+    alone is refused at once, its remedy whole."""
+    if len(items) == 1:
+        check(items[0])
+        return items
     kept, refusals = [], []
-    for instance in instances:
+    for item in items:
         try:
-            request.check_on(instance)
+            check(item)
         except UserError as refusal:
             refusals.append(refusal)
-            print(f"  skipped: {instance.name}: {refusal}")
+            print(f"  skipped: {skipped(item, refusal)}")
             continue
-        kept.append(instance)
+        kept.append(item)
     if not kept:
         raise refusals[0]
     return kept
 
 
 def usable(quotas: QuotaReading, request: RunRequest) -> list[tuple[Instance, bool]]:
-    """The (type, spot) pairs to try, in order, each with quota for the job. One pair is checked
-    as before: a refusal names the remedy. Of several, those without quota are left out with a
-    line saying why, and only none left is refused (with the first one's remedy)."""
-    instances = list(request.instances) or runnable(
-        request, choose_auto(quotas, request.spot_modes, request.concurrent)
+    """The (type, spot) pairs to try, in order. INSTANCE=auto's types must run the recipe (named
+    types were checked with the request): one that cannot (a batch 4 GPUs do not divide) is left
+    out. Then each pair needs quota for the job: one without is left out."""
+    instances = list(request.instances) or leave_out(
+        choose_auto(quotas, request.spot_modes, request.concurrent),
+        request.check_on,
+        lambda instance, refusal: f"{instance.name}: {refusal}",
     )
-    pairs = [(instance, spot) for instance in instances for spot in request.spot_modes]
-    kept, refusals = [], []
-    for instance, spot in pairs:
-        try:
-            check_quota(quotas, request, instance, spot)
-        except UserError as refusal:
-            if len(pairs) == 1:
-                raise
-            refusals.append(refusal)
-            kind = "spot" if spot else "on-demand"
-            print(f"  skipped: {instance.name} {kind}: {str(refusal).split(':')[0]}")
-            continue
-        kept.append((instance, spot))
-    if not kept:
-        raise refusals[0]
-    return kept
+    return leave_out(
+        [(instance, spot) for instance in instances for spot in request.spot_modes],
+        lambda pair: check_quota(quotas, request, *pair),
+        lambda pair, refusal: (
+            f"{pair[0].name} {'spot' if pair[1] else 'on-demand'}: {str(refusal).split(':')[0]}"
+        ),
+    )
 
 
-def candidate(request: RunRequest, instance: Instance, spot: bool, session, region: str,
-              train_images: int) -> Candidate:  # fmt: skip
-    price = on_demand_price(session, instance, region)
-    experiment = dataclasses.replace(request.experiment, spot=spot)
-    return Candidate(
-        instance=instance,
-        spot=spot,
-        image_uri=image_uri(instance, region),
-        cost=estimate(experiment, train_images, instance, request.instance_count, price),
+def candidates(request: RunRequest, pairs: list[tuple[Instance, bool]], session, region: str,
+               train_images: int) -> tuple[Candidate, ...]:  # fmt: skip
+    """Each (type, spot) pair with its image and cost; each type is priced (Price List API) and
+    its image looked up once, whether it is tried on spot, on-demand or both."""
+    types = dict.fromkeys(instance for instance, _ in pairs)
+    prices = {instance: on_demand_price(session, instance, region) for instance in types}
+    images = {instance: image_uri(instance, region) for instance in types}
+    return tuple(
+        Candidate(
+            instance=instance,
+            spot=spot,
+            image_uri=images[instance],
+            cost=estimate(
+                dataclasses.replace(request.experiment, spot=spot),
+                train_images,
+                instance,
+                request.instance_count,
+                prices[instance],
+            ),
+        )  # fmt: skip
+        for instance, spot in pairs
     )
 
 
@@ -330,10 +339,7 @@ def preflight(request: RunRequest, outputs: InfraOutputs, session: boto3.Session
     plan = Plan(
         request=request,
         outputs=outputs,
-        candidates=tuple(
-            candidate(request, instance, spot, session, outputs.region, train_images)
-            for instance, spot in pairs
-        ),  # fmt: skip
+        candidates=candidates(request, pairs, session, outputs.region, train_images),
         settings=settings,
         checkpoint_uri=checkpoint_uri(outputs, settings, experiment.name, fresh),
     )

@@ -19,6 +19,7 @@ from vgg_transfer.config import Hyperparameters
 
 from training.common.errors import UserError
 from training.common.instances import AUTO, Instance, lookup
+from training.common.instances import names as instance_names
 from training.common.paths import RUNS_DIR
 from training.common.sagemaker import TRAINING_JOB, TUNING_JOB, JobKind
 from training.data import splits
@@ -156,7 +157,7 @@ def required_data(args: argparse.Namespace, experiment: experiments.Experiment) 
 
 def candidates(text: str) -> tuple[Instance, ...]:
     """INSTANCE=…: one type, several in the order to try them, or auto (none: preflight picks)."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = instance_names(text)
     if names == [AUTO]:
         return ()
     if AUTO in names or not names:

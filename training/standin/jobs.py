@@ -439,7 +439,7 @@ class JobRun:
 
     def _reclaim(self, attempt: Attempt, sync: CheckpointSync) -> None:
         interruption = self.interruption
-        if not self.job.enable_managed_spot_training or not interruption.claim():
+        if not self.spot or not interruption.claim():
             return
         if interruption.when == "checkpoint":
             attempt.pause()
@@ -457,7 +457,7 @@ class JobRun:
         condition = self.job.stopping_condition or {}
         max_runtime = condition.get("MaxRuntimeInSeconds")
         max_wait = condition.get("MaxWaitTimeInSeconds")
-        if not self.job.enable_managed_spot_training:
+        if not self.spot:
             max_wait = None  # on-demand jobs wait for no capacity
         started = time.time()
         while attempt.reason is None and not attempt.over:

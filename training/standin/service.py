@@ -259,11 +259,10 @@ def add_interrupt_option(parser: argparse.ArgumentParser) -> None:
 
 def instance_types(text: str) -> tuple[str, ...]:
     """CAPACITY_FAIL=ml.g5.xlarge,…: each a type of the instance table."""
-    from training.common.instances import lookup
+    from training.common.instances import lookup, names
 
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
     try:
-        return tuple(lookup(name).name for name in names)
+        return tuple(lookup(name).name for name in names(text))
     except UserError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
