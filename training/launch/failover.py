@@ -30,9 +30,11 @@ from training.launch.preflight import Candidate, Plan
 from training.launch.spec import JobSpec
 from training.launch.staging import PRICE_ENV, PRICE_SOURCE_ENV
 from training.launch.submit import NoCapacity, submit
+from training.report.tuning import reason_line
 
 ATTEMPTS_ENV = "VGG_EARLIER_ATTEMPTS"  # the attempts before this job, as JSON rows
 ENVIRONMENT_VALUE_LIMIT = 512  # SageMaker's limit on one Environment value
+ENDED_LIMIT = 60  # characters of an earlier attempt's reason that travel (cut ones end in …)
 CAPACITY_FAILURE = re.compile(
     r"CapacityError|InsufficientCapacity|Unable to provision requested ML compute capacity|"
     r"temporarily unavailable",
@@ -66,7 +68,8 @@ class Attempt:
 
     def row(self) -> list:
         return [self.instance_type, int(self.spot), self.job, round(self.waited_seconds),
-                round(self.billable_seconds), round(self.cost_usd, 4), self.ended[:60]]  # fmt: skip
+                round(self.billable_seconds), round(self.cost_usd, 4),
+                reason_line(self.ended, ENDED_LIMIT)]  # fmt: skip
 
     @classmethod
     def from_row(cls, row: list) -> "Attempt":
